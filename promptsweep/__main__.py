@@ -1,0 +1,3 @@
+from promptsweep.cli import main
+
+main()
