@@ -1,14 +1,34 @@
 """The ``promptsweep`` command line (typer + rich).
 
-Commands import their layer inside the function body, so ``promptsweep --help`` and the commands
-that only read the database load none of torch, transformers, peft or ray.
+Every command shares one database option: ``--db URL`` (env ``PROMPTSWEEP_DB``; default
+``sqlite:///$PROMPTSWEEP_HOME/promptsweep.db``, see :func:`promptsweep.paths.default_db_url`).
+
+Commands import their layer inside the function body, so ``promptsweep --help`` and the commands that
+only read the database (``jobs``, ``show``, ``leaderboard``, ``export``, ``report``, ``dashboard``,
+``serve``, ``db upgrade``) load none of torch, transformers, peft or ray
+(``tests/test_cli.py`` checks it in a subprocess). Errors that promptsweep raises on purpose
+(:class:`promptsweep.PromptsweepError`) are printed as one line and exit with code 1.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
 import typer
+from rich.console import Console
+from rich.table import Table
 
 import promptsweep
+from promptsweep.exceptions import PromptsweepError
+
+if TYPE_CHECKING:
+    from promptsweep.storage import Storage
 
 app = typer.Typer(
     name="promptsweep",
@@ -16,12 +36,350 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class _State:
+    db: str | None
+
+    def url(self) -> str:
+        from promptsweep.paths import default_db_url
+
+        return self.db or default_db_url()
+
+    def storage(self) -> Storage:
+        from promptsweep.storage import Storage
+
+        return Storage(self.url())
+
+
+def _state(ctx: typer.Context) -> _State:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, _State) else _State(db=None)
+
+
+def _handle_errors(func: F) -> F:
+    """Turn a :class:`PromptsweepError` into one red line on stderr and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PromptsweepError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    db: str | None = typer.Option(
+        None,
+        "--db",
+        envvar="PROMPTSWEEP_DB",
+        help="Database URL (sqlite:///FILE or postgresql+psycopg://USER:PASS@HOST/DB). "
+        "Default: sqlite:///$PROMPTSWEEP_HOME/promptsweep.db (PROMPTSWEEP_HOME defaults to ~/.promptsweep).",
+        show_default=False,
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log promptsweep's INFO messages to stderr."),
+) -> None:
+    """Find the best prompt method (prompt tuning, prefix tuning, P-tuning) for a task on a frozen PLM."""
+    import logging
+
+    from promptsweep._logging import enable_default_handler
+
+    enable_default_handler(logging.INFO if verbose else logging.WARNING)
+    ctx.obj = _State(db=db)
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.2e}"
+        return f"{value:.4f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _rows_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns and any(r.get(key) is not None for r in rows):
+                columns.append(key)
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for col in columns:
+        table.add_column(col, justify="right" if col not in ("method", "state") else "left")
+    for row in rows:
+        table.add_row(*(_fmt(row.get(c)) for c in columns))
+    return table
+
+
+def _print_rows(rows: list[dict[str, Any]], *, as_json: bool, title: str | None = None, empty: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+    elif not rows:
+        console.print(empty)
+    else:
+        console.print(_rows_table(rows, title=title))
+
+
+def _leaderboard_rows(
+    storage: Storage, job_id: int, *, per_method: bool, pareto: bool
+) -> list[dict[str, Any]]:
+    from promptsweep.dashboards import leaderboard_rows
+
+    return leaderboard_rows(storage, job_id, per_method=per_method, pareto=pareto)
+
+
+# --------------------------------------------------------------------------------------------- commands
 
 
 @app.command()
 def version() -> None:
     """Print promptsweep's version."""
     typer.echo(promptsweep.__version__)
+
+
+@app.command()
+@_handle_errors
+def run(
+    ctx: typer.Context,
+    spec: Path = typer.Argument(
+        ..., help="Job spec file (YAML or JSON), e.g. examples/fine-foods-minilm.yaml."
+    ),
+    name: str | None = typer.Option(None, help="Job name (default: the spec's name)."),
+    progress: bool = typer.Option(True, help="Show the trials' progress."),
+) -> None:
+    """Submit SPEC and run its search in the foreground, then print the leaderboard."""
+    from promptsweep.search import load_spec, run_job, submit
+
+    state = _state(ctx)
+    job_spec = load_spec(spec)
+    if name is not None:
+        job_spec = job_spec.model_copy(update={"name": name})
+    storage = state.storage()
+    job_id = submit(job_spec, storage)
+    console.print(f"job [bold]{job_id}[/] submitted ({storage_label(state.url())}); running it here")
+    run_job(job_id, storage, progress=progress)
+    _print_job(storage, job_id, limit=10)
+
+
+@app.command()
+@_handle_errors
+def submit(
+    ctx: typer.Context,
+    spec: Path = typer.Argument(..., help="Job spec file (YAML or JSON)."),
+    name: str | None = typer.Option(None, help="Job name (default: the spec's name)."),
+) -> None:
+    """Validate SPEC and queue it as a job; a `promptsweep worker` runs it. Prints the job id."""
+    from promptsweep.search import load_spec
+    from promptsweep.search import submit as submit_job
+
+    job_spec = load_spec(spec)
+    if name is not None:
+        job_spec = job_spec.model_copy(update={"name": name})
+    job_id = submit_job(job_spec, _state(ctx).storage())
+    typer.echo(job_id)
+
+
+@app.command()
+@_handle_errors
+def worker(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, "--once", help="Run at most one queued job, then exit."),
+) -> None:
+    """Claim queued jobs from the database and run them (until interrupted, or one with --once)."""
+    from promptsweep.search import run_worker
+
+    run_worker(_state(ctx).storage(), once=once)
+
+
+@app.command()
+@_handle_errors
+def jobs(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the jobs: id, name, status, trial counts and best value."""
+    from promptsweep.dashboards import job_summary
+
+    storage = _state(ctx).storage()
+    rows = [job_summary(storage, job) for job in storage.list_jobs()]
+    _print_rows(rows, as_json=as_json, title="jobs", empty="no jobs yet")
+
+
+def _print_job(storage: Storage, job_id: int, *, limit: int) -> None:
+    from promptsweep.dashboards import job_summary
+
+    job = storage.get_job(job_id)
+    summary = job_summary(storage, job)
+    for key, value in summary.items():
+        console.print(f"[bold]{key:>16}[/]  {_fmt(value)}", highlight=False)
+    if getattr(job, "error", None):
+        console.print(f"[bold red]{'error':>16}[/]  {job.error}", highlight=False)
+    rows = _leaderboard_rows(storage, job_id, per_method=False, pareto=False)
+    if rows:
+        console.print(_rows_table(rows[:limit], title=f"leaderboard (top {min(limit, len(rows))})"))
+
+
+@app.command()
+@_handle_errors
+def show(
+    ctx: typer.Context,
+    job: int = typer.Argument(..., help="Job id."),
+    limit: int = typer.Option(10, help="Leaderboard rows to show."),
+) -> None:
+    """Show a job: status, trial counts per state, and its leaderboard."""
+    _print_job(_state(ctx).storage(), job, limit=limit)
+
+
+@app.command()
+@_handle_errors
+def leaderboard(
+    ctx: typer.Context,
+    job: int = typer.Argument(..., help="Job id."),
+    per_method: bool = typer.Option(False, "--per-method", help="Only the best trial of each method."),
+    pareto: bool = typer.Option(
+        False, "--pareto", help="Only the Pareto front: best metric against fewest trainable parameters."
+    ),
+    limit: int | None = typer.Option(None, help="Show at most this many rows."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Rank a job's finished trials by its metric (validation split)."""
+    storage = _state(ctx).storage()
+    storage.get_job(job)  # JobNotFoundError names the id
+    rows = _leaderboard_rows(storage, job, per_method=per_method, pareto=pareto)
+    if limit is not None:
+        rows = rows[:limit]
+    title = "Pareto front" if pareto else "best per method" if per_method else "leaderboard"
+    _print_rows(rows, as_json=as_json, title=f"job {job}: {title}", empty="no finished trials yet")
+
+
+@app.command()
+@_handle_errors
+def export(
+    ctx: typer.Context,
+    job: int = typer.Argument(..., help="Job id."),
+    out: Path = typer.Option(
+        ..., "--out", help="Directory to write (must not exist, or be empty, or --force)."
+    ),
+    trial: int | None = typer.Option(None, "--trial", help="Trial number (default: the job's best trial)."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier promptsweep export in OUT."),
+) -> None:
+    """Export the best adapter (or --trial N): PEFT files, encoder state, model card, metrics.json."""
+    from promptsweep.export import export_adapter
+
+    result = export_adapter(_state(ctx).storage(), job, out, trial_number=trial, force=force)
+    console.print(
+        f"exported job {job} trial {result.trial_number} ({result.method}) to [bold]{result.out_dir}[/]"
+    )
+    for path in result.files:
+        console.print(f"  {path.relative_to(result.out_dir)}", highlight=False)
+
+
+@app.command()
+@_handle_errors
+def report(
+    ctx: typer.Context,
+    job: int = typer.Argument(..., help="Job id."),
+    out: Path = typer.Option(
+        ..., "--out", help="HTML file to write (replaced if it exists), e.g. report.html."
+    ),
+) -> None:
+    """Write a self-contained HTML report: leaderboard, Pareto front, history, importances."""
+    from promptsweep.dashboards import write_report
+
+    path = write_report(_state(ctx).storage(), job, out)
+    console.print(f"report written to [bold]{path}[/] (open it in a browser; no server needed)")
+
+
+@app.command()
+@_handle_errors
+def dashboard(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1: this machine only)."),
+    port: int = typer.Option(8080, help="TCP port."),
+    artifact_dir: Path | None = typer.Option(
+        None, help="Optuna artifact store for trial adapters (default: $PROMPTSWEEP_HOME/artifacts)."
+    ),
+    attach: bool = typer.Option(
+        True, help="Attach each finished trial's adapter (zip) as an Optuna artifact."
+    ),
+) -> None:
+    """Start optuna-dashboard on the same database (Ctrl-C stops it)."""
+    from promptsweep.dashboards import attach_adapter_artifacts, default_artifact_dir, launch_dashboard
+
+    state = _state(ctx)
+    artifacts = artifact_dir or default_artifact_dir()
+    if attach:
+        storage = state.storage()
+        added = sum(attach_adapter_artifacts(storage, job.id, artifacts) for job in storage.list_jobs())
+        if added:
+            console.print(f"attached {added} trial adapter(s) as Optuna artifacts in {artifacts}")
+    proc = launch_dashboard(state.url(), host=host, port=port, artifact_dir=artifacts, capture_output=False)
+    console.print(f"optuna-dashboard on [bold]{proc.url}[/] (studies are named promptsweep-job-<id>)")
+    try:
+        sys.exit(proc.process.wait())
+    except KeyboardInterrupt:
+        proc.stop()
+
+
+@app.command()
+@_handle_errors
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; any non-loopback address needs --token."),
+    port: int = typer.Option(8000, help="TCP port."),
+    token: str | None = typer.Option(
+        None,
+        envvar="PROMPTSWEEP_API_TOKEN",
+        help="Bearer token every request must carry (required when HOST is not loopback).",
+        show_default=False,
+    ),
+) -> None:
+    """Serve the REST API (OpenAPI at /docs) on the same database."""
+    from promptsweep.api import serve as serve_api
+
+    serve_api(_state(ctx).url(), host=host, port=port, token=token)
+
+
+@db_app.command("upgrade")
+@_handle_errors
+def db_upgrade(ctx: typer.Context) -> None:
+    """Migrate the database schema to this promptsweep's version (Alembic head)."""
+    from promptsweep.storage import upgrade
+
+    url = _state(ctx).url()
+    upgrade(url)
+    console.print(f"database {storage_label(url)} is at the current schema")
+
+
+def storage_label(url: str) -> str:
+    """The database URL with its password hidden (for messages)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is reported by Storage itself
+        return url
 
 
 def main() -> None:
