@@ -1,0 +1,313 @@
+"""promptsweep's REST API (FastAPI): submit search jobs, follow them, rank their trials, fetch adapters.
+
+==========================================  =====================================================
+``POST /jobs``                              job spec JSON → 201 ``{"id": ...}``; invalid → 422
+``GET /jobs``                               every job
+``GET /jobs/{id}``                          one job, with trial counts and its best trial
+``GET /jobs/{id}/trials``                   every trial of the job
+``GET /jobs/{id}/leaderboard``              ranked trials (``?per_method=true`` / ``?pareto=true``)
+``POST /jobs/{id}/cancel``                  cancel a queued or running job
+``GET /jobs/{id}/adapter``                  a zip of the best adapter (``?trial=N`` for another)
+``GET /openapi.json``, ``/docs``            the OpenAPI schema and its browsable page
+==========================================  =====================================================
+
+Jobs posted here are queued; ``promptsweep worker`` processes run them. The server binds to
+127.0.0.1 by default; :func:`serve` refuses any other address unless a bearer token is set, and with a
+token every endpoint but the schema pages needs ``Authorization: Bearer <token>``.
+
+``import promptsweep.api`` loads FastAPI only: the search layer is imported by :func:`create_app`.
+"""
+
+import dataclasses
+import ipaddress
+import secrets
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+import promptsweep
+from promptsweep._logging import get_logger
+from promptsweep.exceptions import (
+    ExportError,
+    JobNotFoundError,
+    PromptsweepError,
+    SchemaVersionError,
+    SpecError,
+    StorageError,
+    TrialNotFoundError,
+)
+
+if TYPE_CHECKING:
+    from promptsweep.storage import Storage
+
+_log = get_logger(__name__)
+
+TOKEN_ENV = "PROMPTSWEEP_API_TOKEN"
+
+
+class JobCreated(BaseModel):
+    """Answer to ``POST /jobs``."""
+
+    id: int = Field(description="The new job's id.")
+    status: str = Field(description="Always `queued`: a `promptsweep worker` runs it.")
+    study_name: str = Field(description="The job's Optuna study (see `promptsweep dashboard`).")
+
+
+class Trial(BaseModel):
+    """One trial (a prompt method and its hyperparameters, trained on the frozen PLM)."""
+
+    job_id: int
+    number: int
+    rank: int | None = Field(None, description="Position on the leaderboard (leaderboard answers only).")
+    method: str | None
+    variant: str | None
+    params: dict[str, Any]
+    state: str
+    value: float | None = Field(description="The objective value (validation split).")
+    values: list[float | None] | None
+    metrics: dict[str, Any]
+    test_metrics: dict[str, Any] | None
+    trainable_params: int | None
+    total_params: int | None
+    train_seconds: float | None = Field(description="Training wall-clock time, seconds.")
+    peak_memory_bytes: int | None
+    steps: int | None
+    epochs: float | None
+    error: str | None
+    optuna_trial_id: int | None
+    ray_trial_id: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class Job(BaseModel):
+    """A search job as stored (times in UTC, ISO 8601)."""
+
+    id: int
+    name: str
+    status: str
+    objective_metric: str | None
+    direction: str
+    secondary_objective: str | None
+    model: str | None
+    dataset: str | None
+    task: str | None
+    study_name: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    attempts: int
+    spec: dict[str, Any]
+    trial_counts: dict[str, int] | None = Field(
+        None, description="Trials per state (only on GET /jobs/{id})."
+    )
+    best_trial: Trial | None = Field(None, description="The best finished trial (only on GET /jobs/{id}).")
+
+
+def _plain(record: Any, **extra: Any) -> dict[str, Any]:
+    data = {}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        data[f.name] = value.value if isinstance(value, Enum) else value
+    data.update(extra)
+    return data
+
+
+def _trial(record: Any, rank: int | None = None) -> Trial:
+    return Trial.model_validate(_plain(record, rank=rank))
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` names only this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _error_response(status_code: int, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=status_code, content={"detail": str(exc)})
+
+
+def create_app(
+    db_url: str | None = None, *, token: str | None = None, storage: "Storage | None" = None
+) -> FastAPI:
+    """Build the FastAPI application on one database.
+
+    Args:
+        db_url: the database URL (default :func:`promptsweep.paths.default_db_url`); ignored when
+            ``storage`` is given.
+        token: when set, every endpoint except ``/openapi.json`` and ``/docs`` requires
+            ``Authorization: Bearer <token>`` (401 otherwise).
+        storage: an open :class:`promptsweep.storage.Storage` to use instead of ``db_url``.
+
+    Raises:
+        StorageError, SchemaVersionError: the database cannot be opened or is too old.
+    """
+    from promptsweep.export import export_zip
+    from promptsweep.search import JobSpec, submit
+    from promptsweep.storage import Storage
+
+    store = storage if storage is not None else Storage(db_url)
+    bearer = HTTPBearer(auto_error=False, description="The token given to `promptsweep serve --token`.")
+
+    def require_token(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if token is None:
+            return
+        if credentials is None or not secrets.compare_digest(
+            credentials.credentials.encode(), token.encode()
+        ):
+            raise HTTPException(
+                status_code=status.HTTP_401_UNAUTHORIZED,
+                detail="missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    app = FastAPI(
+        title="promptsweep",
+        version=promptsweep.__version__,
+        description="Search prompt methods (prompt tuning, prefix tuning, P-tuning) on a frozen PLM.",
+    )
+    app.state.storage = store
+    router = APIRouter(dependencies=[Depends(require_token)])
+
+    @app.exception_handler(JobNotFoundError)
+    @app.exception_handler(TrialNotFoundError)
+    async def _not_found(request: Request, exc: PromptsweepError) -> JSONResponse:
+        return _error_response(status.HTTP_404_NOT_FOUND, exc)
+
+    @app.exception_handler(ExportError)
+    async def _conflict(request: Request, exc: PromptsweepError) -> JSONResponse:
+        return _error_response(status.HTTP_409_CONFLICT, exc)
+
+    @app.exception_handler(SpecError)
+    async def _bad_spec(request: Request, exc: SpecError) -> JSONResponse:
+        field = getattr(exc, "field", None)
+        loc = ["body", *str(field).split(".")] if field else ["body"]
+        return JSONResponse(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            content={"detail": [{"loc": loc, "msg": str(exc), "type": "spec_error"}]},
+        )
+
+    @app.exception_handler(SchemaVersionError)
+    @app.exception_handler(StorageError)
+    async def _unavailable(request: Request, exc: PromptsweepError) -> JSONResponse:
+        return _error_response(status.HTTP_503_SERVICE_UNAVAILABLE, exc)
+
+    @app.exception_handler(PromptsweepError)
+    async def _bad_request(request: Request, exc: PromptsweepError) -> JSONResponse:
+        return _error_response(status.HTTP_400_BAD_REQUEST, exc)
+
+    def _job(job_id: int, *, detail: bool = False) -> Job:
+        record = store.get_job(job_id)
+        extra: dict[str, Any] = {}
+        if detail:
+            from promptsweep.dashboards import state_counts
+
+            extra["trial_counts"] = state_counts(store.list_trials(job_id))
+            best = store.leaderboard(job_id)[:1]
+            extra["best_trial"] = _trial(best[0], rank=1) if best else None
+        return Job.model_validate(_plain(record, **extra))
+
+    @router.post("/jobs", status_code=status.HTTP_201_CREATED, response_model=JobCreated)
+    def post_job(spec: JobSpec) -> JobCreated:
+        """Validate a job spec and queue the job (422 names the invalid fields)."""
+        job_id = submit(spec, store)
+        job = store.get_job(job_id)
+        return JobCreated(id=job.id, status=str(job.status.value), study_name=job.study_name)
+
+    @router.get("/jobs", response_model=list[Job])
+    def list_jobs() -> list[Job]:
+        """Every job, newest first as the storage lists them."""
+        return [Job.model_validate(_plain(j)) for j in store.list_jobs()]
+
+    @router.get("/jobs/{job_id}", response_model=Job)
+    def get_job(job_id: int) -> Job:
+        """One job with its trial counts per state and its best trial."""
+        return _job(job_id, detail=True)
+
+    @router.get("/jobs/{job_id}/trials", response_model=list[Trial])
+    def list_trials(job_id: int) -> list[Trial]:
+        """Every trial of the job, by trial number."""
+        store.get_job(job_id)
+        return [_trial(t) for t in store.list_trials(job_id)]
+
+    @router.get("/jobs/{job_id}/leaderboard", response_model=list[Trial])
+    def leaderboard(
+        job_id: int,
+        per_method: Annotated[bool, Query(description="Only the best trial of each method variant.")] = False,
+        pareto: Annotated[
+            bool, Query(description="Only the Pareto front (metric vs trainable params).")
+        ] = False,
+    ) -> list[Trial]:
+        """The job's finished trials ranked by its objective (validation split)."""
+        store.get_job(job_id)
+        if pareto:
+            trials = store.pareto_front(job_id)
+        elif per_method:
+            trials = store.best_per_method(job_id)
+        else:
+            trials = store.leaderboard(job_id)
+        return [_trial(t, rank=i + 1) for i, t in enumerate(trials)]
+
+    @router.post("/jobs/{job_id}/cancel", response_model=Job)
+    def cancel(job_id: int) -> Job:
+        """Cancel a queued or running job (a running job stops after its current trials)."""
+        store.cancel_job(job_id)
+        return _job(job_id)
+
+    @router.get(
+        "/jobs/{job_id}/adapter",
+        response_class=Response,
+        responses={200: {"content": {"application/zip": {}}, "description": "The adapter export, zipped."}},
+    )
+    def adapter(
+        job_id: int,
+        trial: Annotated[int | None, Query(description="Trial number (default: the best).")] = None,
+    ) -> Response:
+        """A zip of the best trial's adapter (PEFT files, encoder state, model card, metrics.json)."""
+        name, data = export_zip(store, job_id, trial_number=trial)
+        return Response(
+            content=data,
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    app.include_router(router)
+    return app
+
+
+def serve(
+    db_url: str | None = None, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None
+) -> None:
+    """Run the API with uvicorn until interrupted.
+
+    Args:
+        db_url: the database URL (default :func:`promptsweep.paths.default_db_url`).
+        host: the interface to bind; 127.0.0.1 by default.
+        port: the TCP port.
+        token: the bearer token; required whenever ``host`` is not a loopback address.
+
+    Raises:
+        PromptsweepError: ``host`` is not loopback and no token is given (nothing is started).
+    """
+    if not is_loopback(host) and not token:
+        raise PromptsweepError(
+            f"refusing to serve on {host}: binding beyond this machine needs a bearer token "
+            f"(--token or {TOKEN_ENV})"
+        )
+    import uvicorn
+
+    app = create_app(db_url, token=token)
+    _log.info("serving the promptsweep API on http://%s:%d", host, port)
+    uvicorn.run(app, host=host, port=port, log_level="info")
