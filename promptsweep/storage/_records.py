@@ -1,0 +1,254 @@
+"""Frozen records returned by :class:`promptsweep.storage.Storage`, and the enums they use.
+
+Callers never see ORM rows (as optuna's ``FrozenTrial``): each record is a frozen dataclass built
+from a row inside the session that read it, so it stays valid after the session closes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    """Life cycle of a search job: ``queued`` → ``running`` → ``succeeded`` | ``failed`` | ``cancelled``.
+
+    A ``running`` job whose worker stops heartbeating goes back to ``queued`` (see
+    :meth:`Storage.requeue_stale`); ``queued`` and ``running`` jobs can be ``cancelled``.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_finished(self) -> bool:
+        """True for ``succeeded``, ``failed`` and ``cancelled``."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class TrialState(StrEnum):
+    """A trial's state, as Optuna's ``TrialState``: ``running`` / ``complete`` / ``pruned`` / ``fail``."""
+
+    RUNNING = "running"
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    FAIL = "fail"
+
+    @property
+    def is_finished(self) -> bool:
+        """True for every state but ``running``."""
+        return self is not TrialState.RUNNING
+
+
+class Direction(StrEnum):
+    """Direction of an objective, as Optuna's ``StudyDirection`` (lower case)."""
+
+    MAXIMIZE = "maximize"
+    MINIMIZE = "minimize"
+
+
+class MethodVariant(StrEnum):
+    """The prompt-method variants ranked side by side by :meth:`Storage.best_per_method`.
+
+    Derived from a trial's flat parameters (``method`` plus ``prefix_projection`` or
+    ``encoder_type``) by :func:`method_variant`:
+
+    - ``prompt_tuning`` - soft prompt on the input embeddings (Lester et al. 2021).
+    - ``prefix_tuning`` - per-layer prefix, no reparameterization (Li & Liang 2021).
+    - ``prefix_tuning_projection`` - prefix through the MLP reparameterization.
+    - ``p_tuning_lstm`` / ``p_tuning_mlp`` - P-tuning's prompt encoder (Liu et al. 2021).
+    """
+
+    PROMPT_TUNING = "prompt_tuning"
+    PREFIX_TUNING = "prefix_tuning"
+    PREFIX_TUNING_PROJECTION = "prefix_tuning_projection"
+    P_TUNING_LSTM = "p_tuning_lstm"
+    P_TUNING_MLP = "p_tuning_mlp"
+
+
+def method_variant(params: Mapping[str, Any] | None) -> str | None:
+    """Return the :class:`MethodVariant` value of a trial's flat parameters.
+
+    ``method`` picks the family; prefix tuning splits on ``prefix_projection`` (truthy → with
+    projection) and P-tuning on ``encoder_type`` (``LSTM`` | ``MLP``, case-insensitive; missing →
+    ``MLP``, PEFT's default). A method this storage does not know keeps its own name, so new methods
+    still rank (each as one group). Returns ``None`` when ``params`` has no ``method``.
+    """
+    if not params or params.get("method") is None:
+        return None
+    method = str(params["method"])
+    if method == "prefix_tuning":
+        if params.get("prefix_projection"):
+            return MethodVariant.PREFIX_TUNING_PROJECTION.value
+        return MethodVariant.PREFIX_TUNING.value
+    if method == "p_tuning":
+        encoder = str(params.get("encoder_type") or "MLP").upper()
+        return MethodVariant.P_TUNING_LSTM.value if encoder == "LSTM" else MethodVariant.P_TUNING_MLP.value
+    return method
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Return ``value`` as an aware UTC datetime (SQLite hands naive UTC values back)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def json_safe(value: Any) -> Any:
+    """Return ``value`` with non-finite floats (NaN, ±inf) replaced by ``None``.
+
+    PostgreSQL's JSONB refuses NaN, and SQLite reads NaN back as NULL; storing ``None`` keeps both
+    backends alike. Tuples become lists; mapping keys become strings.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One search job.
+
+    Attributes:
+        id: the job id (positive integer, assigned by the database).
+        name: the job's name (free text).
+        spec: the job spec as submitted (JSON-able dict).
+        status: see :class:`JobStatus`.
+        objective_metric: the metric the job optimizes (e.g. ``accuracy``); ``None`` if the spec has none.
+        direction: the objective's :class:`Direction` (``maximize`` when the spec gives none).
+        secondary_objective: ``trainable_params`` for a multi-objective job (always minimized), else ``None``.
+        model, dataset, task: what the job searches on, for :meth:`Storage.best_across_jobs`.
+        study_name: the Optuna study's name, ``promptsweep-job-<id>``.
+        created_at, started_at, finished_at: aware UTC datetimes (``None`` until reached).
+        error: why the job failed (``None`` otherwise).
+        worker_id: the worker holding a running job (``None`` when none does).
+        heartbeat_at: the holding worker's last heartbeat (aware UTC).
+        attempts: how many times a worker claimed the job (>1 after a re-queue).
+    """
+
+    id: int
+    name: str
+    spec: dict[str, Any]
+    status: JobStatus
+    objective_metric: str | None
+    direction: Direction
+    secondary_objective: str | None
+    model: str | None
+    dataset: str | None
+    task: str | None
+    study_name: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    worker_id: str | None
+    heartbeat_at: datetime | None
+    attempts: int
+
+    @property
+    def directions(self) -> list[str]:
+        """The Optuna study's directions: the objective's, then ``minimize`` for a secondary objective."""
+        if self.secondary_objective:
+            return [self.direction.value, Direction.MINIMIZE.value]
+        return [self.direction.value]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial of a job, keyed by ``(job_id, number)``.
+
+    Attributes:
+        job_id, number: the job and the trial's number within it (Optuna's trial number).
+        optuna_trial_id, ray_trial_id: the trial's ids in Optuna's tables and in Ray Tune.
+        method: the ``method`` parameter (``prompt_tuning`` | ``prefix_tuning`` | ``p_tuning``).
+        variant: the :class:`MethodVariant` value derived from ``params``.
+        params: the flat trial parameters (see docs/architecture.md).
+        state: see :class:`TrialState`.
+        value: the objective value ranked by the leaderboard (``values[0]``).
+        values: all objective values (two for a multi-objective job).
+        metrics: final validation metrics, name → value.
+        test_metrics: test-split metrics (only for the selected trial).
+        trainable_params, total_params: parameter counts.
+        train_seconds: wall-clock training time in seconds.
+        peak_memory_bytes: peak accelerator (or process) memory in bytes.
+        steps, epochs: optimizer steps and epochs done.
+        adapter_dir: where the trained adapter was saved.
+        error: why the trial failed.
+        started_at, finished_at, updated_at: aware UTC datetimes.
+    """
+
+    job_id: int
+    number: int
+    optuna_trial_id: int | None
+    ray_trial_id: str | None
+    method: str | None
+    variant: str | None
+    params: dict[str, Any]
+    state: TrialState
+    value: float | None
+    values: list[float | None] | None
+    metrics: dict[str, Any]
+    test_metrics: dict[str, Any] | None
+    trainable_params: int | None
+    total_params: int | None
+    train_seconds: float | None
+    peak_memory_bytes: int | None
+    steps: int | None
+    epochs: float | None
+    adapter_dir: str | None
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class IntermediateRecord:
+    """Validation metrics of one trial at one evaluation step (the source of truth for learning curves)."""
+
+    job_id: int
+    number: int
+    step: int
+    metrics: dict[str, Any]
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class BestResult:
+    """The best complete trial for one (model, dataset, task, objective metric), across jobs.
+
+    Attributes:
+        model, dataset, task: the group.
+        objective_metric, direction: the objective the trials were ranked by.
+        job_id, job_name: the job holding the best trial.
+        trial: the best trial.
+        jobs: how many jobs share the group.
+    """
+
+    model: str | None
+    dataset: str | None
+    task: str | None
+    objective_metric: str | None
+    direction: Direction
+    job_id: int
+    job_name: str
+    trial: TrialRecord
+    jobs: int
