@@ -26,6 +26,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -197,6 +199,23 @@ def create_app(
         return JSONResponse(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
             content={"detail": [{"loc": loc, "msg": str(exc), "type": "spec_error"}]},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A cross-field check in JobSpec names its own field (``exc.field``, a dotted path): append it
+        # to the location, so every 422 says which field is at fault.
+        detail = []
+        for err in exc.errors():
+            err = dict(err)
+            cause = (err.get("ctx") or {}).get("error")
+            field = getattr(cause, "field", None)
+            if field:
+                err["loc"] = [*err["loc"], *str(field).split(".")]
+                err["msg"] = str(getattr(cause, "message", cause))
+            detail.append(err)
+        return JSONResponse(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": jsonable_encoder(detail)}
         )
 
     @app.exception_handler(SchemaVersionError)

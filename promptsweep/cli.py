@@ -365,19 +365,22 @@ def serve(
 @_handle_errors
 def db_upgrade(ctx: typer.Context) -> None:
     """Migrate the database schema to this promptsweep's version (Alembic head)."""
-    from promptsweep.storage import upgrade
+    from promptsweep.storage import upgrade_database
 
     url = _state(ctx).url()
-    upgrade(url)
-    console.print(f"database {storage_label(url)} is at the current schema")
+    before, after = upgrade_database(url)
+    if before == after:
+        console.print(f"database {storage_label(url)} is already at schema revision {after}")
+    else:
+        console.print(f"database {storage_label(url)} upgraded from schema revision {before} to {after}")
 
 
 def storage_label(url: str) -> str:
     """The database URL with its password hidden (for messages)."""
-    from sqlalchemy.engine import make_url
+    from promptsweep.storage import mask_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return mask_url(url)
     except Exception:  # an unparsable URL is reported by Storage itself
         return url
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,12 +141,14 @@ def _optuna_sections(storage: Storage, job: JobRecord, figures: _Figures) -> lis
     plots = [
         ("Optimization history", lambda: vis.plot_optimization_history(study, **target)),
         ("Learning curves (intermediate validation values)", lambda: vis.plot_intermediate_values(study)),
-        ("Parameter importances (fANOVA)", lambda: vis.plot_param_importances(study, **target)),
+        ("Parameter importances", lambda: vis.plot_param_importances(study, **target)),
     ]
     for title, make in plots:
         parts.append(f"<h2>{html.escape(title)}</h2>")
         try:
-            fig = make()
+            with warnings.catch_warnings():  # few trials per regime: optuna warns, the plot is still right
+                warnings.simplefilter("ignore")
+                fig = make()
             if not fig.data:
                 raise ValueError("not enough finished trials to plot")
             parts.append(figures.render(fig))
