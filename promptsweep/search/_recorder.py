@@ -1,0 +1,193 @@
+"""Recording trials as they happen: a Ray Tune callback in the driver (the only database writer).
+
+:class:`TrialRecorder` writes each trial's start, every validation evaluation (intermediate metrics at
+the training step), its end state (the same state :class:`PromptsweepSearch` told Optuna), error text,
+counts, timings and adapter location to :class:`promptsweep.storage.Storage`, and feeds the live
+progress display. Tune calls the searcher's ``on_trial_complete`` before the callbacks', so the
+Optuna study and our tables agree on every trial's state.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from promptsweep._logging import get_logger
+from promptsweep.search._progress import Progress
+from promptsweep.search._searcher import end_state
+from promptsweep.search._trainable import DONE_KEY, NUMBER_KEY, PARAMS_KEY, STEP_KEY
+
+_log = get_logger(__name__)
+
+#: Result keys that are Tune bookkeeping or trial counts, not validation metrics.
+_NOT_METRICS = {
+    STEP_KEY,
+    DONE_KEY,
+    "trainable_params",
+    "total_params",
+    "train_seconds",
+    "examples_per_second",
+    "peak_memory_bytes",
+    "steps",
+    "epochs",
+    "adapter_dir",
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def validation_metrics(result: dict[str, Any], names: tuple[str, ...]) -> dict[str, float]:
+    """The validation metrics in a Tune result (only the names the task reports)."""
+    return {k: float(result[k]) for k in names if isinstance(result.get(k), int | float)}
+
+
+def _error_text(trial: Any) -> str:
+    path = getattr(trial, "error_file", None) or getattr(trial, "pickled_error_file", None)
+    text = ""
+    if path and Path(path).is_file() and not str(path).endswith(".pkl"):
+        text = Path(path).read_text(errors="replace")
+    if not text:
+        err = trial.get_error() if hasattr(trial, "get_error") else None
+        text = repr(err) if err is not None else "the trial raised (no error text)"
+    # Keep the exception line and its cause, not the whole remote traceback.
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    tail = "\n".join(lines[-12:])
+    return tail[-4000:]
+
+
+class TrialRecorder(Callback):
+    """Ray Tune callback writing every trial to storage as it happens.
+
+    Args:
+        storage: the job's :class:`promptsweep.storage.Storage`.
+        job_id: the job.
+        metric_names: the objective names (``values`` are stored in this order).
+        task_metrics: the validation metric names the task reports.
+        study: the job's Optuna study (for Optuna trial ids).
+        progress: the live display, or ``None``.
+    """
+
+    def __init__(
+        self,
+        *,
+        storage: Any,
+        job_id: int,
+        metric_names: list[str],
+        task_metrics: tuple[str, ...],
+        study: Any,
+        progress: Progress | None = None,
+    ) -> None:
+        self.storage = storage
+        self.job_id = job_id
+        self.metric_names = metric_names
+        self.task_metrics = task_metrics
+        self.study = study
+        self.progress = progress
+        self._started: dict[str, float] = {}
+        #: Optuna trial numbers this run recorded as finished, with their state.
+        self.finished: dict[int, str] = {}
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _number(self, trial: Any) -> int:
+        return int(trial.config[NUMBER_KEY])
+
+    def _optuna_id(self, number: int) -> int | None:
+        try:
+            return self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        except Exception:  # pragma: no cover - the trial exists by construction
+            return None
+
+    def _record(self, number: int, **fields: Any) -> None:
+        try:
+            self.storage.record_trial(self.job_id, number, **fields)
+        except Exception:
+            _log.exception("could not record trial %d of job %d", number, self.job_id)
+
+    # -- Tune hooks ---------------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        number = self._number(trial)
+        params = dict(trial.config[PARAMS_KEY])
+        self._started[trial.trial_id] = time.time()
+        self._record(
+            number,
+            optuna_trial_id=self._optuna_id(number),
+            ray_trial_id=trial.trial_id,
+            method=params.get("method"),
+            params=params,
+            state="running",
+            started_at=_now(),
+        )
+        if self.progress:
+            self.progress.trial_started(number, params)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        number = self._number(trial)
+        step = result.get(STEP_KEY)
+        metrics = validation_metrics(result, self.task_metrics)
+        if step is None or not metrics:
+            return
+        try:
+            self.storage.record_intermediate(self.job_id, number, int(step), metrics)
+        except Exception:
+            _log.exception("could not record step %s of trial %d", step, number)
+        if self.progress:
+            self.progress.trial_result(number, int(step), metrics)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = dict(trial.last_result or {})
+        self._finish(trial, result, error=None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, dict(trial.last_result or {}), error=_error_text(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        number = self._number(trial)
+        self._record(number, state="running", error=f"retrying after: {_error_text(trial)}")
+
+    def _finish(self, trial: Any, result: dict[str, Any], error: str | None) -> None:
+        number = self._number(trial)
+        state = end_state(result, error is not None).name.lower()
+        metrics = validation_metrics(result, self.task_metrics)
+        values = None
+        if state == "complete":
+            vals = [result.get(m) for m in self.metric_names]
+            if any(v is None for v in vals):
+                state, error = "fail", f"the trial ended without {self.metric_names}"
+            else:
+                values = [float(v) for v in vals]
+        started = self._started.pop(trial.trial_id, None)
+        fields: dict[str, Any] = dict(
+            state=state,
+            values=values,
+            metrics=metrics,
+            error=error
+            if error is not None
+            else (
+                f"stopped early at step {result.get(STEP_KEY)} by the scheduler"
+                if state == "pruned"
+                else None
+            ),
+            steps=int(result[STEP_KEY]) if result.get(STEP_KEY) is not None else None,
+            finished_at=_now(),
+        )
+        if result.get(DONE_KEY):
+            for key in ("trainable_params", "total_params", "peak_memory_bytes"):
+                if result.get(key) is not None:
+                    fields[key] = int(result[key])
+            for key in ("train_seconds", "epochs"):
+                if result.get(key) is not None:
+                    fields[key] = float(result[key])
+            fields["steps"] = int(result.get("steps") or result[STEP_KEY])
+            fields["adapter_dir"] = result.get("adapter_dir")
+        elif started is not None:
+            fields["train_seconds"] = time.time() - started
+        self._record(number, **fields)
+        self.finished[number] = state
+        if self.progress:
+            self.progress.trial_finished(number, state, metrics, error)

@@ -1,0 +1,565 @@
+"""Running a search job: the driver side (Ray Tune ``Tuner`` + :class:`PromptsweepSearch`).
+
+``run_job`` does, in the driver process:
+
+1. reads and validates the job's stored spec (:class:`~promptsweep.exceptions.SpecError` before any
+   trial);
+2. prepares the model files and the tokenized dataset **once** (``promptsweep.methods.prepare_inputs``);
+   trials get the resulting paths, not a rebuild;
+3. starts (or connects to) Ray: an embedded local instance sized by the spec (``num_cpus``, no
+   dashboard, a small object store), or ``auto`` / ``ray://`` for a cluster; refuses GPUs the pool lacks;
+4. creates the job's Optuna study **once** on the job's database (``Storage.optuna_storage()``), so
+   optuna-dashboard shows it; on a fresh study, enqueues the warm-start configs (Optuna
+   ``enqueue_trial``; Ray's ``points_to_evaluate`` is ignored with define-by-run spaces, ray#35319);
+5. resumes: trials a killed run left RUNNING are re-run under their own numbers; the budget counts the
+   trials already finished (complete, pruned, failed);
+6. runs the ``Tuner`` (``tune.with_resources`` with fractional GPUs, ``max_concurrent_trials``, ASHA /
+   median stopping over training steps, ``FailureConfig`` retries) with :class:`TrialRecorder`
+   writing every trial to storage as it happens;
+7. selects honestly: the best trial(s) by the **validation** objective (complete trials only); the test
+   split is evaluated only for those and stored as ``test_metrics``; nothing from the test split is
+   told to the sampler, the pruner or the leaderboard ordering.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from promptsweep import paths
+from promptsweep._logging import get_logger
+from promptsweep.exceptions import JobNotFoundError, PromptsweepError, SpecError
+from promptsweep.search._spec import TASK_METRICS, JobSpec, check_resources, local_gpu_count, parse_spec
+
+_log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What a finished ``run_job`` call produced.
+
+    Attributes:
+        job_id: the job.
+        status: ``succeeded`` or ``failed``.
+        counts: trials per state in the study (``complete``, ``pruned``, ``fail``, ``running``, ``waiting``).
+        best_trials: the selected trial numbers: the best by the validation objective (one), or the
+            Pareto front (multi-objective), complete trials only.
+        best_values: validation objective values of each selected trial, in ``best_trials`` order.
+        best_params: flat params of each selected trial.
+        test_metrics: trial number -> metrics on the test split (selected trials only; empty when the
+            data has no test split).
+        wall_seconds: wall-clock seconds of this call.
+        error: why the job failed, if it did.
+    """
+
+    job_id: int
+    status: str
+    counts: dict[str, int]
+    best_trials: list[int] = field(default_factory=list)
+    best_values: list[list[float]] = field(default_factory=list)
+    best_params: list[dict[str, Any]] = field(default_factory=list)
+    test_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def finished(self) -> int:
+        """Trials that ended (complete + pruned + fail)."""
+        return sum(self.counts.get(k, 0) for k in ("complete", "pruned", "fail"))
+
+
+# ------------------------------------------------------------------------------------------------
+# submit
+
+
+def submit(spec: JobSpec | dict[str, Any], storage: Any) -> int:
+    """Validate ``spec`` and queue it as a job; return the job id.
+
+    The spec is stored with the job (JSON), including its search space. A local spec (no
+    ``ray_address``) asking for GPUs on a machine without any is refused here.
+
+    Raises:
+        SpecError: the spec is invalid (the message names the field).
+        StorageError: the database cannot be written.
+    """
+    job_spec = parse_spec(spec)
+    if job_spec.ray_address is None and job_spec.resources.gpus_per_trial > 0:
+        check_resources(job_spec, gpus_available=local_gpu_count())
+    job = storage.create_job(
+        job_spec.name,
+        job_spec.to_dict(),
+        objective_metric=job_spec.objective.metric,
+        direction=job_spec.objective.resolved_direction,
+        secondary_objective=job_spec.objective.secondary,
+        model=job_spec.model,
+        dataset=job_spec.dataset.source,
+        task=job_spec.task,
+    )
+    _log.info("submitted job %d (%s)", job.id, job_spec.name)
+    return int(job.id)
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _data_spec(spec: JobSpec) -> Any:
+    from promptsweep.methods import DataSpec
+
+    d = spec.dataset
+    return DataSpec(
+        source=d.source,
+        text_column=d.text_column,
+        text_pair_column=d.text_pair_column,
+        label_column=d.label_column,
+        target_column=d.target_column,
+        label_words=d.label_words,
+        splits={k: v for k, v in d.splits.items() if v is not None},
+        validation_fraction=d.validation_fraction,
+        max_train_examples=d.max_train_examples,
+        max_eval_examples=d.max_eval_examples,
+        seed=spec.seed,
+    )
+
+
+def _train_budget(spec: JobSpec) -> Any:
+    from promptsweep.methods import TrainBudget
+
+    b = spec.budget
+    return TrainBudget(
+        max_steps=b.max_steps,
+        max_epochs=b.max_epochs,
+        eval_every_steps=b.eval_every_steps,
+        batch_size=b.batch_size,
+        eval_batch_size=b.eval_batch_size,
+        warmup_ratio=b.warmup_ratio,
+        weight_decay=b.weight_decay,
+        max_grad_norm=b.max_grad_norm,
+    )
+
+
+def total_steps(spec: JobSpec, train_examples: int) -> int:
+    """Optimizer steps a trial runs when not stopped: ``max_steps``, or ``max_epochs`` worth of
+    batches (the smaller when both are given)."""
+    b = spec.budget
+    by_epochs = math.ceil(b.max_epochs * math.ceil(train_examples / b.batch_size)) if b.max_epochs else None
+    candidates = [s for s in (b.max_steps, by_epochs) if s]
+    return max(1, min(candidates))
+
+
+def make_sampler(spec: JobSpec) -> Any:
+    """The Optuna sampler of ``spec``: TPE (``multivariate=True, group=True`` for the conditional
+    space), random, or NSGA-II; seeded with ``spec.seed``."""
+    import warnings
+
+    import optuna
+
+    s = spec.sampler
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    if s.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=spec.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            multivariate=True,
+            group=True,
+            n_startup_trials=s.n_startup_trials,
+            seed=spec.seed,
+            constant_liar=spec.resources.max_concurrent_trials > 1,
+        )
+
+
+def make_scheduler(spec: JobSpec, steps: int) -> Any:
+    """The Tune scheduler of ``spec`` over training steps (``None`` for ``none``).
+
+    ASHA's rungs are at ``grace * reduction_factor**k`` steps, below ``max_t = steps + 1`` (so a trial
+    that reaches its budget is never cut at its final evaluation by ``max_t`` itself).
+    """
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+    from promptsweep.search._trainable import STEP_KEY
+
+    sched = spec.scheduler
+    mode = "max" if spec.objective.resolved_direction == "maximize" else "min"
+    grace = min(sched.grace_period_steps or spec.budget.eval_every_steps, steps)
+    if sched.name == "asha":
+        return ASHAScheduler(
+            time_attr=STEP_KEY,
+            metric=spec.objective.metric,
+            mode=mode,
+            max_t=steps + 1,
+            grace_period=grace,
+            reduction_factor=sched.reduction_factor,
+        )
+    if sched.name == "median":
+        return MedianStoppingRule(
+            time_attr=STEP_KEY,
+            metric=spec.objective.metric,
+            mode=mode,
+            grace_period=grace,
+            min_samples_required=3,
+        )
+    return None
+
+
+def ensure_ray(spec: JobSpec) -> bool:
+    """Start an embedded local Ray (or connect to ``spec.ray_address``); return True if started here.
+
+    The embedded instance is small for shared machines: ``num_cpus`` from the spec (default: all
+    cores), no dashboard, a ``resources.object_store_memory_mb`` object store, driver logs off.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    r = spec.resources
+    if spec.ray_address is None:
+        ray.init(
+            num_cpus=r.num_cpus or os.cpu_count() or 1,
+            num_gpus=local_gpu_count(),
+            include_dashboard=False,
+            object_store_memory=r.object_store_memory_mb * 1024 * 1024,
+            configure_logging=False,
+            log_to_driver=False,
+            ignore_reinit_error=True,
+        )
+    else:
+        ray.init(address=spec.ray_address, configure_logging=False, log_to_driver=False)
+    return True
+
+
+def _state_counts(study: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        key = t.state.name.lower()
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _create_study(spec: JobSpec, storage: Any, job_id: int) -> tuple[Any, bool]:
+    """Create the job's study once (``Storage.create_study``: idempotent, cross-process locked) and
+    load it with the spec's sampler; return ``(study, fresh)`` where ``fresh`` means no trial yet."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study_name = storage.create_study(job_id)
+    study = optuna.load_study(
+        study_name=study_name, storage=storage.optuna_storage(), sampler=make_sampler(spec)
+    )
+    fresh = not study.get_trials(deepcopy=False)
+    if fresh:
+        study.set_user_attr("promptsweep_spec", spec.to_dict())
+        study.set_user_attr("promptsweep_objectives", spec.metric_names)
+    return study, fresh
+
+
+# ------------------------------------------------------------------------------------------------
+# run_job
+
+
+def run_job(job_id: int, storage: Any, *, progress: bool = True) -> JobOutcome:
+    """Run (or resume) job ``job_id`` to the end of its budget, recording every trial as it happens.
+
+    Args:
+        job_id: a submitted job.
+        storage: the :class:`promptsweep.storage.Storage` holding it.
+        progress: draw the live rich table on stderr (foreground runs).
+
+    Returns:
+        The :class:`JobOutcome`: state counts, the selected trial(s) by validation objective, their test
+        metrics.
+
+    Raises:
+        JobNotFoundError: no such job.
+        SpecError: the stored spec is invalid, or asks for resources the pool lacks (before any trial).
+        PromptsweepError: the data or model cannot be prepared (the job is marked ``failed`` with the
+            reason); a killed run can be resumed by calling ``run_job`` again.
+    """
+    t0 = time.time()
+    job = storage.get_job(job_id)
+    if job is None:  # pragma: no cover - storage raises JobNotFoundError itself
+        raise JobNotFoundError(f"no job with id {job_id}")
+    try:
+        spec = parse_spec(dict(job.spec), source=f"of job {job_id}")
+        storage.set_job_status(job_id, "running")
+        outcome = _run(job, spec, storage, progress=progress, t0=t0)
+    except (PromptsweepError, Exception) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        _log.error("job %d failed: %s (resume with `promptsweep run --job %d`)", job_id, reason, job_id)
+        try:
+            storage.set_job_status(job_id, "failed", error=reason)
+        except Exception:  # pragma: no cover
+            _log.exception("could not mark job %d failed", job_id)
+        raise
+    storage.set_job_status(job_id, outcome.status, error=outcome.error)
+    return outcome
+
+
+def _run(job: Any, spec: JobSpec, storage: Any, *, progress: bool, t0: float) -> JobOutcome:
+    import ray
+    from optuna.trial import TrialState
+    from ray import tune
+
+    from promptsweep.methods import TaskType, prepare_inputs
+    from promptsweep.search._progress import Progress
+    from promptsweep.search._recorder import TrialRecorder
+    from promptsweep.search._searcher import PromptsweepSearch
+    from promptsweep.search._space import sample_params, to_optuna_params, warm_start_params
+    from promptsweep.search._trainable import run_trial
+
+    job_id = int(job.id)
+    base = Path(spec.output_dir) if spec.output_dir else paths.runs_dir()
+    job_dir = (base / f"job-{job_id}").absolute()
+    job_dir.mkdir(parents=True, exist_ok=True)
+
+    # 1. model files + tokenized data, once per job (cached on disk by the methods layer).
+    inputs = prepare_inputs(
+        spec.model,
+        _data_spec(spec),
+        TaskType(spec.task),
+        max_length=spec.dataset.max_length,
+        cache_dir=paths.cache_dir(),
+    )
+    steps = total_steps(spec, int(inputs.counts.get("train", 0)) or 1)
+    budget = _train_budget(spec)
+
+    # 2. the resource pool.
+    started_ray = ensure_ray(spec)
+    try:
+        pool = ray.cluster_resources()
+        check_resources(
+            spec, gpus_available=float(pool.get("GPU", 0)), cpus_available=float(pool.get("CPU", 0))
+        )
+
+        # 3. the study, created once; warm start on a fresh one.
+        study, fresh = _create_study(spec, storage, job_id)
+        if fresh:
+            for params in warm_start_params(spec):
+                study.enqueue_trial(to_optuna_params(params), skip_if_exists=True)
+        trials = study.get_trials(deepcopy=False)
+        finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+        stale = [t.number for t in trials if t.state == TrialState.RUNNING]
+        if stale:
+            _log.info("job %d: resuming; re-running unfinished trial(s) %s", job_id, stale)
+        remaining = -1 if spec.budget.num_trials is None else spec.budget.num_trials - len(finished)
+
+        if remaining != 0:
+            _tune(
+                spec,
+                storage,
+                job_id,
+                study,
+                job_dir,
+                inputs,
+                budget,
+                steps,
+                stale,
+                remaining,
+                progress=progress,
+                tune=tune,
+                searcher_cls=PromptsweepSearch,
+                recorder_cls=TrialRecorder,
+                progress_cls=Progress,
+                space_fn=functools.partial(sample_params, space=spec.space),
+                trainable=run_trial,
+            )
+        # 4. honest selection on validation; the test split for the selected trial(s) only.
+        return _select(spec, storage, job_id, study, inputs, t0)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _tune(
+    spec: JobSpec,
+    storage: Any,
+    job_id: int,
+    study: Any,
+    job_dir: Path,
+    inputs: Any,
+    budget: Any,
+    steps: int,
+    stale: list[int],
+    remaining: int,
+    *,
+    progress: bool,
+    tune: Any,
+    searcher_cls: Any,
+    recorder_cls: Any,
+    progress_cls: Any,
+    space_fn: Any,
+    trainable: Any,
+) -> None:
+    r = spec.resources
+    modes = ["max" if d == "maximize" else "min" for d in spec.directions]
+    searcher = searcher_cls(
+        study=study, space_fn=space_fn, metrics=spec.metric_names, modes=modes, resume_numbers=stale
+    )
+    display = (
+        progress_cls(job_id, spec.objective.metric, spec.objective.resolved_direction, spec.budget.num_trials)
+        if progress
+        else None
+    )
+    recorder = recorder_cls(
+        storage=storage,
+        job_id=job_id,
+        metric_names=spec.metric_names,
+        task_metrics=TASK_METRICS[spec.task],
+        study=study,
+        progress=display,
+    )
+    resources = {"cpu": r.cpus_per_trial}
+    if r.gpus_per_trial:
+        resources["gpu"] = r.gpus_per_trial
+    fn = tune.with_resources(
+        tune.with_parameters(
+            trainable,
+            inputs=inputs,
+            budget=budget,
+            job_dir=str(job_dir),
+            seed=spec.seed,
+            total_steps=steps,
+            torch_threads=r.torch_threads or max(1, int(r.cpus_per_trial)),
+        ),
+        resources,
+    )
+    run_name = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    tuner = tune.Tuner(
+        fn,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=make_scheduler(spec, steps),
+            num_samples=remaining,
+            max_concurrent_trials=r.max_concurrent_trials,
+            time_budget_s=spec.budget.time_budget_s,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=run_name,
+            storage_path=str(job_dir / "ray"),
+            callbacks=[recorder],
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=0,
+        ),
+    )
+    if display is not None:
+        with display:
+            tuner.fit()
+    else:
+        tuner.fit()
+
+
+def _select(spec: JobSpec, storage: Any, job_id: int, study: Any, inputs: Any, t0: float) -> JobOutcome:
+    """Pick the best trial(s) on validation; evaluate the test split for those only."""
+    from optuna.trial import TrialState
+
+    from promptsweep.methods import evaluate_adapter
+
+    counts = _state_counts(study)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return JobOutcome(
+            job_id=job_id,
+            status="failed",
+            counts=counts,
+            wall_seconds=time.time() - t0,
+            error="no trial completed (see the trials' errors; resume with `promptsweep run --job "
+            f"{job_id}` after fixing the cause)",
+        )
+    selected = study.best_trials if len(spec.directions) > 1 else [study.best_trial]
+    selected = sorted(selected, key=lambda t: t.number)
+    has_test = int(inputs.counts.get("test", 0)) > 0
+    test_metrics: dict[int, dict[str, float]] = {}
+    best_params: list[dict[str, Any]] = []
+    for t in selected:
+        record = storage.get_trial(job_id, t.number)
+        best_params.append(dict(record.params))
+        if has_test and record.adapter_dir:
+            metrics = {
+                k: float(v) for k, v in evaluate_adapter(inputs, record.adapter_dir, split="test").items()
+            }
+            storage.record_trial(job_id, t.number, test_metrics=metrics)
+            test_metrics[t.number] = metrics
+    return JobOutcome(
+        job_id=job_id,
+        status="succeeded",
+        counts=counts,
+        best_trials=[t.number for t in selected],
+        best_values=[list(t.values) for t in selected],
+        best_params=best_params,
+        test_metrics=test_metrics,
+        wall_seconds=time.time() - t0,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# worker
+
+
+def run_worker(
+    storage: Any,
+    once: bool = False,
+    *,
+    poll_s: float = 5.0,
+    heartbeat_s: float = 30.0,
+    stale_after_s: float = 300.0,
+    progress: bool = False,
+) -> int:
+    """Run queued jobs from ``storage`` one after another; return how many jobs this worker ran.
+
+    Each claimed job is heartbeated from a thread while it runs; jobs whose worker stopped
+    heartbeating for ``stale_after_s`` seconds are requeued (and resumed by whoever claims them).
+
+    Args:
+        once: run at most one job, then return (return immediately when the queue is empty).
+        poll_s: seconds between polls of an empty queue.
+    """
+    worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    ran = 0
+    while True:
+        try:
+            storage.requeue_stale(stale_after_s)
+        except Exception:  # pragma: no cover - best effort
+            _log.exception("requeue_stale failed")
+        job = storage.claim_job(worker_id)
+        if job is None:
+            if once:
+                return ran
+            time.sleep(poll_s)
+            continue
+        stop = threading.Event()
+
+        def beat(job_id: int = int(job.id), stop: threading.Event = stop) -> None:
+            while not stop.wait(heartbeat_s):
+                try:
+                    storage.heartbeat(job_id, worker_id)
+                except Exception:  # pragma: no cover
+                    _log.exception("heartbeat failed for job %d", job_id)
+
+        thread = threading.Thread(target=beat, daemon=True, name=f"promptsweep-heartbeat-{job.id}")
+        thread.start()
+        try:
+            run_job(int(job.id), storage, progress=progress)
+        except SpecError as exc:
+            _log.error("job %d refused: %s", job.id, exc)
+        except Exception:
+            _log.exception("job %d failed", job.id)
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+        ran += 1
+        if once:
+            return ran

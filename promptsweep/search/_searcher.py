@@ -1,0 +1,148 @@
+"""Ray Tune's OptunaSearch, corrected for early stopping, resume and our define-by-run space.
+
+Ray's ``OptunaSearch`` (ray 2.60) always runs Optuna with ``NopPruner`` and tells a trial that the
+scheduler (ASHA) stopped early as COMPLETE with its last, truncated value; TPE then models those
+values as if they were final, and optuna-dashboard shows them as finished. :class:`PromptsweepSearch`
+decides the state from the trial's last result instead (:func:`end_state`):
+
+- the final result carries :data:`~promptsweep.search._trainable.DONE_KEY` (the trial trained its
+  whole budget) → COMPLETE with the objective values;
+- the trial raised → FAIL;
+- otherwise the trial was stopped early (scheduler, or the job's time budget) → PRUNED, with its last
+  validation value reported as an intermediate value at its training step (Optuna keeps it as the
+  pruned trial's value, as its own pruners do).
+
+It also:
+
+- reports intermediate values at the training *step* (not Tune's iteration count), single-objective
+  only (Optuna cannot prune multi-objective trials);
+- uses the study the driver created once before any trial (``_setup_study`` does not create it);
+- re-runs the trials a killed process left RUNNING, under their own trial numbers and parameters
+  (resume), before asking the sampler for new ones;
+- hands Tune the config ``{"params": <flat params>, "trial_number": <n>}``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from promptsweep._logging import get_logger
+from promptsweep.search._trainable import DONE_KEY, NUMBER_KEY, PARAMS_KEY, STEP_KEY
+
+_log = get_logger(__name__)
+
+
+def end_state(result: dict[str, Any] | None, error: bool) -> TrialState:
+    """The Optuna state of a trial that ended with ``result`` (its last result) and ``error``."""
+    if error:
+        return TrialState.FAIL
+    if result and result.get(DONE_KEY):
+        return TrialState.COMPLETE
+    return TrialState.PRUNED
+
+
+class PromptsweepSearch(OptunaSearch):
+    """An ``OptunaSearch`` that records early-stopped trials as PRUNED (see the module docstring).
+
+    Args:
+        study: the job's study, created by the driver (``optuna.create_study(storage=RDBStorage(...))``).
+        space_fn: ``trial -> flat params`` (:func:`promptsweep.search.sample_params` bound to the space).
+        metrics: objective names in the study's order (``[metric]`` or ``[metric, "trainable_params"]``).
+        modes: ``"max"``/``"min"`` per objective.
+        resume_numbers: trial numbers left RUNNING by a killed process, re-run first.
+    """
+
+    def __init__(
+        self,
+        *,
+        study: optuna.Study,
+        space_fn: Callable[[optuna.Trial], dict[str, Any]],
+        metrics: list[str],
+        modes: list[str],
+        resume_numbers: Iterable[int] = (),
+    ) -> None:
+        self._given_study = study
+        self._space_fn = space_fn
+        self._resume = deque(resume_numbers)
+        multi = len(metrics) > 1
+        super().__init__(
+            space=space_fn,
+            metric=list(metrics) if multi else metrics[0],
+            mode=list(modes) if multi else modes[0],
+            sampler=study.sampler,
+            study_name=study.study_name,
+            storage=study._storage,
+        )
+        #: Ray trial id -> (Optuna trial number, state told), for the driver's recorder.
+        self.told: dict[str, tuple[int, TrialState]] = {}
+
+    # -- study ---------------------------------------------------------------------------------
+    def _setup_study(self, mode: str | list[str]) -> None:
+        # The driver created the study once, before any trial; never create (or race) it here.
+        self._ot_study = self._given_study
+
+    # -- asking ----------------------------------------------------------------------------------
+    def _next_trial(self) -> optuna.Trial:
+        study = self._ot_study
+        while self._resume:
+            number = self._resume.popleft()
+            trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+            if study._storage.get_trial(trial_id).state == TrialState.RUNNING:
+                _log.info("re-running trial %d, left unfinished by an earlier run", number)
+                return optuna.trial.Trial(study, trial_id)
+        return study.ask()
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """Return ``{"params": ..., "trial_number": ...}`` for Tune trial ``trial_id``."""
+        if trial_id not in self._ot_trials:
+            self._ot_trials[trial_id] = self._next_trial()
+        ot_trial = self._ot_trials[trial_id]
+        params = self._space_fn(ot_trial)
+        return {PARAMS_KEY: params, NUMBER_KEY: ot_trial.number}
+
+    # -- results -------------------------------------------------------------------------------
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Report the validation metric at the training step (single objective only)."""
+        if isinstance(self.metric, list) or trial_id in self._completed_trials:
+            return
+        value = result.get(self.metric)
+        if value is None or STEP_KEY not in result:
+            return
+        self._ot_trials[trial_id].report(float(value), int(result[STEP_KEY]))
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        """Tell Optuna COMPLETE, PRUNED or FAIL (see :func:`end_state`)."""
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        state = end_state(result, error)
+        values: list[float] | float | None = None
+        if state == TrialState.COMPLETE:
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            vals = [result.get(m) if result else None for m in metrics]
+            if any(v is None for v in vals):
+                _log.warning("trial %d finished without %s; recorded FAIL", ot_trial.number, metrics)
+                state = TrialState.FAIL
+            else:
+                values = [float(v) for v in vals]
+        elif state == TrialState.PRUNED and result and not isinstance(self.metric, list):
+            # The scheduler stopped it at this result: keep its last value at its step.
+            value, step = result.get(self.metric), result.get(STEP_KEY)
+            if value is not None and step is not None:
+                frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
+                if int(step) not in frozen.intermediate_values:
+                    ot_trial.report(float(value), int(step))
+        try:
+            self._ot_study.tell(ot_trial, values, state=state)
+        except Exception as exc:  # e.g. a trial told already by an earlier process
+            _log.warning("could not tell trial %d %s: %s", ot_trial.number, state.name, exc)
+        self.told[trial_id] = (ot_trial.number, state)
+        self._completed_trials.add(trial_id)

@@ -1,0 +1,174 @@
+"""The conditional search space over prompt methods, define-by-run (Optuna).
+
+The method is sampled first; each method's own parameters are sampled only under it:
+
+- prompt tuning (Lester et al. 2021): ``learning_rate``, ``prompt_init``;
+- prefix tuning (Li & Liang 2021; P-tuning v2 without projection): ``learning_rate``,
+  ``prefix_projection`` and, only with projection, ``encoder_hidden_size``;
+- P-tuning (Liu et al. 2021): ``learning_rate``, ``encoder_type``, ``encoder_hidden_size``,
+  ``encoder_dropout`` and, only for the LSTM encoder, ``encoder_num_layers``.
+
+``num_virtual_tokens`` (log scale) and, for classification, ``pooling`` are shared by all methods.
+
+Optuna names: a parameter whose range differs per method is stored under ``<method>.<name>`` (e.g.
+``prompt_tuning.learning_rate``), so that each Optuna distribution keeps one range (TPE with
+``group=True`` models each method's sub-space separately); :func:`sample_params` returns the flat
+dict the methods layer takes (``learning_rate``, ...), as in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from promptsweep._logging import get_logger
+from promptsweep.search._spec import FloatRange, IntRange, JobSpec, SearchSpace
+
+if TYPE_CHECKING:
+    import optuna
+
+_log = get_logger(__name__)
+
+#: Parameters shared by every method (one Optuna name each).
+SHARED = ("method", "num_virtual_tokens", "pooling")
+
+
+def _qualified(method: str, name: str) -> str:
+    return name if name in SHARED else f"{method}.{name}"
+
+
+def _suggest_float(trial: optuna.Trial, name: str, rng: FloatRange) -> float:
+    if rng.low == rng.high:
+        return float(rng.low)
+    return trial.suggest_float(name, rng.low, rng.high, log=rng.log)
+
+
+def _suggest_int(trial: optuna.Trial, name: str, rng: IntRange) -> int:
+    if rng.low == rng.high:
+        return int(rng.low)
+    return trial.suggest_int(name, rng.low, rng.high, log=rng.log)
+
+
+def _suggest_choice(trial: optuna.Trial, name: str, choices: list[Any]) -> Any:
+    return trial.suggest_categorical(name, list(choices))
+
+
+def sample_params(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    """Sample one trial's flat parameters from ``space`` (define-by-run).
+
+    Args:
+        trial: an Optuna trial (or Ray's captor around one); its ``suggest_*`` calls define the
+            space as it is sampled, so a method's parameters appear only in that method's trials.
+        space: the job's :class:`SearchSpace`.
+
+    Returns:
+        The flat dict ``promptsweep.methods.train_trial`` takes: ``method``, ``num_virtual_tokens``,
+        ``learning_rate``, the method's own keys, and ``pooling`` for classification. A range whose
+        ``low == high`` is fixed and not registered with Optuna.
+    """
+    method = _suggest_choice(trial, "method", space.methods)
+    params: dict[str, Any] = {"method": method}
+    params["num_virtual_tokens"] = _suggest_int(trial, "num_virtual_tokens", space.num_virtual_tokens)
+    q = lambda name: _qualified(method, name)  # noqa: E731
+    if method == "prompt_tuning":
+        sub = space.prompt_tuning
+        params["learning_rate"] = _suggest_float(trial, q("learning_rate"), sub.learning_rate)
+        params["prompt_init"] = _suggest_choice(trial, q("prompt_init"), sub.prompt_init)
+        if params["prompt_init"] == "text" and sub.prompt_init_text:
+            params["prompt_init_text"] = sub.prompt_init_text
+    elif method == "prefix_tuning":
+        sub = space.prefix_tuning
+        params["learning_rate"] = _suggest_float(trial, q("learning_rate"), sub.learning_rate)
+        params["prefix_projection"] = bool(
+            _suggest_choice(trial, q("prefix_projection"), sub.prefix_projection)
+        )
+        if params["prefix_projection"]:
+            params["encoder_hidden_size"] = _suggest_int(
+                trial, q("encoder_hidden_size"), sub.encoder_hidden_size
+            )
+    elif method == "p_tuning":
+        sub = space.p_tuning
+        params["learning_rate"] = _suggest_float(trial, q("learning_rate"), sub.learning_rate)
+        params["encoder_type"] = _suggest_choice(trial, q("encoder_type"), sub.encoder_type)
+        params["encoder_hidden_size"] = _suggest_int(trial, q("encoder_hidden_size"), sub.encoder_hidden_size)
+        params["encoder_dropout"] = _suggest_float(trial, q("encoder_dropout"), sub.encoder_dropout)
+        if params["encoder_type"] == "LSTM":
+            params["encoder_num_layers"] = _suggest_int(
+                trial, q("encoder_num_layers"), sub.encoder_num_layers
+            )
+    else:  # pragma: no cover - the spec refuses unknown methods
+        raise ValueError(f"unknown method {method!r}")
+    if space.pooling is not None:
+        params["pooling"] = _suggest_choice(trial, "pooling", space.pooling)
+    return params
+
+
+def to_optuna_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Map flat trial params to the Optuna names :func:`sample_params` uses (for ``enqueue_trial``).
+
+    Keys that are not sampled (``prompt_init_text``) are dropped.
+    """
+    method = params["method"]
+    return {_qualified(method, k): v for k, v in params.items() if k != "prompt_init_text"}
+
+
+def _clip(value: Any, rng: FloatRange | IntRange) -> Any:
+    return min(max(value, rng.low), rng.high)
+
+
+def _in_space(params: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
+    """Clip/fit a flat config into ``space`` (ranges and choices), dropping keys it does not have."""
+    out = dict(params)
+    method = out["method"]
+    sub = getattr(space, method)
+    out["num_virtual_tokens"] = int(_clip(out.get("num_virtual_tokens", 20), space.num_virtual_tokens))
+    if "learning_rate" in out:
+        out["learning_rate"] = float(_clip(out["learning_rate"], sub.learning_rate))
+    for key, choices in (
+        ("prompt_init", getattr(sub, "prompt_init", None)),
+        ("encoder_type", getattr(sub, "encoder_type", None)),
+        ("prefix_projection", getattr(sub, "prefix_projection", None)),
+        ("pooling", space.pooling),
+    ):
+        if choices is None:
+            out.pop(key, None)
+        elif key in out and out[key] not in choices:
+            out[key] = choices[0]
+    for key in ("encoder_hidden_size", "encoder_num_layers", "encoder_dropout"):
+        rng = getattr(sub, key, None)
+        if key in out and rng is not None:
+            out[key] = type(out[key])(_clip(out[key], rng))
+    if out.get("prefix_projection") is False:
+        out.pop("encoder_hidden_size", None)
+    if method == "p_tuning" and out.get("encoder_type") != "LSTM":
+        out.pop("encoder_num_layers", None)
+    if space.pooling is not None and "pooling" not in out:
+        out["pooling"] = "mean" if "mean" in space.pooling else space.pooling[0]
+    return out
+
+
+def paper_default_params(method: str, spec: JobSpec) -> dict[str, Any]:
+    """The paper-default config of ``method`` for ``spec`` (warm start), fitted into the job's space.
+
+    Taken from ``promptsweep.methods.default_params`` (the registry's paper defaults), then clipped to
+    the space's ranges and choices so that Optuna accepts it as an enqueued trial.
+    """
+    from promptsweep.methods import default_params
+
+    base = dict(default_params(method, spec.task))
+    return _in_space(base, spec.space)
+
+
+def warm_start_params(spec: JobSpec) -> list[dict[str, Any]]:
+    """The flat configs to enqueue first: each method's paper default (when ``spec.warm_start``),
+    then ``spec.warm_start_configs`` in order."""
+    out: list[dict[str, Any]] = []
+    if spec.warm_start:
+        out.extend(paper_default_params(m, spec) for m in spec.space.methods)
+    out.extend(_in_space(dict(c), spec.space) for c in spec.warm_start_configs)
+    return out
+
+
+def space_to_json(space: SearchSpace) -> dict[str, Any]:
+    """The space as JSON (stored with the job; :meth:`SearchSpace.model_validate` reloads it)."""
+    return space.model_dump(mode="json")

@@ -1,0 +1,91 @@
+"""The function Ray Tune runs for one trial, in a Ray worker process (imports torch through methods).
+
+It trains one prompt-method config with :func:`promptsweep.methods.train_trial` on the job's
+:class:`~promptsweep.methods.PreparedInputs` (prepared once by the driver and passed by value: only
+paths and metadata), reporting the validation metrics to Tune every ``eval_every_steps`` training
+steps (key ``step``; the scheduler's rungs count these steps). The last evaluation is reported once,
+together with the trial's counts and :data:`DONE_KEY`, so the driver can tell a trial that ran its
+whole budget (COMPLETE) from one the scheduler stopped (PRUNED).
+
+The worker never opens the database: the driver is the only writer.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+#: Set (to 1) in the final result of a trial that trained its whole budget.
+DONE_KEY = "promptsweep_done"
+#: The training-step key in every reported result (the scheduler's ``time_attr``).
+STEP_KEY = "step"
+#: The config keys a Ray trial carries.
+PARAMS_KEY = "params"
+NUMBER_KEY = "trial_number"
+
+
+def trial_dir(job_dir: str | Path, number: int) -> Path:
+    """The output directory of trial ``number`` (adapter under ``adapter/``)."""
+    return Path(job_dir) / "trials" / f"trial-{number:04d}"
+
+
+def run_trial(
+    config: dict[str, Any],
+    *,
+    inputs: Any,
+    budget: Any,
+    job_dir: str,
+    seed: int,
+    total_steps: int,
+    torch_threads: int | None = None,
+) -> None:
+    """Train one trial and report to Ray Tune (the Tune function trainable).
+
+    Args:
+        config: ``{"params": <flat trial params>, "trial_number": <Optuna trial number>}``.
+        inputs: the job's ``PreparedInputs``.
+        budget: the job's ``TrainBudget``.
+        job_dir: the job's output directory; the adapter goes to ``trials/trial-NNNN/adapter``.
+        seed: the job seed; the trial trains with ``seed + trial_number``.
+        total_steps: the step at which the trial's budget ends (its last evaluation is held back
+            and reported with the final result).
+        torch_threads: intra-op threads for torch (default: Ray's CPU share of the trial).
+
+    Raises:
+        Whatever training raises (``TrainingError`` on a NaN/inf loss, OOM, ...): Tune records the
+        trial as errored and the driver records it FAIL.
+    """
+    import torch
+    from ray import tune
+
+    from promptsweep.methods import train_trial
+
+    if torch_threads:
+        torch.set_num_threads(int(torch_threads))
+    number = int(config[NUMBER_KEY])
+    params = dict(config[PARAMS_KEY])
+    out = trial_dir(job_dir, number)
+    if out.exists():  # a re-run of an interrupted trial starts clean
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+    def report(step: int, metrics: dict[str, float]) -> None:
+        if step >= total_steps:
+            return  # the final evaluation goes out with the final result below
+        tune.report({STEP_KEY: int(step), **{k: float(v) for k, v in metrics.items()}})
+
+    result = train_trial(inputs, params, budget=budget, output_dir=out, seed=seed + number, report=report)
+    final: dict[str, Any] = {STEP_KEY: int(max(result.steps, 1)), DONE_KEY: 1}
+    final.update({k: float(v) for k, v in result.metrics.items()})
+    final.update(
+        trainable_params=int(result.trainable_params),
+        total_params=int(result.total_params),
+        train_seconds=float(result.train_seconds),
+        examples_per_second=float(result.examples_per_second),
+        peak_memory_bytes=int(result.peak_memory_bytes or 0),
+        steps=int(result.steps),
+        epochs=float(result.epochs),
+        adapter_dir=str(result.adapter_dir) if result.adapter_dir else None,
+    )
+    tune.report(final)
