@@ -145,6 +145,13 @@ def _name_of(value: Any, *keys: str) -> str | None:
     return str(value)
 
 
+def _enum(kind: type[Any], name: str, value: Any) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name} must be one of {[m.value for m in kind]}, got {value!r}") from None
+
+
 def _check_id(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -372,7 +379,7 @@ class Storage:
         """Jobs, newest first; only those with ``status`` if given, at most ``limit``."""
         query = select(JobModel).order_by(JobModel.id.desc())
         if status is not None:
-            query = query.where(JobModel.status == JobStatus(status).value)
+            query = query.where(JobModel.status == _enum(JobStatus, "status", status).value)
         if limit is not None:
             query = query.limit(_check_id("limit", limit))
         with self._read("list jobs") as session:
@@ -387,7 +394,7 @@ class Storage:
         Raises:
             ValueError: unknown status. JobNotFoundError: unknown job.
         """
-        new = JobStatus(status)
+        new = _enum(JobStatus, "status", status)
         now = utcnow()
         with self._writing("set job status") as session:
             row = self._job_row(session, job_id)
@@ -596,7 +603,7 @@ class Storage:
         """A job's trials by number; only those in ``states`` if given. Raises JobNotFoundError."""
         query = select(TrialModel).where(TrialModel.job_id == job_id).order_by(TrialModel.number)
         if states is not None:
-            query = query.where(TrialModel.state.in_([TrialState(s).value for s in states]))
+            query = query.where(TrialModel.state.in_([_enum(TrialState, "states", s).value for s in states]))
         with self._read("list trials") as session:
             self._job_row(session, job_id)
             return [_trial_record(r) for r in session.scalars(query)]

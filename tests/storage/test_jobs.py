@@ -1,0 +1,149 @@
+"""Jobs: round trips, status transitions, bad input, URL errors (on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC
+
+import pytest
+
+from promptsweep.exceptions import JobNotFoundError, StorageError
+from promptsweep.storage import Direction, JobRecord, JobStatus, Storage
+
+SPEC = {
+    "name": "fine-foods",
+    "model": "minilm",
+    "dataset": {"source": "fine-foods", "text_column": "review"},
+    "task": "classification",
+    "objective": {"metric": "accuracy", "direction": "maximize", "secondary": "trainable_params"},
+    "budget": {"num_trials": 6},
+}
+
+
+def test_create_and_get_job_round_trip(storage: Storage) -> None:
+    job = storage.create_job("fine-foods", SPEC)
+    assert isinstance(job, JobRecord)
+    assert job.status is JobStatus.QUEUED
+    assert job.study_name == f"promptsweep-job-{job.id}"
+    assert (job.objective_metric, job.direction, job.secondary_objective) == (
+        "accuracy",
+        Direction.MAXIMIZE,
+        "trainable_params",
+    )
+    assert (job.model, job.dataset, job.task) == ("minilm", "fine-foods", "classification")
+    assert job.directions == ["maximize", "minimize"]
+    assert job.created_at.tzinfo is UTC and job.started_at is None and job.attempts == 0
+    again = storage.get_job(job.id)
+    assert again == job
+    assert again.spec == SPEC
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        again.status = JobStatus.RUNNING  # type: ignore[misc]
+
+
+def test_keywords_override_the_spec_and_defaults(storage: Storage) -> None:
+    job = storage.create_job(
+        "loss", {"objective": "eval_loss"}, direction="minimize", model="m", task="generation"
+    )
+    assert (job.objective_metric, job.direction, job.model, job.dataset, job.task) == (
+        "eval_loss",
+        Direction.MINIMIZE,
+        "m",
+        None,
+        "generation",
+    )
+    bare = storage.create_job("bare", {})
+    assert (
+        bare.direction is Direction.MAXIMIZE
+        and bare.objective_metric is None
+        and bare.directions == ["maximize"]
+    )
+
+
+def test_pydantic_spec_is_dumped(storage: Storage) -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Spec(pydantic.BaseModel):
+        model: str
+        objective: dict
+
+    job = storage.create_job("p", Spec(model="minilm", objective={"metric": "macro_f1"}))
+    assert job.spec == {"model": "minilm", "objective": {"metric": "macro_f1"}}
+    assert job.objective_metric == "macro_f1"
+
+
+def test_list_jobs_newest_first_and_by_status(storage: Storage) -> None:
+    ids = [storage.create_job(f"j{i}", SPEC).id for i in range(3)]
+    storage.set_job_status(ids[1], "failed", error="boom")
+    assert [j.id for j in storage.list_jobs()] == ids[::-1]
+    assert [j.id for j in storage.list_jobs(status="queued")] == [ids[2], ids[0]]
+    assert [j.id for j in storage.list_jobs(limit=1)] == [ids[2]]
+    failed = storage.get_job(ids[1])
+    assert failed.status is JobStatus.FAILED and failed.error == "boom" and failed.finished_at is not None
+
+
+def test_set_job_status_keeps_times_true(storage: Storage) -> None:
+    job = storage.create_job("t", SPEC)
+    running = storage.set_job_status(job.id, JobStatus.RUNNING)
+    assert running.started_at is not None and running.finished_at is None and running.heartbeat_at is not None
+    done = storage.set_job_status(job.id, "succeeded")
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.started_at == running.started_at and done.finished_at >= done.started_at
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "kwargs", "match"),
+    [
+        ("", SPEC, {}, "job name"),
+        ("x" * 256, SPEC, {}, "job name"),
+        ("n", ["not", "a", "dict"], {}, "spec must be a dict"),
+        ("n", {"lr": float("nan")}, {}, "JSON-serializable"),
+        ("n", {"when": object()}, {}, "JSON-serializable"),
+        ("n", {"objective": {"direction": "up"}}, {}, "'maximize' or 'minimize'"),
+        ("n", SPEC, {"direction": "sideways"}, "'maximize' or 'minimize'"),
+    ],
+)
+def test_bad_job_input_is_refused_and_nothing_stored(storage: Storage, name, spec, kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        storage.create_job(name, spec, **kwargs)
+    assert storage.list_jobs() == []
+
+
+def test_unknown_job_id_is_a_clear_error(storage: Storage) -> None:
+    for call in (
+        lambda: storage.get_job(404),
+        lambda: storage.set_job_status(404, "running"),
+        lambda: storage.cancel_job(404),
+        lambda: storage.heartbeat(404, "w"),
+        lambda: storage.list_trials(404),
+        lambda: storage.leaderboard(404),
+    ):
+        with pytest.raises(JobNotFoundError, match="no job with id 404"):
+            call()
+    with pytest.raises(ValueError, match=r"status must be one of .*'exploded'"):
+        storage.set_job_status(storage.create_job("j", SPEC).id, "exploded")
+
+
+def test_data_survives_reopening(db_url: str) -> None:
+    with Storage(db_url) as first:
+        job = first.create_job("persist", SPEC)
+    with Storage(db_url) as second:
+        assert second.get_job(job.id) == job
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "hidden"),
+    [
+        ("postgresql+psycopg://alice:s3cret@127.0.0.1:1/nodb", "alice:***@127.0.0.1:1/nodb", "s3cret"),
+        ("postgres://bob:hunter2@127.0.0.1:1/x", "bob:***@127.0.0.1:1/x", "hunter2"),
+        ("mysql://carol:pw123@host/db", "carol:***@host/db", "pw123"),
+        ("no-scheme-at-all", "no-scheme-at-all", None),
+        ("sqlite:////no/such/dir/promptsweep.db", "/no/such/dir/promptsweep.db", None),
+    ],
+)
+def test_bad_url_errors_name_the_url_without_password(url: str, shown: str, hidden: str | None) -> None:
+    with pytest.raises(StorageError) as info:
+        Storage(url)
+    message = str(info.value)
+    assert shown in message
+    if hidden:
+        assert hidden not in message
