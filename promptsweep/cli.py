@@ -118,7 +118,34 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+_SHORT = {
+    "num_virtual_tokens": "tokens",
+    "learning_rate": "lr",
+    "pooling": "pool",
+    "prompt_init": "init",
+    "prefix_projection": "proj",
+    "encoder_type": "enc",
+    "encoder_hidden_size": "hidden",
+}
+
+
+_RENAMED = {"trainable_params": "trainable", "train_seconds": "seconds"}
+
+
+def _compact(row: dict[str, Any]) -> dict[str, Any]:
+    """Fold the hyperparameter columns into one ``params`` column, so tables fit a terminal."""
+    out = {_RENAMED.get(k, k): v for k, v in row.items() if k not in _SHORT}
+    if out.get("seconds") is not None:
+        out["seconds"] = f"{out['seconds']:.1f}"
+    params = [f"{_SHORT[k]}={_fmt(v)}" for k, v in row.items() if k in _SHORT and v is not None]
+    if params:
+        out["params"] = " ".join(params)
+    return out
+
+
 def _rows_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
+    """A rich table of flat rows; columns empty in every row are dropped."""
+    rows = [_compact(r) for r in rows]
     columns: list[str] = []
     for row in rows:
         for key in row:
@@ -126,7 +153,8 @@ def _rows_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
                 columns.append(key)
     table = Table(title=title, title_justify="left", header_style="bold")
     for col in columns:
-        table.add_column(col, justify="right" if col not in ("method", "state") else "left")
+        left = col in ("method", "state", "params", "name", "status", "model", "objective", "trials", "best")
+        table.add_column(col, justify="left" if left else "right", overflow="fold")
     for row in rows:
         table.add_row(*(_fmt(row.get(c)) for c in columns))
     return table
@@ -223,18 +251,42 @@ def jobs(
 
     storage = _state(ctx).storage()
     rows = [job_summary(storage, job) for job in storage.list_jobs()]
+    if not as_json:
+        rows = [_job_line(r) for r in rows]
     _print_rows(rows, as_json=as_json, title="jobs", empty="no jobs yet")
+
+
+def _job_line(summary: dict[str, Any]) -> dict[str, Any]:
+    """A job summary folded into the few columns of the ``jobs`` table."""
+    counts = ", ".join(
+        f"{summary[k]} {k}" for k in ("complete", "pruned", "failed", "running") if summary.get(k)
+    )
+    best = None
+    if summary.get("best") is not None:
+        best = f"{_fmt(summary['best'])} (trial {summary['best_trial']}, {summary['best_method']})"
+    return {
+        "id": summary["id"],
+        "name": summary["name"],
+        "status": summary["status"],
+        "model": summary["model"],
+        "objective": summary["objective"],
+        "trials": f"{summary['trials']}" + (f": {counts}" if counts else ""),
+        "best": best,
+        "created": summary["created"],
+    }
 
 
 def _print_job(storage: Storage, job_id: int, *, limit: int) -> None:
     from promptsweep.dashboards import job_summary
 
     job = storage.get_job(job_id)
-    summary = job_summary(storage, job)
+    summary = _job_line(job_summary(storage, job))
+    summary["task"] = job.task
+    summary["study"] = job.study_name
     for key, value in summary.items():
-        console.print(f"[bold]{key:>16}[/]  {_fmt(value)}", highlight=False)
+        console.print(f"[bold]{key:>10}[/]  {_fmt(value)}", highlight=False)
     if getattr(job, "error", None):
-        console.print(f"[bold red]{'error':>16}[/]  {job.error}", highlight=False)
+        console.print(f"[bold red]{'error':>10}[/]  {job.error}", highlight=False)
     rows = _leaderboard_rows(storage, job_id, per_method=False, pareto=False)
     if rows:
         console.print(_rows_table(rows[:limit], title=f"leaderboard (top {min(limit, len(rows))})"))

@@ -156,3 +156,21 @@ def seed_job(storage: Storage, *, adapter_dirs: dict[int, Path] | None = None, n
     storage.set_job_status(job.id, "running")
     storage.set_job_status(job.id, "succeeded")
     return job.id
+
+
+def tiny_peft_adapter(path: Path, *, num_virtual_tokens: int = 4, seed: int = 0) -> Path:
+    """Save a real PEFT prompt-tuning adapter of a tiny random BERT (built from a config, no download)."""
+    import torch
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    model = get_peft_model(
+        BertModel(config),
+        PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=num_virtual_tokens),
+    )
+    model.save_pretrained(str(path))
+    return path

@@ -1,0 +1,193 @@
+"""The ``promptsweep`` CLI through typer's runner, on a real SQLite database."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from promptsweep._imports import HEAVY_MODULES
+from promptsweep.cli import app
+from promptsweep.storage import HEAD_REVISION, Storage
+from tests.dashboards.seed import seed_job
+
+runner = CliRunner()
+
+COMMANDS = (
+    "run",
+    "submit",
+    "worker",
+    "jobs",
+    "show",
+    "leaderboard",
+    "export",
+    "report",
+    "dashboard",
+    "serve",
+    "db",
+)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'db.sqlite'}"
+
+
+@pytest.fixture
+def seeded(db: str) -> tuple[str, int]:
+    return db, seed_job(Storage(db))
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "200", **(env or {})})
+    return result.exit_code, result.output
+
+
+def test_help_lists_every_command() -> None:
+    code, out = invoke("--help")
+    assert code == 0
+    for name in COMMANDS:
+        assert name in out, name
+    assert "PROMPTSWEEP_DB" in out
+
+
+def test_jobs_reads_the_db_option_and_the_environment(seeded: tuple[str, int], tmp_path: Path) -> None:
+    db, job_id = seeded
+    code, out = invoke("--db", db, "jobs", "--json")
+    assert code == 0, out
+    (job,) = json.loads(out)
+    assert (job["id"], job["status"], job["trials"], job["complete"], job["best"]) == (
+        job_id,
+        "succeeded",
+        5,
+        3,
+        0.76,
+    )
+    # the environment variable names the same database; --db beats it
+    code, out = invoke("jobs", "--json", env={"PROMPTSWEEP_DB": db})
+    assert code == 0 and json.loads(out)[0]["id"] == job_id
+    other = f"sqlite:///{tmp_path / 'other.sqlite'}"
+    code, out = invoke("--db", other, "jobs", "--json", env={"PROMPTSWEEP_DB": db})
+    assert code == 0 and json.loads(out) == []
+
+
+def test_jobs_table(seeded: tuple[str, int]) -> None:
+    db, _ = seeded
+    code, out = invoke("--db", db, "jobs")
+    assert code == 0, out
+    assert "seeded" in out and "succeeded" in out and "prefix_tuning" in out
+
+
+def test_leaderboard_views(seeded: tuple[str, int]) -> None:
+    db, job_id = seeded
+    code, out = invoke("--db", db, "leaderboard", str(job_id), "--json")
+    assert code == 0, out
+    assert [(r["rank"], r["trial"], r["accuracy"]) for r in json.loads(out)] == [
+        (1, 1, 0.76),
+        (2, 0, 0.72),
+        (3, 2, 0.70),
+    ]
+    code, out = invoke("--db", db, "leaderboard", str(job_id), "--per-method", "--json")
+    assert [r["method"] for r in json.loads(out)] == ["prefix_tuning", "prompt_tuning", "p_tuning_lstm"]
+    code, out = invoke("--db", db, "leaderboard", str(job_id), "--pareto", "--json")
+    assert [(r["trial"], r["trainable_params"]) for r in json.loads(out)] == [(0, 3_840), (1, 73_728)]
+    code, out = invoke("--db", db, "leaderboard", str(job_id), "--limit", "1")
+    assert code == 0 and "Pareto" not in out and "0.7600" in out and "0.7200" not in out
+
+
+def test_show_prints_status_counts_and_leaderboard(seeded: tuple[str, int]) -> None:
+    db, job_id = seeded
+    code, out = invoke("--db", db, "show", str(job_id))
+    assert code == 0, out
+    assert "succeeded" in out and "accuracy (maximize)" in out
+    assert "leaderboard (top 3)" in out and "p_tuning_lstm" in out
+
+
+@pytest.mark.parametrize("args", [["show", "99"], ["leaderboard", "99"], ["report", "99", "--out", "r.html"]])
+def test_unknown_job_is_one_clear_error(db: str, args: list[str], tmp_path: Path) -> None:
+    code, out = invoke("--db", db, *args)
+    assert code == 1
+    assert "error:" in out and "no job with id 99" in out
+    assert "Traceback" not in out
+
+
+def test_report_command_writes_the_file(seeded: tuple[str, int], tmp_path: Path) -> None:
+    db, job_id = seeded
+    out_file = tmp_path / "sub" / "report.html"
+    code, out = invoke("--db", db, "report", str(job_id), "--out", str(out_file))
+    assert code == 0, out
+    assert out_file.read_text().count("Plotly.newPlot") == 4
+
+
+def test_db_upgrade_creates_and_reports_the_schema(db: str) -> None:
+    code, out = invoke("--db", db, "db", "upgrade")
+    assert code == 0, out
+    assert HEAD_REVISION in out
+    assert Storage(db).schema_revision() == HEAD_REVISION
+    code, out = invoke("--db", db, "db", "upgrade")
+    assert code == 0 and "already at schema revision" in out
+
+
+def test_bad_database_url_is_one_clear_error() -> None:
+    code, out = invoke("--db", "nosuchdialect://x/y", "jobs")
+    assert code == 1 and "error:" in out and "Traceback" not in out
+
+
+def test_serve_refuses_a_public_address_without_token(db: str) -> None:
+    code, out = invoke(
+        "--db", db, "serve", "--host", "0.0.0.0", "--port", "1", env={"PROMPTSWEEP_API_TOKEN": ""}
+    )
+    assert code == 1
+    assert "refusing to serve on 0.0.0.0" in out and "token" in out
+
+
+def test_submit_rejects_an_invalid_spec_naming_the_field(db: str, tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: bad\nbudget:\n  num_trials: 0\n")
+    code, out = invoke("--db", db, "submit", str(spec))
+    assert code == 1
+    assert "budget.num_trials" in out
+    assert Storage(db).list_jobs() == []  # nothing queued
+
+
+def test_submit_queues_a_job(db: str) -> None:
+    code, out = invoke("--db", db, "submit", "examples/fine-foods-minilm.yaml", "--name", "queued-one")
+    assert code == 0, out
+    job_id = int(out.strip().splitlines()[-1])
+    job = Storage(db).get_job(job_id)
+    assert (job.name, job.status.value, job.objective_metric) == ("queued-one", "queued", "accuracy")
+
+
+_PROBE = """
+import json, sys
+from typer.testing import CliRunner
+from promptsweep.cli import app
+runner = CliRunner()
+for args in {commands!r}:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, (args, result.output)
+print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))
+"""
+
+
+def test_read_only_commands_load_no_heavy_module(seeded: tuple[str, int], tmp_path: Path) -> None:
+    db, job_id = seeded
+    commands = [
+        ["--db", db, "jobs"],
+        ["--db", db, "show", str(job_id)],
+        ["--db", db, "leaderboard", str(job_id), "--pareto"],
+        ["--db", db, "report", str(job_id), "--out", str(tmp_path / "r.html")],
+        ["--db", db, "db", "upgrade"],
+        ["--db", db, "serve", "--help"],
+        ["--db", db, "dashboard", "--help"],
+    ]
+    code = _PROBE.format(commands=commands, heavy=HEAVY_MODULES)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
