@@ -584,6 +584,8 @@ class Storage:
         set_ = {k: stmt.excluded[k] for k in values}
         if auto_finished:
             set_["finished_at"] = func.coalesce(table.c.finished_at, stmt.excluded.finished_at)
+        elif state == TrialState.RUNNING.value and "finished_at" not in values:
+            set_["finished_at"] = None  # running again (a retry): not finished
         stmt = stmt.on_conflict_do_update(index_elements=[table.c.job_id, table.c.number], set_=set_)
         with self._writing("record trial") as session:
             self._job_row(session, job_id)

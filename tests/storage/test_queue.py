@@ -1,0 +1,167 @@
+"""The job queue under concurrency (SQLite and PostgreSQL): submits, claims, heartbeats, re-queue, cancel."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from promptsweep.storage import JobStatus, Storage
+from tests.storage import _workers
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _run_threads(target, count: int) -> list:
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(30)
+            results[i] = target(i)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    return results
+
+
+def test_fifty_concurrent_submits_make_fifty_distinct_jobs(db_url: str) -> None:
+    Storage(db_url).close()  # the schema exists before the race, as after `promptsweep db upgrade`
+    clients = [Storage(db_url) for _ in range(50)]  # one engine each: 50 independent database clients
+    try:
+        jobs = _run_threads(lambda i: clients[i].create_job(f"job-{i}", {"i": i}), 50)
+    finally:
+        for c in clients:
+            c.close()
+    with Storage(db_url) as storage:
+        stored = storage.list_jobs()
+    assert len({j.id for j in jobs}) == 50
+    assert len({j.study_name for j in jobs}) == 50
+    assert sorted(j.id for j in stored) == sorted(j.id for j in jobs)
+    assert {j.spec["i"] for j in stored} == set(range(50))
+    assert all(j.status is JobStatus.QUEUED for j in stored)
+
+
+def test_concurrent_first_open_creates_the_schema_once(db_url: str) -> None:
+    revisions = _run_threads(lambda _i: Storage(db_url).schema_revision(), 6)
+    assert set(revisions) == {"0002_queue_intermediate"}
+
+
+def test_claims_are_fifo_and_exclusive(storage: Storage) -> None:
+    ids = [storage.create_job(f"j{i}", {}).id for i in range(3)]
+    first = storage.claim_job("w1")
+    second = storage.claim_job("w2")
+    assert (first.id, second.id) == (ids[0], ids[1])
+    assert first.status is JobStatus.RUNNING and first.worker_id == "w1" and first.attempts == 1
+    assert first.started_at is not None and first.heartbeat_at is not None
+    assert storage.claim_job("w3").id == ids[2]
+    assert storage.claim_job("w4") is None
+    with pytest.raises(ValueError, match="worker_id"):
+        storage.claim_job("")
+
+
+def test_two_worker_processes_never_claim_the_same_job(db_url: str) -> None:
+    with Storage(db_url) as storage:
+        ids = {storage.create_job(f"j{i}", {}).id for i in range(40)}
+        start, out = SPAWN.Event(), SPAWN.Queue()
+        workers = [
+            SPAWN.Process(target=_workers.claim_all, args=(db_url, f"w{i}", start, out)) for i in range(2)
+        ]
+        for w in workers:
+            w.start()
+        time.sleep(0.5)
+        start.set()
+        results = dict(out.get(timeout=120) for _ in workers)
+        for w in workers:
+            w.join(30)
+        a, b = results["w0"], results["w1"]
+        assert set(a).isdisjoint(b)
+        assert set(a) | set(b) == ids and len(a) + len(b) == len(ids)
+        for worker_id, claimed in results.items():
+            assert all(storage.get_job(i).worker_id == worker_id for i in claimed)
+
+
+def test_many_threads_claiming_at_once_get_distinct_jobs(db_url: str) -> None:
+    with Storage(db_url) as storage:
+        ids = {storage.create_job(f"j{i}", {}).id for i in range(12)}
+    clients = [Storage(db_url) for _ in range(8)]
+    try:
+
+        def drain(i: int) -> list[int]:
+            got = []
+            while (job := clients[i].claim_job(f"t{i}")) is not None:
+                got.append(job.id)
+            return got
+
+        claimed = _run_threads(drain, 8)
+    finally:
+        for c in clients:
+            c.close()
+    flat = [j for got in claimed for j in got]
+    assert sorted(flat) == sorted(ids)
+
+
+def test_a_dead_workers_job_is_requeued_and_resumed(db_url: str) -> None:
+    with Storage(db_url) as storage:
+        job = storage.create_job("resume me", {})
+        claimed = SPAWN.Queue()
+        worker = SPAWN.Process(
+            target=_workers.claim_and_heartbeat, args=(db_url, "dead-worker", 0.1, claimed)
+        )
+        worker.start()
+        try:
+            assert claimed.get(timeout=60) == job.id
+            first_beat = storage.get_job(job.id).heartbeat_at
+            time.sleep(0.6)
+            assert storage.get_job(job.id).heartbeat_at > first_beat  # the live worker heartbeats
+            assert storage.requeue_stale(timeout_s=0.5) == []  # and is not taken for dead
+        finally:
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.join(10)
+        time.sleep(0.8)
+        assert storage.requeue_stale(timeout_s=0.5) == [job.id]
+        requeued = storage.get_job(job.id)
+        assert requeued.status is JobStatus.QUEUED and requeued.worker_id is None
+        assert storage.heartbeat(job.id, "dead-worker") is False  # a late heartbeat is refused
+        resumed = storage.claim_job("second-worker")
+        assert resumed.id == job.id and resumed.attempts == 2
+        assert resumed.started_at == requeued.started_at  # the job's first start is kept
+        assert storage.requeue_stale(timeout_s=60) == []
+
+
+def test_cancel_queued_and_running_jobs(storage: Storage) -> None:
+    queued = storage.create_job("queued", {})
+    running = storage.create_job("running", {})
+    assert storage.claim_job("w").id == queued.id
+    # queued.id is now running; `running` is still queued: cancel both.
+    cancelled_running = storage.cancel_job(queued.id)
+    cancelled_queued = storage.cancel_job(running.id)
+    assert cancelled_running.status is JobStatus.CANCELLED and cancelled_running.finished_at is not None
+    assert cancelled_queued.status is JobStatus.CANCELLED
+    assert storage.heartbeat(queued.id, "w") is False  # the worker learns it must stop
+    assert storage.claim_job("w2") is None  # a cancelled job is never claimed
+    assert storage.requeue_stale(timeout_s=0) == []  # nor re-queued
+    done = storage.create_job("done", {})
+    storage.set_job_status(done.id, "succeeded")
+    assert storage.cancel_job(done.id).status is JobStatus.SUCCEEDED  # finished jobs stay as they are
+
+
+def test_heartbeat_only_from_the_holding_worker(storage: Storage) -> None:
+    job = storage.create_job("j", {})
+    storage.claim_job("owner")
+    assert storage.heartbeat(job.id, "owner") is True
+    assert storage.heartbeat(job.id, "intruder") is False
+    with pytest.raises(ValueError, match="timeout_s"):
+        storage.requeue_stale(-1)
