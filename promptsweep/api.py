@@ -20,6 +20,7 @@ token every endpoint but the schema pages needs ``Authorization: Bearer <token>`
 
 import dataclasses
 import ipaddress
+import re
 import secrets
 from datetime import datetime
 from enum import Enum
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 _log = get_logger(__name__)
 
 TOKEN_ENV = "PROMPTSWEEP_API_TOKEN"
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
 
 
 class JobCreated(BaseModel):
@@ -194,7 +196,11 @@ def create_app(
 
     @app.exception_handler(SpecError)
     async def _bad_spec(request: Request, exc: SpecError) -> JSONResponse:
+        # SpecError messages start with the dotted field path ("resources.gpus_per_trial: ...").
         field = getattr(exc, "field", None)
+        if field is None:
+            match = _FIELD_PREFIX.match(str(exc).removeprefix("invalid job spec (dict): "))
+            field = match.group(1) if match else None
         loc = ["body", *str(field).split(".")] if field else ["body"]
         return JSONResponse(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,

@@ -190,24 +190,36 @@ def version() -> None:
 @_handle_errors
 def run(
     ctx: typer.Context,
-    spec: Path = typer.Argument(
-        ..., help="Job spec file (YAML or JSON), e.g. examples/fine-foods-minilm.yaml."
+    spec: Path | None = typer.Argument(
+        None, help="Job spec file (YAML or JSON), e.g. examples/fine-foods-minilm.yaml.", show_default=False
     ),
+    job: int | None = typer.Option(None, "--job", help="Resume job JOB instead of submitting a spec."),
     name: str | None = typer.Option(None, help="Job name (default: the spec's name)."),
     progress: bool = typer.Option(True, help="Show the trials' progress."),
 ) -> None:
-    """Submit SPEC and run its search in the foreground, then print the leaderboard."""
-    from promptsweep.search import load_spec, run_job, submit
+    """Submit SPEC (or resume --job N) and run its search in the foreground, then print the leaderboard."""
+    from promptsweep.search import load_spec, run_job
+    from promptsweep.search import submit as submit_job
 
+    if (spec is None) == (job is None):
+        raise typer.BadParameter("give a SPEC file or --job N (one of them)")
     state = _state(ctx)
-    job_spec = load_spec(spec)
-    if name is not None:
-        job_spec = job_spec.model_copy(update={"name": name})
     storage = state.storage()
-    job_id = submit(job_spec, storage)
-    console.print(f"job [bold]{job_id}[/] submitted ({storage_label(state.url())}); running it here")
-    run_job(job_id, storage, progress=progress)
-    _print_job(storage, job_id, limit=10)
+    if job is None:
+        job_spec = load_spec(spec)
+        if name is not None:
+            job_spec = job_spec.model_copy(update={"name": name})
+        job = submit_job(job_spec, storage)
+        console.print(f"job [bold]{job}[/] submitted to {storage.display_url}; running it here")
+    else:
+        console.print(f"resuming job [bold]{job}[/] from {storage.display_url}")
+    outcome = run_job(job, storage, progress=progress)
+    _print_job(storage, job, limit=10)
+    for number, metrics in outcome.test_metrics.items():
+        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
+        console.print(f"selected trial {number} on the test split: {shown}", highlight=False)
+    if outcome.status != "succeeded":
+        raise PromptsweepError(f"job {job} {outcome.status}: {outcome.error}")
 
 
 @app.command()
