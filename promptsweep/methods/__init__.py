@@ -1,1 +1,88 @@
-"""promptsweep.methods."""
+"""promptsweep.methods: prompt methods on a frozen PLM (built on Hugging Face PEFT).
+
+Prompt tuning (Lester et al. 2021), prefix tuning (Li & Liang 2021; P-tuning v2 without projection)
+and P-tuning (Liu et al. 2021) for three tasks: encoder classification, causal-LM verbalizer
+classification and causal-LM generation. See docs/architecture.md for the contract.
+
+The light names (enums, registry, records) load no torch; ``prepare_inputs``, ``train_trial``,
+``evaluate_adapter`` and ``load_adapter_model`` import torch/transformers/peft on first access
+(PEP 562 ``__getattr__``), so ``import promptsweep.methods`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from promptsweep.methods._config import (
+    DEFAULT_POOLING,
+    METHOD_REGISTRY,
+    METRICS,
+    TASK_METRICS,
+    EncoderType,
+    MethodConfig,
+    MethodEntry,
+    ParamSpec,
+    Pooling,
+    PrefixTuningConfig,
+    PromptInit,
+    PromptMethod,
+    PromptTuningConfig,
+    PTuningConfig,
+    TaskType,
+    default_params,
+    method_config_from_params,
+    method_parameters,
+    register_method,
+)
+from promptsweep.methods._types import DataSpec, PreparedInputs, TrainBudget, TrialResult
+
+_LAZY = {
+    "prepare_inputs": "promptsweep.methods._data",
+    "train_trial": "promptsweep.methods._train",
+    "evaluate_adapter": "promptsweep.methods._train",
+    "load_adapter_model": "promptsweep.methods._train",
+}
+
+__all__ = [
+    "DEFAULT_POOLING",
+    "METHOD_REGISTRY",
+    "METRICS",
+    "TASK_METRICS",
+    "DataSpec",
+    "EncoderType",
+    "MethodConfig",
+    "MethodEntry",
+    "PTuningConfig",
+    "ParamSpec",
+    "Pooling",
+    "PrefixTuningConfig",
+    "PreparedInputs",
+    "PromptInit",
+    "PromptMethod",
+    "PromptTuningConfig",
+    "TaskType",
+    "TrainBudget",
+    "TrialResult",
+    "default_params",
+    "evaluate_adapter",
+    "load_adapter_model",
+    "method_config_from_params",
+    "method_parameters",
+    "prepare_inputs",
+    "register_method",
+    "train_trial",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'promptsweep.methods' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,403 @@
+"""The training loop, evaluation and adapter saving/reloading (imports torch; reached from functions).
+
+A plain PyTorch loop rather than HF ``Trainer``: AdamW over the trainable parameters only, linear
+warm-up then linear decay, gradient clipping, evaluation every N steps with a ``report`` callback,
+dynamic padding per batch, bf16 autocast on GPUs that support it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from promptsweep._logging import get_logger
+from promptsweep.exceptions import DataError, MethodConfigError, TrainingError
+from promptsweep.methods._config import MethodConfig, TaskType, method_config_from_params
+from promptsweep.methods._data import load_split
+from promptsweep.methods._modeling import (
+    MEAN_INCLUDES_VIRTUAL_TOKENS,
+    build_base_model,
+    build_peft_model,
+    class_logits,
+    collate,
+    generation_loss,
+)
+from promptsweep.methods._types import PreparedInputs, TrainBudget, TrialResult
+
+log = get_logger(__name__)
+
+ADAPTER_META = "promptsweep_adapter.json"
+ENCODER_STATE = "prompt_encoder_full.safetensors"
+ReportFn = Callable[[int, dict[str, float]], Any]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``device`` as given, else ``cuda`` when available, else ``cpu``."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def _examples(split: dict[str, Any]) -> list[dict[str, Any]]:
+    n = len(split["input_ids"])
+    out = []
+    for i in range(n):
+        ex: dict[str, Any] = {"input_ids": split["input_ids"][i]}
+        if "token_type_ids" in split:
+            ex["token_type_ids"] = split["token_type_ids"][i]
+        if "labels" in split:
+            ex["label"] = split["labels"][i]
+        if "target_ids" in split:
+            ex["target_ids"] = split["target_ids"][i]
+            ex["target_text"] = split["target_text"][i]
+        out.append(ex)
+    return out
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters of the built model, counted (shared tensors once)."""
+    seen, trainable, total = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: Any,
+    inputs: PreparedInputs,
+    examples: list[dict[str, Any]],
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Metrics of ``model`` on ``examples`` (see :data:`~promptsweep.methods.TASK_METRICS`).
+
+    Classification / verbalizer: ``accuracy``, ``macro_f1`` (sklearn, over all classes), ``eval_loss``
+    (mean cross-entropy per example, nats). Generation: ``eval_loss`` (mean per target token, nats),
+    ``perplexity`` = exp(eval_loss), ``exact_match`` (greedy decoding, stripped text equality).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        if inputs.task is TaskType.GENERATION:
+            return _evaluate_generation(model, inputs, examples, batch_size=batch_size, device=device)
+        from sklearn.metrics import f1_score
+
+        losses, preds, golds = 0.0, [], []
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            batch = _to(collate(chunk, inputs.task, inputs.pad_token_id), device)
+            with _autocast(device):
+                logits = class_logits(model, batch, inputs.task, inputs.label_word_ids).float()
+            losses += nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
+            preds.extend(logits.argmax(dim=-1).tolist())
+            golds.extend(batch["labels"].tolist())
+        acc = sum(int(p == g) for p, g in zip(preds, golds, strict=True)) / len(golds)
+        f1 = f1_score(golds, preds, average="macro", labels=list(range(inputs.num_labels)), zero_division=0)
+        return {"accuracy": acc, "macro_f1": float(f1), "eval_loss": losses / len(golds)}
+    finally:
+        model.train(was_training)
+
+
+def _evaluate_generation(
+    model: Any,
+    inputs: PreparedInputs,
+    examples: list[dict[str, Any]],
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, float]:
+    from promptsweep.methods._models import load_tokenizer
+
+    total, tokens = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = _to(collate(examples[start : start + batch_size], inputs.task, inputs.pad_token_id), device)
+        with _autocast(device):
+            loss, n = generation_loss(model, batch)
+        total += loss.float().item()
+        tokens += int(n)
+    eval_loss = total / max(tokens, 1)
+    tokenizer = load_tokenizer(inputs.model_dir)
+    hits = 0
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        width = max(len(e["input_ids"]) for e in chunk)
+        ids = torch.full((len(chunk), width), inputs.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, e in enumerate(chunk):  # left padding for generation
+            ids[i, width - len(e["input_ids"]) :] = torch.tensor(e["input_ids"])
+            mask[i, width - len(e["input_ids"]) :] = 1
+        max_new = max(len(e["target_ids"]) for e in chunk)
+        with _autocast(device):
+            out = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new,
+                do_sample=False,
+                pad_token_id=inputs.pad_token_id,
+                eos_token_id=chunk[0]["target_ids"][-1],
+            )
+        new = out[:, -max_new:] if out.shape[1] >= width + max_new else out[:, width:]
+        for row, e in zip(new.tolist(), chunk, strict=True):
+            text = tokenizer.decode(row, skip_special_tokens=True).strip()
+            hits += int(text == e["target_text"].strip())
+    return {
+        "eval_loss": eval_loss,
+        "perplexity": math.exp(min(eval_loss, 50.0)),
+        "exact_match": hits / len(examples),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Adapters
+
+
+def save_adapter(model: Any, adapter_dir: Path, meta: dict[str, Any]) -> None:
+    """Save ``model``'s adapter in PEFT format plus the full prompt-encoder / prefix-projection state.
+
+    ``adapter_dir`` gets ``adapter_config.json`` + ``adapter_model.safetensors`` (peft: the soft prompt
+    as the encoder's *output*, and the classification head for classification), ``prompt_encoder_full.
+    safetensors`` (every tensor of the prompt encoder: embedding, LSTM/MLP or projection weights - what
+    peft drops on save, issues #1247/#1607) and ``promptsweep_adapter.json`` (params, task, model).
+    """
+    from safetensors.torch import save_file
+
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(adapter_dir))
+    encoder = model.prompt_encoder[model.active_adapter]
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(state, str(adapter_dir / ENCODER_STATE))
+    (adapter_dir / ADAPTER_META).write_text(json.dumps(meta, indent=1, sort_keys=True))
+
+
+def read_adapter_meta(adapter_dir: Path | str) -> dict[str, Any]:
+    """The ``promptsweep_adapter.json`` beside an adapter.
+
+    Raises:
+        DataError: naming the directory when it is not a promptsweep adapter.
+    """
+    path = Path(adapter_dir) / ADAPTER_META
+    if not path.is_file() or not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise DataError(
+            f"{str(adapter_dir)!r} is not a promptsweep adapter (no {ADAPTER_META} / adapter_config.json)"
+        )
+    return json.loads(path.read_text())
+
+
+def load_adapter_model(inputs: PreparedInputs, adapter_dir: Path | str, *, device: str | None = None) -> Any:
+    """Rebuild the frozen base (with the adapter's pooling) and load the adapter with plain
+    ``peft.PeftModel.from_pretrained(base, adapter_dir)`` (inference mode)."""
+    from peft import PeftModel
+
+    meta = read_adapter_meta(adapter_dir)
+    config = method_config_from_params(meta["params"], inputs.task)
+    base = build_base_model(inputs, config, seed=meta.get("seed", 0))
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    return model.to(resolve_device(device)).eval()
+
+
+def evaluate_adapter(
+    inputs: PreparedInputs,
+    adapter_dir: Path | str,
+    split: str = "test",
+    *,
+    device: str | None = None,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Reload a saved adapter with plain ``PeftModel.from_pretrained`` and evaluate one split.
+
+    Used for the selected trial's test metric only (ranking uses validation).
+
+    Raises:
+        DataError: when ``split`` is absent from ``inputs`` or the directory is not an adapter.
+    """
+    dev = resolve_device(device)
+    model = load_adapter_model(inputs, adapter_dir, device=str(dev))
+    examples = _examples(load_split(inputs, split))
+    return evaluate_model(model, inputs, examples, batch_size=batch_size, device=dev)
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+
+
+def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name.lower() or name.endswith("bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> Any:
+    warmup = int(total_steps * warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def train_step_loss(model: Any, batch: dict, inputs: PreparedInputs) -> torch.Tensor:
+    """The mean training loss of one batch (cross-entropy over classes, or per target token)."""
+    if inputs.task is TaskType.GENERATION:
+        loss, n = generation_loss(model, batch)
+        return loss / n.clamp(min=1)
+    logits = class_logits(model, batch, inputs.task, inputs.label_word_ids)
+    return nn.functional.cross_entropy(logits.float(), batch["labels"])
+
+
+def train_trial(
+    inputs: PreparedInputs,
+    params: dict[str, Any],
+    *,
+    budget: TrainBudget,
+    output_dir: Path | str,
+    seed: int,
+    report: ReportFn | None = None,
+    device: str | None = None,
+) -> TrialResult:
+    """Train one soft-prompt adapter on the frozen PLM and evaluate it on the validation split.
+
+    Builds the frozen PLM + the method's PEFT adapter (dispatched through the registry), trains with
+    AdamW over the trainable parameters only (warm-up + linear decay, gradient clipping), evaluates the
+    validation split every ``budget.eval_every_steps`` steps and at the end, calling ``report(step,
+    metrics)`` each time. ``report`` may raise (e.g. ``optuna.TrialPruned``) to stop the trial - the
+    exception propagates and no adapter is saved - or return ``True`` to stop early gracefully (the
+    adapter is saved). The adapter goes to ``output_dir/adapter``.
+
+    Args:
+        inputs: from :func:`prepare_inputs`.
+        params: the flat trial parameters (validated by :func:`method_config_from_params`).
+        budget: steps/epochs, batch sizes, evaluation interval, optimizer settings.
+        output_dir: the trial's directory (created).
+        seed: seeds the head init, the prompt init, dropout and the data order (deterministic on CPU).
+        report: callback ``(step, metrics) -> None | bool``.
+        device: ``"cpu"``, ``"cuda"``, ...; default cuda when available.
+
+    Raises:
+        MethodConfigError: invalid params (before anything is built).
+        TrainingError: a NaN/inf loss (names the step and the params).
+    """
+    config: MethodConfig = method_config_from_params(params, inputs.task)
+    dev = resolve_device(device)
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    model = build_peft_model(inputs, config, seed=seed).to(dev)
+    trainable, total = count_parameters(model)
+    if trainable == 0:
+        raise MethodConfigError(f"method {config.method.value!r} built no trainable parameters")
+    train = _examples(load_split(inputs, "train"))
+    val = _examples(load_split(inputs, "validation"))
+    steps_per_epoch = math.ceil(len(train) / budget.batch_size)
+    total_steps = budget.max_steps or 10**12
+    if budget.max_epochs is not None:
+        total_steps = min(total_steps, max(1, math.ceil(budget.max_epochs * steps_per_epoch)))
+    optimizer = _optimizer(model, config.learning_rate, budget.weight_decay)
+    scheduler = _schedule(optimizer, total_steps, budget.warmup_ratio)
+    gen = torch.Generator().manual_seed(seed)
+    history: list[tuple[int, dict[str, float]]] = []
+    train_seconds, seen, step, stop = 0.0, 0, 0, False
+    order: list[int] = []
+    model.train()
+    while step < total_steps and not stop:
+        if not order:
+            order = torch.randperm(len(train), generator=gen).tolist()
+        idx, order = order[: budget.batch_size], order[budget.batch_size :]
+        started = time.perf_counter()
+        batch = _to(collate([train[i] for i in idx], inputs.task, inputs.pad_token_id), dev)
+        with _autocast(dev):
+            loss = train_step_loss(model, batch, inputs)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at step {step + 1} (params {config.to_params()}); "
+                "lower learning_rate or check the data"
+            )
+        loss.backward()
+        if budget.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad], budget.max_grad_norm
+            )
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        train_seconds += time.perf_counter() - started
+        step += 1
+        seen += len(idx)
+        if step % budget.eval_every_steps == 0 or step == total_steps:
+            metrics = evaluate_model(model, inputs, val, batch_size=budget.eval_batch_size, device=dev)
+            metrics["train_loss"] = float(loss.item())
+            history.append((step, metrics))
+            if report is not None and report(step, dict(metrics)) is True:
+                stop = True
+    final = dict(history[-1][1]) if history else {}
+    adapter_dir = out_dir / "adapter"
+    save_adapter(
+        model,
+        adapter_dir,
+        {
+            "params": config.to_params(),
+            "task": inputs.task.value,
+            "model": inputs.model,
+            "model_dir": inputs.model_dir,
+            "label_names": list(inputs.label_names),
+            "seed": seed,
+            "mean_includes_virtual_tokens": MEAN_INCLUDES_VIRTUAL_TOKENS,
+            "validation_metrics": final,
+            "steps": step,
+        },
+    )
+    return TrialResult(
+        metrics=final,
+        history=history,
+        trainable_params=trainable,
+        total_params=total,
+        train_seconds=train_seconds,
+        examples_per_second=seen / train_seconds if train_seconds > 0 else 0.0,
+        peak_memory_bytes=_peak_memory(dev),
+        steps=step,
+        epochs=seen / len(train),
+        adapter_dir=str(adapter_dir),
+        params=config.to_params(),
+    )

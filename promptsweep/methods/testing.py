@@ -1,0 +1,95 @@
+"""Test helpers: tiny models built from config with a real offline tokenizer (for every layer's tests).
+
+``make_tiny_model(dir, kind)`` writes a randomly initialized, seeded model of ~1M parameters (mostly
+the embedding of the MiniLM WordPiece vocabulary) plus the MiniLM tokenizer, loadable with
+``from_pretrained`` and usable as ``prepare_inputs(model=str(dir), ...)``. Imports torch when called.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Literal
+
+_TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+TinyKind = Literal["encoder", "decoder", "gpt2"]
+
+
+def make_tiny_model(directory: Path | str, kind: TinyKind = "encoder", *, seed: int = 0) -> Path:
+    """Create a tiny model in ``directory`` (created; existing model files are overwritten).
+
+    Args:
+        directory: target directory.
+        kind: ``"encoder"`` (BERT: hidden 32, 2 layers, with a pooler - for ``classification``),
+            ``"decoder"`` (Llama: hidden 32, 2 layers, 4 heads with 2 KV heads - grouped-query
+            attention - for ``verbalizer``/``generation``) or ``"gpt2"`` (GPT-2: hidden 32, 2 layers).
+        seed: seeds the weight init.
+
+    Returns:
+        the directory, as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: for an unknown ``kind``.
+    """
+    import torch
+    import transformers
+
+    from promptsweep.methods._models import _minilm_dir
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tok_dir = _minilm_dir()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tok_dir)
+    vocab = len(tokenizer)
+    torch.manual_seed(seed)
+    if kind == "encoder":
+        config = transformers.BertConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        model = transformers.BertModel(config)
+    elif kind == "decoder":
+        config = transformers.LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            tie_word_embeddings=True,
+        )
+        model = transformers.LlamaForCausalLM(config)
+    elif kind == "gpt2":
+        config = transformers.GPT2Config(
+            vocab_size=vocab,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            n_positions=512,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+        )
+        model = transformers.GPT2LMHeadModel(config)
+    else:
+        raise ValueError(f"kind={kind!r} must be 'encoder', 'decoder' or 'gpt2'")
+    model.save_pretrained(out, safe_serialization=True)
+    for name in _TOKENIZER_FILES:
+        if (tok_dir / name).is_file():
+            shutil.copy(tok_dir / name, out / name)
+    if kind != "encoder":  # causal LMs: the tokenizer's [SEP] serves as EOS
+        tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+        tokenizer.eos_token = tokenizer.sep_token
+        tokenizer.bos_token = tokenizer.cls_token
+        tokenizer.save_pretrained(out)
+    return out
