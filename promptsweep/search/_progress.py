@@ -28,12 +28,26 @@ class _Row:
     note: str = ""
 
 
+_SHORT = {
+    "num_virtual_tokens": "tokens",
+    "learning_rate": "lr",
+    "prompt_init": "init",
+    "prefix_projection": "proj",
+    "encoder_type": "enc",
+    "encoder_hidden_size": "hidden",
+    "encoder_dropout": "drop",
+    "encoder_num_layers": "layers",
+    "pooling": "pool",
+}
+
+
 def _describe(params: dict[str, Any]) -> str:
-    keys = [k for k in params if k not in ("method",)]
     parts = []
-    for k in keys:
-        v = params[k]
-        parts.append(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}")
+    for k, v in params.items():
+        if k in ("method", "prompt_init_text"):
+            continue
+        name = _SHORT.get(k, k)
+        parts.append(f"{name}={v:.2g}" if isinstance(v, float) else f"{name}={v}")
     return " ".join(parts)
 
 
@@ -111,7 +125,7 @@ class Progress:
         )
         table = Table(title=title, expand=False)
         for col in ("#", "method", "params", "state", "step", self.metric, "note"):
-            table.add_column(col)
+            table.add_column(col, no_wrap=col != "params", overflow="ellipsis")
         for row in sorted(self.rows.values(), key=lambda r: r.number)[-25:]:
             value = row.metrics.get(self.metric)
             table.add_row(

@@ -93,6 +93,11 @@ class TrialRecorder(Callback):
         #: Optuna trial numbers this run recorded as finished, with their state.
         self.finished: dict[int, str] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the Tuner's state; the database, the study and the live
+        # display stay in the driver (a restored copy would record nothing).
+        return {**self.__dict__, "storage": None, "study": None, "progress": None}
+
     # -- helpers -----------------------------------------------------------------------------
     def _number(self, trial: Any) -> int:
         return int(trial.config[NUMBER_KEY])

@@ -222,7 +222,6 @@ def ensure_ray(spec: JobSpec) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     r = spec.resources
     if spec.ray_address is None:
@@ -445,6 +444,8 @@ def _tune(
             max_concurrent_trials=r.max_concurrent_trials,
             time_budget_s=spec.budget.time_budget_s,
             reuse_actors=True,
+            trial_dirname_creator=_trial_dirname,
+            trial_name_creator=_trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=run_name,
@@ -460,6 +461,13 @@ def _tune(
             tuner.fit()
     else:
         tuner.fit()
+
+
+def _trial_dirname(trial: Any) -> str:
+    """Tune's per-trial directory name: the Optuna trial number and the Tune trial id."""
+    from promptsweep.search._trainable import NUMBER_KEY
+
+    return f"trial-{int(trial.config.get(NUMBER_KEY, -1)):04d}-{trial.trial_id}"
 
 
 def _select(spec: JobSpec, storage: Any, job_id: int, study: Any, inputs: Any, t0: float) -> JobOutcome:

@@ -82,6 +82,26 @@ class PromptsweepSearch(OptunaSearch):
         #: Ray trial id -> (Optuna trial number, state told), for the driver's recorder.
         self.told: dict[str, tuple[int, TrialState]] = {}
 
+    # -- pickling ------------------------------------------------------------------------------
+    # Tune pickles its search algorithm into the experiment directory (Tuner state, periodic
+    # checkpoints). The study and its open trials live in the job's database, which is what resume
+    # rebuilds from (ray#30861: Tuner.restore has dropped searcher state), so they are not pickled.
+    _UNPICKLED = ("_given_study", "_ot_study", "_ot_trials", "_storage", "_sampler", "_space", "_space_fn")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: (None if k in self._UNPICKLED else v) for k, v in self.__dict__.items()}
+
+    def save(self, checkpoint_path: str) -> None:
+        """Write the picklable part of the state (the study itself is in the database)."""
+        import pickle
+
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.__getstate__(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Not used: a job resumes from its Optuna study (see ``promptsweep.search.run_job``)."""
+        raise NotImplementedError("resume a promptsweep job with run_job(job_id, storage)")
+
     # -- study ---------------------------------------------------------------------------------
     def _setup_study(self, mode: str | list[str]) -> None:
         # The driver created the study once, before any trial; never create (or race) it here.

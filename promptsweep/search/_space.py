@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 _log = get_logger(__name__)
 
+#: P-tuning's warm-start prompt-encoder width (PEFT's P-tuning examples).
+P_TUNING_DEFAULT_HIDDEN = 128
+
 #: Parameters shared by every method (one Optuna name each).
 SHARED = ("method", "num_virtual_tokens", "pooling")
 
@@ -156,6 +159,10 @@ def paper_default_params(method: str, spec: JobSpec) -> dict[str, Any]:
     from promptsweep.methods import default_params
 
     base = dict(default_params(method, spec.task))
+    if method == "p_tuning" and base.get("encoder_hidden_size") is None:
+        # PEFT's default is the model's hidden size, unknown before the model loads; its P-tuning
+        # examples use 128 (and the space always samples this key for P-tuning).
+        base["encoder_hidden_size"] = P_TUNING_DEFAULT_HIDDEN
     return _in_space(base, spec.space)
 
 

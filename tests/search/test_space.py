@@ -1,0 +1,128 @@
+"""The define-by-run space: conditional parameters, ranges, warm-start configs, serialization (no Ray)."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import optuna
+import pytest
+
+from promptsweep.methods import method_config_from_params
+from promptsweep.search import SearchSpace, default_spec, parse_spec, sample_params, warm_start_params
+from promptsweep.search._runner import make_sampler
+from promptsweep.search._space import to_optuna_params
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _sample(space: SearchSpace, n: int, sampler: optuna.samplers.BaseSampler) -> list[dict]:
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        params = sample_params(trial, space)
+        out.append(params)
+        # a deterministic, parameter-dependent value so that TPE has something to model
+        study.tell(trial, math.log(params["num_virtual_tokens"]) - abs(math.log(params["learning_rate"]) + 4))
+    return out
+
+
+def test_each_method_samples_only_its_own_parameters() -> None:
+    space = default_spec().space
+    samples = _sample(space, 300, optuna.samplers.RandomSampler(seed=0))
+    seen = {s["method"] for s in samples}
+    assert seen == {"prompt_tuning", "prefix_tuning", "p_tuning"}
+    own = {
+        "prompt_tuning": {"prompt_init"},
+        "prefix_tuning": {"prefix_projection", "encoder_hidden_size"},
+        "p_tuning": {"encoder_type", "encoder_hidden_size", "encoder_dropout", "encoder_num_layers"},
+    }
+    shared = {"method", "num_virtual_tokens", "learning_rate", "pooling"}
+    both_projection = set()
+    both_encoders = set()
+    for s in samples:
+        assert set(s) - shared <= own[s["method"]], s
+        # the methods layer accepts every sampled config (a foreign or inactive key would raise)
+        method_config_from_params(s, "classification")
+        if s["method"] == "p_tuning":
+            both_encoders.add(s["encoder_type"])
+            assert ("encoder_num_layers" in s) == (s["encoder_type"] == "LSTM"), s
+        if s["method"] == "prefix_tuning":
+            both_projection.add(s["prefix_projection"])
+            assert ("encoder_hidden_size" in s) == s["prefix_projection"], s
+        rng = getattr(space, s["method"]).learning_rate
+        assert rng.low <= s["learning_rate"] <= rng.high
+        assert 1 <= s["num_virtual_tokens"] <= 128
+        assert s["pooling"] in space.pooling
+    assert both_encoders == {"LSTM", "MLP"} and both_projection == {True, False}
+
+
+def test_num_virtual_tokens_is_log_scaled() -> None:
+    samples = _sample(default_spec().space, 300, optuna.samplers.RandomSampler(seed=1))
+    small = sum(s["num_virtual_tokens"] <= 11 for s in samples)
+    # log-uniform on [1, 128]: P(<= 11) ~ 0.5; uniform would give ~0.09
+    assert small > 0.3 * len(samples)
+
+
+def test_tpe_multivariate_grouped_sampler_runs_the_conditional_space() -> None:
+    spec = default_spec()
+    sampler = make_sampler(spec)
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert sampler._multivariate and sampler._group
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "inconsistent distribution" warnings
+        samples = _sample(spec.space, 30, sampler)
+    assert len({s["method"] for s in samples}) >= 2
+
+
+def test_non_classification_space_has_no_pooling() -> None:
+    spec = parse_spec({"name": "v", "model": "smollm2-135m", "task": "verbalizer"})
+    for s in _sample(spec.space, 40, optuna.samplers.RandomSampler(seed=2)):
+        assert "pooling" not in s
+        method_config_from_params(s, "verbalizer")
+
+
+def test_fixed_range_is_not_registered_with_optuna() -> None:
+    data = default_spec().space.model_dump()
+    data.update(methods=["prompt_tuning"], num_virtual_tokens={"low": 8, "high": 8})
+    space = SearchSpace.model_validate(data)
+    study = optuna.create_study()
+    trial = study.ask()
+    assert sample_params(trial, space)["num_virtual_tokens"] == 8
+    assert "num_virtual_tokens" not in trial.params
+
+
+def test_warm_start_configs_are_paper_defaults_valid_for_their_method() -> None:
+    spec = default_spec()
+    configs = warm_start_params(spec)
+    assert [c["method"] for c in configs] == spec.space.methods
+    by_method = {c["method"]: c for c in configs}
+    assert by_method["prompt_tuning"]["learning_rate"] == pytest.approx(3e-2)
+    assert by_method["prefix_tuning"]["prefix_projection"] is False
+    for c in configs:
+        method_config_from_params(c, spec.task)
+    off = spec.model_copy(update={"warm_start": False})
+    assert warm_start_params(off) == []
+
+
+def test_enqueued_configs_come_back_first_from_the_sampler() -> None:
+    spec = default_spec()
+    study = optuna.create_study(sampler=make_sampler(spec), direction="maximize")
+    configs = warm_start_params(spec)
+    for c in configs:
+        study.enqueue_trial(to_optuna_params(c))
+    for expected in configs:
+        trial = study.ask()
+        assert sample_params(trial, spec.space) == expected
+        study.tell(trial, 0.5)
+
+
+def test_space_serializes_with_the_job() -> None:
+    space = default_spec().space
+    again = SearchSpace.model_validate(json.loads(json.dumps(space.model_dump(mode="json"))))
+    assert again == space
+    a = _sample(space, 20, optuna.samplers.RandomSampler(seed=3))
+    b = _sample(again, 20, optuna.samplers.RandomSampler(seed=3))
+    assert a == b

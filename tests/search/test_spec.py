@@ -1,0 +1,165 @@
+"""Job spec: loading, round trips, and one field-named SpecError per invalid case (no Ray, no torch)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from promptsweep.exceptions import SpecError
+from promptsweep.search import JobSpec, default_spec, default_spec_path, load_spec, parse_spec, submit
+from promptsweep.search._spec import METRIC_DIRECTIONS, TASK_METRICS, check_resources, local_gpu_count
+
+
+def _base() -> dict[str, Any]:
+    return default_spec().to_dict()
+
+
+def _set(d: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(d)
+    node = out
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+    return out
+
+
+def test_default_spec_is_valid_and_round_trips() -> None:
+    spec = default_spec()
+    assert spec.model == "minilm" and spec.task == "classification"
+    assert spec.space.methods == ["prompt_tuning", "prefix_tuning", "p_tuning"]
+    assert spec.space.num_virtual_tokens.log and spec.space.num_virtual_tokens.low == 1
+    assert spec.space.num_virtual_tokens.high == 128
+    again = parse_spec(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec
+    assert default_spec_path().name == "fine_foods_minilm.yaml"
+
+
+def test_yaml_and_json_files_load_the_same(tmp_path) -> None:
+    data = _base()
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    assert load_spec(tmp_path / "s.yaml") == load_spec(tmp_path / "s.json") == parse_spec(data)
+
+
+def test_example_specs_validate() -> None:
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+    for path in examples:
+        assert isinstance(load_spec(path), JobSpec), path
+
+
+def test_metric_tables_mirror_the_methods_layer() -> None:
+    from promptsweep.methods import METRICS
+    from promptsweep.methods import TASK_METRICS as METHODS_TASK_METRICS
+
+    assert dict(METRICS) == METRIC_DIRECTIONS
+    assert {t.value: tuple(m) for t, m in METHODS_TASK_METRICS.items()} == TASK_METRICS
+
+
+def test_non_classification_tasks_have_no_pooling_dimension() -> None:
+    spec = parse_spec({"name": "v", "model": "smollm2-135m", "task": "verbalizer"})
+    assert spec.space.pooling is None
+    # and the default spec (classification) still has one: the default was not mutated
+    assert default_spec().space.pooling == ["mean", "first_token"]
+
+
+INVALID: list[tuple[str, Any, str]] = [
+    ("space.methods", ["lora"], "space.methods: unknown method"),
+    ("space.methods", [], "space.methods: the method list is empty"),
+    ("space.methods", ["p_tuning", "p_tuning"], "space.methods: methods repeat"),
+    (
+        "space.prompt_tuning.learning_rate",
+        {"low": 0.3, "high": 0.001, "log": True},
+        "space.prompt_tuning.learning_rate: low (0.3) must be <= high (0.001)",
+    ),
+    ("space.p_tuning.learning_rate", {"low": -1e-3, "high": 1e-2}, "space.p_tuning.learning_rate"),
+    ("space.num_virtual_tokens", {"low": 0, "high": 8}, "space.num_virtual_tokens"),
+    ("space.num_virtual_tokens", {"low": 64, "high": 8, "log": True}, "space.num_virtual_tokens: low (64)"),
+    ("space.prefix_tuning.encoder_hidden_size", {"low": 0, "high": 8}, "encoder_hidden_size"),
+    ("space.p_tuning.encoder_dropout", {"low": 0.0, "high": 1.5}, "space.p_tuning.encoder_dropout"),
+    ("space.p_tuning.encoder_type", ["GRU"], "space.p_tuning.encoder_type"),
+    ("budget.num_trials", 0, "budget.num_trials: must be positive"),
+    ("budget.time_budget_s", 0, "budget.time_budget_s: must be positive"),
+    ("budget.max_steps", 0, "budget.max_steps: must be positive"),
+    ("budget.eval_every_steps", 1000, "budget.eval_every_steps: 1000 exceeds max_steps"),
+    ("resources.cpus_per_trial", 0, "resources.cpus_per_trial"),
+    ("resources.gpus_per_trial", 1.5, "resources.gpus_per_trial"),
+    ("resources.max_concurrent_trials", 0, "resources.max_concurrent_trials"),
+    ("gradient_checkpointing", True, "gradient_checkpointing: prefix tuning cannot run with gradient"),
+    ("task", "verbalizer", "task: model 'minilm' is an encoder"),
+    ("objective.metric", "bleu", "objective.metric: unknown metric"),
+    ("objective.metric", "perplexity", "objective.metric: metric 'perplexity' is not reported"),
+    ("objective.direction", "minimize", "objective.direction: 'minimize' contradicts"),
+    ("sampler.name", "nsga2", "sampler.name: nsga2 is for multi-objective"),
+    ("sampler.name", "cmaes", "sampler.name"),
+    ("scheduler.name", "hyperband", "scheduler.name"),
+    ("scheduler.grace_period_steps", 10_000, "scheduler.grace_period_steps: 10000 exceeds"),
+    ("ray_address", "localhost", "ray_address: expected null"),
+    ("warm_start_configs", [{"method": "lora"}], "warm_start_configs[0].method"),
+    ("surprise", 1, "surprise: unknown field"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), INVALID, ids=[f"{c[0]}={c[1]!r}" for c in INVALID])
+def test_invalid_spec_names_the_field(field: str, value: Any, message: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(_set(_base(), field, value))
+    assert message in str(info.value)
+
+
+def test_budget_needs_trials_or_seconds() -> None:
+    data = _set(_set(_base(), "budget.num_trials", None), "budget.time_budget_s", None)
+    with pytest.raises(SpecError, match=r"budget\.num_trials: give num_trials or time_budget_s"):
+        parse_spec(data)
+    # seconds alone are a budget
+    assert parse_spec(_set(data, "budget.time_budget_s", 60)).budget.num_trials is None
+
+
+def test_pooling_on_a_causal_lm_task_is_refused() -> None:
+    data = {"name": "v", "model": "smollm2-135m", "task": "verbalizer", "space": {"pooling": ["mean"]}}
+    with pytest.raises(SpecError, match=r"space\.pooling: pooling applies to classification only"):
+        parse_spec(data)
+
+
+def test_bad_files(tmp_path) -> None:
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="does not parse"):
+        load_spec(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(SpecError, match="expected a mapping"):
+        load_spec(tmp_path / "list.yaml")
+
+
+def test_gpus_requested_where_none_exist(tmp_path) -> None:
+    spec = parse_spec(_set(_base(), "resources.gpus_per_trial", 0.25))
+    with pytest.raises(SpecError, match=r"resources\.gpus_per_trial: 0\.25 GPU"):
+        check_resources(spec, gpus_available=0)
+    check_resources(spec, gpus_available=1)  # fractional GPUs pack on one GPU
+    if local_gpu_count() > 0:
+        pytest.skip("this machine has a GPU: submit() accepts the spec")
+    from promptsweep.storage import Storage
+
+    storage = Storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with pytest.raises(SpecError, match="no GPU exists"):
+        submit(spec, storage)
+    assert storage.list_jobs() == []  # refused before anything was stored
+
+
+def test_submit_stores_the_spec_and_objectives(tmp_path) -> None:
+    from promptsweep.storage import Storage
+
+    storage = Storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    data = _set(_set(_base(), "objective.secondary", "trainable_params"), "sampler.name", "nsga2")
+    job_id = submit(data, storage)
+    job = storage.get_job(job_id)
+    assert parse_spec(dict(job.spec)) == parse_spec(data)  # the space travels with the job
+    assert job.objective_metric == "accuracy" and job.secondary_objective == "trainable_params"
+    assert list(job.directions) == ["maximize", "minimize"]
