@@ -27,3 +27,33 @@ def claim_and_heartbeat(url: str, worker_id: str, interval_s: float, claimed: An
         claimed.put(None if job is None else job.id)
         while job is not None and storage.heartbeat(job.id, worker_id):
             time.sleep(interval_s)
+
+
+def write_study(url: str, job_id: int, n_trials: int, pause_s: float) -> None:
+    """Run a small Optuna study on the job's study, recording every trial in promptsweep's tables."""
+    import optuna
+
+    from promptsweep.storage import Storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with Storage(url) as storage:
+        job = storage.get_job(job_id)
+        study = optuna.load_study(study_name=job.study_name, storage=storage.optuna_storage())
+
+        def objective(trial: optuna.Trial) -> float:
+            method = trial.suggest_categorical("method", ["prompt_tuning", "prefix_tuning"])
+            tokens = trial.suggest_int("num_virtual_tokens", 1, 64, log=True)
+            params = {"method": method, "num_virtual_tokens": tokens}
+            storage.record_trial(job_id, trial.number, params=params, optuna_trial_id=trial._trial_id)
+            value = 0.0
+            for step in (10, 20):
+                value = 0.5 + tokens / 256 + step / 1000
+                trial.report(value, step)
+                storage.record_intermediate(job_id, trial.number, step, {"accuracy": value})
+                time.sleep(pause_s)
+            storage.record_trial(
+                job_id, trial.number, state="complete", value=value, trainable_params=tokens * 384
+            )
+            return value
+
+        study.optimize(objective, n_trials=n_trials)

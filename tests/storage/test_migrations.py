@@ -1,0 +1,179 @@
+"""Schema versions: Alembic revisions, the version check, upgrading a committed first-schema database."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from promptsweep.exceptions import SchemaVersionError
+from promptsweep.storage import HEAD_REVISION, JobStatus, Storage, TrialState, upgrade_database
+from promptsweep.storage._engine import create_storage_engine
+from promptsweep.storage._migrations import (
+    BASE_REVISION,
+    MIGRATIONS_DIR,
+    script_head,
+    script_revisions,
+    upgrade_to,
+)
+from promptsweep.storage._models import VERSION_TABLE, Base
+
+ASSET = Path(__file__).with_name("assets") / "rev1.db"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_head_constant_matches_the_shipped_scripts() -> None:
+    assert script_head() == HEAD_REVISION
+    assert script_revisions() == [HEAD_REVISION, BASE_REVISION]
+
+
+def test_migrations_ship_as_package_data() -> None:
+    setuptools = pytest.importorskip("setuptools")
+    packages = setuptools.find_packages(str(REPO), include=["promptsweep*"])
+    assert "promptsweep.storage._alembic" in packages and "promptsweep.storage._alembic.versions" in packages
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert '"*.mako"' in pyproject and '"*.ini"' in pyproject
+    assert (MIGRATIONS_DIR / "script.py.mako").is_file() and (MIGRATIONS_DIR / "env.py").is_file()
+
+
+def test_migrated_schema_matches_the_models(storage: Storage) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    engine = sa.create_engine(storage.url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "compare_type": True,
+                    "include_object": lambda obj, name, type_, *_: (
+                        type_ != "table" or name.startswith("promptsweep_")
+                    ),
+                    "version_table": VERSION_TABLE,
+                },
+            )
+            diffs = compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+    assert diffs == []
+
+
+def test_committed_first_schema_database_upgrades_and_keeps_rows(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    shutil.copy(ASSET, db)
+    url = f"sqlite:///{db}"
+    with pytest.raises(SchemaVersionError) as info:
+        Storage(url)
+    message = str(info.value)
+    assert "promptsweep db upgrade" in message and str(db) in message and BASE_REVISION in message
+    with sqlite3.connect(db) as conn:  # refusing changed nothing
+        assert conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [(BASE_REVISION,)]
+
+    assert upgrade_database(url) == (BASE_REVISION, HEAD_REVISION)
+    assert upgrade_database(url) == (HEAD_REVISION, HEAD_REVISION)  # idempotent
+
+    with Storage(url) as storage:
+        done, queued = storage.get_job(1), storage.get_job(2)
+        assert (done.name, done.status, done.model, done.task) == (
+            "fine-foods minilm",
+            JobStatus.SUCCEEDED,
+            "minilm",
+            "classification",
+        )
+        assert (done.attempts, queued.attempts, queued.status) == (1, 0, JobStatus.QUEUED)
+        assert done.direction == "maximize" and queued.direction == "minimize"
+        trials = storage.list_trials(1)
+        assert [(t.number, t.state, t.value) for t in trials] == [
+            (0, TrialState.COMPLETE, 0.71),
+            (1, TrialState.COMPLETE, 0.74),
+            (2, TrialState.PRUNED, 0.6),
+            (3, TrialState.FAIL, None),
+        ]
+        # The new variant column was backfilled from each trial's params.
+        assert [t.variant for t in trials] == [
+            "prompt_tuning",
+            "prefix_tuning_projection",
+            "p_tuning_lstm",
+            "p_tuning_mlp",
+        ]
+        assert [t.number for t in storage.leaderboard(1)] == [1, 0]
+        assert [t.variant for t in storage.best_per_method(1)] == [
+            "prefix_tuning_projection",
+            "prompt_tuning",
+        ]
+        # The second revision's features work on the old rows.
+        storage.record_intermediate(1, 0, 10, {"accuracy": 0.7})
+        assert [r.step for r in storage.list_intermediate(1, 0)] == [10]
+        claimed = storage.claim_job("w")
+        assert claimed.id == 2 and claimed.attempts == 1
+
+
+def _first_schema_db(url: str) -> None:
+    engine = create_storage_engine(make_url(url))
+    try:
+        upgrade_to(engine, BASE_REVISION)
+        meta = sa.MetaData()
+        jobs = sa.Table("promptsweep_jobs", meta, autoload_with=engine)
+        trials = sa.Table("promptsweep_trials", meta, autoload_with=engine)
+        with engine.begin() as conn:
+            conn.execute(
+                jobs.insert().values(
+                    name="old", spec={"model": "minilm"}, status="running", direction="maximize",
+                    study_name="promptsweep-job-1", created_at=sa.func.now(),
+                )
+            )  # fmt: skip
+            conn.execute(
+                trials.insert().values(
+                    job_id=1, number=0, params={"method": "p_tuning", "encoder_type": "LSTM"},
+                    state="complete", value=0.5, metrics={"accuracy": 0.5},
+                )
+            )  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_first_schema_on_each_backend(db_url: str) -> None:
+    _first_schema_db(db_url)
+    with pytest.raises(SchemaVersionError, match="Run `promptsweep db upgrade --db "):
+        Storage(db_url)
+    storage = Storage(db_url, check_schema=False)
+    try:
+        assert storage.schema_revision() == BASE_REVISION
+        assert storage.upgrade() == (BASE_REVISION, HEAD_REVISION)
+    finally:
+        storage.close()
+    with Storage(db_url) as storage:
+        job = storage.get_job(1)
+        assert job.status is JobStatus.RUNNING and job.attempts == 1
+        assert storage.get_trial(1, 0).variant == "p_tuning_lstm"
+        # New job ids continue after the old ones.
+        assert storage.create_job("new", {}).id == 2
+
+
+def test_newer_or_unversioned_schema_is_refused(db_url: str) -> None:
+    with Storage(db_url) as storage:
+        engine = sa.create_engine(storage.url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '0099_from_the_future'"))
+        with pytest.raises(SchemaVersionError, match="newer promptsweep"):
+            Storage(db_url)
+        with pytest.raises(SchemaVersionError, match="newer"):
+            upgrade_database(db_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {VERSION_TABLE}"))
+        with pytest.raises(SchemaVersionError, match="no schema revision"):
+            Storage(db_url)
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_database_creates_a_new_database(db_url: str) -> None:
+    assert upgrade_database(db_url) == (None, HEAD_REVISION)
+    with Storage(db_url) as storage:
+        assert storage.schema_revision() == HEAD_REVISION
