@@ -81,6 +81,8 @@ class PromptsweepSearch(OptunaSearch):
         )
         #: Ray trial id -> (Optuna trial number, state told), for the driver's recorder.
         self.told: dict[str, tuple[int, TrialState]] = {}
+        #: Optuna trial number -> steps already reported to Optuna.
+        self._steps: dict[int, set[int]] = {}
 
     # -- pickling ------------------------------------------------------------------------------
     # Tune pickles its search algorithm into the experiment directory (Tuner state, periodic
@@ -134,7 +136,18 @@ class PromptsweepSearch(OptunaSearch):
         value = result.get(self.metric)
         if value is None or STEP_KEY not in result:
             return
-        self._ot_trials[trial_id].report(float(value), int(result[STEP_KEY]))
+        ot_trial = self._ot_trials[trial_id]
+        step = int(result[STEP_KEY])
+        if step in self._reported_steps(ot_trial):
+            return  # a re-run trial reaching a step its interrupted run already reported
+        ot_trial.report(float(value), step)
+        self._steps[ot_trial.number].add(step)
+
+    def _reported_steps(self, ot_trial: optuna.Trial) -> set[int]:
+        if ot_trial.number not in self._steps:
+            frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
+            self._steps[ot_trial.number] = set(frozen.intermediate_values)
+        return self._steps[ot_trial.number]
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -156,10 +169,8 @@ class PromptsweepSearch(OptunaSearch):
         elif state == TrialState.PRUNED and result and not isinstance(self.metric, list):
             # The scheduler stopped it at this result: keep its last value at its step.
             value, step = result.get(self.metric), result.get(STEP_KEY)
-            if value is not None and step is not None:
-                frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
-                if int(step) not in frozen.intermediate_values:
-                    ot_trial.report(float(value), int(step))
+            if value is not None and step is not None and int(step) not in self._reported_steps(ot_trial):
+                ot_trial.report(float(value), int(step))
         try:
             self._ot_study.tell(ot_trial, values, state=state)
         except Exception as exc:  # e.g. a trial told already by an earlier process

@@ -1,0 +1,289 @@
+"""Real search jobs: Ray Tune (embedded) + Optuna on the job's SQLite database + tiny frozen PLMs.
+
+One job (7 trials: the three paper defaults, an LSTM P-tuning config, a config made to crash, two
+sampled by TPE) backs most assertions; a multi-objective job and a killed-then-resumed job run apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from promptsweep.search import parse_spec, run_job, submit, warm_start_params
+from promptsweep.storage import Storage
+from tests.search.conftest import tiny_spec
+
+pytestmark = pytest.mark.slow
+
+#: A P-tuning config with the LSTM prompt encoder (the defaults cover MLP).
+LSTM_CONFIG = {"method": "p_tuning", "encoder_type": "LSTM", "learning_rate": 1e-3, "num_virtual_tokens": 4}
+#: Made to crash inside the trial: the methods layer refuses more than 512 virtual tokens.
+CRASH_CONFIG = {"method": "prompt_tuning", "learning_rate": 1e-2, "num_virtual_tokens": 600}
+
+
+def _study(storage: Storage, job_id: int) -> optuna.Study:
+    return optuna.load_study(study_name=storage.get_job(job_id).study_name, storage=storage.optuna_storage())
+
+
+@pytest.fixture(scope="module")
+def main_job(ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("main-job")
+    storage = Storage(f"sqlite:///{out / 'ps.db'}")
+    spec = parse_spec(
+        tiny_spec(
+            tiny_encoder,
+            reviews_dir,
+            out / "runs",
+            budget={"num_trials": 7},
+            space={
+                "pooling": ["mean", "first_token"],
+                "num_virtual_tokens": {"low": 1, "high": 640, "log": True},
+            },
+            warm_start_configs=[LSTM_CONFIG, CRASH_CONFIG],
+        )
+    )
+    job_id = submit(spec, storage)
+    outcome = run_job(job_id, storage, progress=False)
+    return storage, job_id, outcome, spec
+
+
+def test_job_runs_all_methods_and_both_encoders(main_job) -> None:
+    storage, job_id, outcome, _spec = main_job
+    assert outcome.status == "succeeded"
+    assert storage.get_job(job_id).status.value == "succeeded"
+    trials = storage.list_trials(job_id)
+    assert [t.number for t in trials] == list(range(7))  # one row per trial, none twice
+    assert outcome.finished == 7
+    assert {t.method for t in trials} == {"prompt_tuning", "prefix_tuning", "p_tuning"}
+    assert {t.params["encoder_type"] for t in trials if t.method == "p_tuning"} == {"LSTM", "MLP"}
+    for t in trials:  # conditional space: each method's own parameters only
+        if t.method != "p_tuning":
+            assert not {"encoder_type", "encoder_num_layers", "encoder_dropout"} & set(t.params)
+        if t.method == "p_tuning":
+            assert ("encoder_num_layers" in t.params) == (t.params["encoder_type"] == "LSTM")
+
+
+def test_states_agree_between_optuna_and_our_tables(main_job) -> None:
+    storage, job_id, _outcome, _spec = main_job
+    study = _study(storage, job_id)
+    optuna_states = {t.number: t.state.name.lower() for t in study.trials}
+    ours = {t.number: t.state.value for t in storage.list_trials(job_id)}
+    assert optuna_states == ours
+    assert "running" not in ours.values()
+
+
+def test_asha_stopped_trials_are_pruned_not_complete(main_job) -> None:
+    storage, job_id, _outcome, _spec = main_job
+    study = _study(storage, job_id)
+    total_steps = 40
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, "ASHA (rungs at 10 and 20 steps, reduction factor 2) stopped no trial"
+    for t in pruned:
+        # stopped before its budget, at a rung, with its last validation loss kept at that step
+        assert max(t.intermediate_values) < total_steps
+        assert t.value == t.intermediate_values[max(t.intermediate_values)]
+        row = storage.get_trial(job_id, t.number)
+        assert row.state.value == "pruned" and row.steps == max(t.intermediate_values)
+        assert row.adapter_dir is None
+    for t in study.trials:
+        if t.state == TrialState.COMPLETE:
+            row = storage.get_trial(job_id, t.number)
+            assert row.steps == total_steps and row.adapter_dir and Path(row.adapter_dir).is_dir()
+            assert row.trainable_params > 0
+
+
+def test_crashing_trial_is_fail_with_its_error_and_the_job_goes_on(main_job) -> None:
+    storage, job_id, outcome, _spec = main_job
+    crashed = [t for t in storage.list_trials(job_id) if t.params.get("num_virtual_tokens") == 600]
+    assert len(crashed) == 1
+    row = crashed[0]
+    assert row.state.value == "fail"
+    assert row.error and len(row.error) > 20
+    assert _study(storage, job_id).trials[row.number].state == TrialState.FAIL
+    # trials after it still ran to an end
+    assert all(t.state.value != "running" for t in storage.list_trials(job_id) if t.number > row.number)
+    assert outcome.counts.get("complete", 0) >= 1
+
+
+def test_enqueued_defaults_are_the_first_trials(main_job) -> None:
+    storage, job_id, _outcome, spec = main_job
+    expected = warm_start_params(spec)
+    assert [c["method"] for c in expected[:3]] == ["prompt_tuning", "prefix_tuning", "p_tuning"]
+    trials = storage.list_trials(job_id)
+    for number, config in enumerate(expected[:3]):  # the paper defaults fix every parameter
+        assert trials[number].params == config, number
+    for number, config in enumerate(expected[3:], start=3):  # user configs fix what they give
+        assert config.items() <= trials[number].params.items(), number
+    study = _study(storage, job_id)
+    for number in range(len(expected)):
+        assert "fixed_params" in study.trials[number].system_attrs  # Optuna's enqueue_trial marker
+
+
+def test_test_split_never_reaches_sampler_pruner_or_leaderboard(main_job) -> None:
+    storage, job_id, outcome, _spec = main_job
+    study = _study(storage, job_id)
+    trials = storage.list_trials(job_id)
+    # 1. what Optuna saw (sampler, pruner values) is exactly the validation curve we recorded
+    for t in study.trials:
+        ours = {r.step: r.metrics["eval_loss"] for r in storage.list_intermediate(job_id, t.number)}
+        told = dict(t.intermediate_values)
+        if t.state == TrialState.COMPLETE:
+            told[40] = t.value  # the final evaluation is the objective value
+        assert told == pytest.approx({s: v for s, v in ours.items() if s in told})
+        blob = json.dumps({"user": t.user_attrs, "system": t.system_attrs}, default=str)
+        assert "test" not in blob
+    # 2. the test split was evaluated for the selected trial only
+    with_test = [t.number for t in trials if t.test_metrics]
+    assert with_test == outcome.best_trials == [study.best_trial.number]
+    # 3. the leaderboard orders by validation loss; the winner is the validation winner
+    board = storage.leaderboard(job_id)
+    assert [t.value for t in board] == sorted(t.value for t in board)
+    assert board[0].number == study.best_trial.number
+    assert board[0].value == pytest.approx(min(t.metrics["eval_loss"] for t in board))
+    # 4. the test labels are flipped: a trial that learned the task on validation is worse than chance
+    #    on test, and still it is the one selected (test played no part in choosing it)
+    best = storage.get_trial(job_id, outcome.best_trials[0])
+    if best.metrics["accuracy"] > 0.8:
+        assert best.test_metrics["accuracy"] < 0.5
+
+
+def test_trials_were_recorded_as_they_happened(main_job) -> None:
+    storage, job_id, _outcome, _spec = main_job
+    for t in storage.list_trials(job_id):
+        points = storage.list_intermediate(job_id, t.number)
+        if t.state.value == "fail":
+            continue
+        assert points, t.number
+        # each evaluation was written before the trial finished, not in a batch at the end
+        assert all(p.recorded_at <= t.finished_at for p in points)
+        assert t.started_at < points[0].recorded_at
+
+
+def test_multi_objective_job_returns_a_pareto_front(
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    spec = tiny_spec(
+        tiny_encoder,
+        reviews_dir,
+        tmp_path / "runs",
+        objective={"metric": "eval_loss", "secondary": "trainable_params"},
+        sampler={"name": "nsga2"},
+        scheduler={"name": "none"},
+        budget={"num_trials": 5, "max_steps": 20},
+        warm_start_configs=[
+            {"method": "prompt_tuning", "learning_rate": 3e-2, "num_virtual_tokens": 1},
+            {"method": "p_tuning", "encoder_type": "LSTM", "learning_rate": 3e-3, "num_virtual_tokens": 64},
+        ],
+    )
+    job_id = submit(spec, storage)
+    outcome = run_job(job_id, storage, progress=False)
+    assert outcome.status == "succeeded"
+    study = _study(storage, job_id)
+    assert len(study.directions) == 2
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 3
+    front = {n: v for n, v in zip(outcome.best_trials, outcome.best_values, strict=True)}
+    assert front
+
+    def dominates(a: list[float], b: list[float]) -> bool:  # both objectives minimized
+        return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+    for n, v in front.items():
+        assert not any(dominates(list(t.values), v) for t in complete), n
+    for t in complete:  # every trial off the front is dominated by a front member
+        if t.number not in front:
+            assert any(dominates(v, list(t.values)) for v in front.values()), t.number
+    # trainable parameters really differ between configs (the second objective is measured)
+    assert len({t.values[1] for t in complete}) > 1
+    # the storage's SQL Pareto front agrees
+    assert {t.number for t in storage.pareto_front(job_id)} == set(front)
+    assert set(outcome.test_metrics) == set(front)
+
+
+_KILL_SCRIPT = """
+import sys
+from promptsweep.storage import Storage
+from promptsweep.search import run_job
+run_job(int(sys.argv[2]), Storage(sys.argv[1]), progress=False)
+"""
+
+
+def test_killed_job_resumes_without_duplicates(
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ps.db'}"
+    storage = Storage(url)
+    num_trials = 4
+    spec = tiny_spec(
+        tiny_encoder,
+        reviews_dir,
+        tmp_path / "runs",
+        scheduler={"name": "none"},
+        budget={"num_trials": num_trials, "max_steps": 60},
+        resources={"cpus_per_trial": 1, "max_concurrent_trials": 1, "num_cpus": 1},
+    )
+    job_id = submit(spec, storage)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_SCRIPT, url, str(job_id)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    interrupted: dict[int, dict] = {}
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            rows = storage.list_trials(job_id)
+            done = [r for r in rows if r.state.value != "running"]
+            running = [
+                r for r in rows if r.state.value == "running" and storage.list_intermediate(job_id, r.number)
+            ]
+            if done and running:
+                interrupted = {r.number: dict(r.params) for r in running}
+                break
+            assert proc.poll() is None, "the job process ended before it could be killed"
+            time.sleep(0.5)
+        assert interrupted, "no trial was mid-run within 240 s"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: driver, its Ray and workers
+        proc.wait(timeout=30)
+
+    study = _study(storage, job_id)
+    before = {t.number: t.state for t in study.trials}
+    assert any(s == TrialState.RUNNING for s in before.values())
+    finished_before = sum(
+        s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) for s in before.values()
+    )
+
+    outcome = run_job(job_id, storage, progress=False)  # resume, in this process's Ray
+
+    study = _study(storage, job_id)
+    numbers = [t.number for t in study.trials]
+    assert numbers == list(range(num_trials))  # nothing duplicated, nothing extra
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) for t in study.trials)
+    assert outcome.finished == num_trials and finished_before < num_trials
+    rows = storage.list_trials(job_id)
+    assert [r.number for r in rows] == list(range(num_trials))
+    for number, params in interrupted.items():  # the unfinished trial re-ran under its own number
+        assert rows[number].params == params
+        assert rows[number].state.value == "complete"
+        steps = [p.step for p in storage.list_intermediate(job_id, number)]
+        assert steps == sorted(set(steps))
+        assert study.trials[number].params  # parameters kept in Optuna
+    # trials finished before the kill kept their results (not re-run)
+    for number, state in before.items():
+        if state != TrialState.RUNNING and state != TrialState.WAITING:
+            assert study.trials[number].state == state
