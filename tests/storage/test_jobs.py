@@ -147,3 +147,21 @@ def test_bad_url_errors_name_the_url_without_password(url: str, shown: str, hidd
     assert shown in message
     if hidden:
         assert hidden not in message
+
+
+def test_default_database_is_the_documented_sqlite_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("PROMPTSWEEP_DB", raising=False)
+    monkeypatch.setenv("PROMPTSWEEP_HOME", str(tmp_path / "home"))
+    with Storage() as storage:
+        job = storage.create_job("default", {})
+        assert storage.dialect == "sqlite"
+    assert (tmp_path / "home" / "promptsweep.db").is_file()
+    monkeypatch.setenv("PROMPTSWEEP_DB", f"sqlite:///{tmp_path / 'home' / 'promptsweep.db'}")
+    with Storage() as again:
+        assert again.get_job(job.id).name == "default"
+
+
+def test_in_memory_sqlite_works_for_one_process() -> None:
+    with Storage("sqlite://") as storage:
+        job = storage.create_job("mem", {})
+        assert storage.claim_job("w").id == job.id
