@@ -165,3 +165,38 @@ def test_in_memory_sqlite_works_for_one_process() -> None:
     with Storage("sqlite://") as storage:
         job = storage.create_job("mem", {})
         assert storage.claim_job("w").id == job.id
+
+
+def test_a_failed_transaction_writes_nothing(storage: Storage) -> None:
+    from promptsweep.storage._models import JobModel
+    from promptsweep.storage._records import utcnow
+
+    def job(name: str) -> JobModel:
+        return JobModel(
+            name=name, spec={}, status="queued", direction="maximize", created_at=utcnow(), study_name="same"
+        )
+
+    with (
+        pytest.raises(StorageError, match="violates a constraint") as info,
+        storage._writing("two jobs") as session,
+    ):
+        session.add(job("a"))
+        session.flush()
+        session.add(job("b"))  # same study name: the unique constraint fails at commit
+    assert storage.display_url in str(info.value) and "two jobs" in str(info.value)
+    assert storage.list_jobs() == []  # the first job was rolled back with the second
+
+
+def test_opening_an_existing_database_loads_neither_alembic_nor_optuna(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    Storage(url).close()
+    code = (
+        "import sys\nfrom promptsweep.storage import Storage\n"
+        f"s = Storage({url!r}); s.list_jobs(); s.close()\n"
+        "print(sorted(m for m in ('alembic', 'optuna', 'torch', 'ray') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
