@@ -389,7 +389,9 @@ class Storage:
         """Set a job's status (and error text); keeps the times true.
 
         ``running`` sets ``started_at`` (first time) and the heartbeat; ``queued`` frees the job from its
-        worker; ``succeeded``/``failed``/``cancelled`` set ``finished_at``.
+        worker; ``succeeded``/``failed``/``cancelled`` set ``finished_at``. A ``cancelled`` job stays
+        cancelled when a worker that was still running it reports ``succeeded`` or ``failed`` (the
+        user's cancel wins; the record returned says ``cancelled``); ``running`` or ``queued`` re-open it.
 
         Raises:
             ValueError: unknown status. JobNotFoundError: unknown job.
@@ -398,6 +400,9 @@ class Storage:
         now = utcnow()
         with self._writing("set job status") as session:
             row = self._job_row(session, job_id)
+            if row.status == JobStatus.CANCELLED.value and new in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+                _logger.info("Job %d was cancelled; not marking it %s.", job_id, new.value)
+                return _job_record(row)
             row.status = new.value
             if error is not None:
                 row.error = error
@@ -488,6 +493,9 @@ class Storage:
         """Put back in the queue every ``running`` job whose worker's last heartbeat is older than
         ``timeout_s`` seconds (a dead worker); its next claim resumes it. Returns their ids.
 
+        Only jobs held by a worker (:meth:`claim_job`) are re-queued: a job run in the foreground
+        (``set_job_status(id, "running")`` without a claim) sends no heartbeats and is left alone.
+
         Raises:
             ValueError: ``timeout_s`` is negative.
         """
@@ -499,6 +507,7 @@ class Storage:
                 update(JobModel)
                 .where(
                     JobModel.status == JobStatus.RUNNING.value,
+                    JobModel.worker_id.is_not(None),
                     func.coalesce(JobModel.heartbeat_at, JobModel.started_at, JobModel.created_at) < cutoff,
                 )
                 .values(status=JobStatus.QUEUED.value, worker_id=None, heartbeat_at=None)

@@ -165,3 +165,22 @@ def test_heartbeat_only_from_the_holding_worker(storage: Storage) -> None:
     assert storage.heartbeat(job.id, "intruder") is False
     with pytest.raises(ValueError, match="timeout_s"):
         storage.requeue_stale(-1)
+
+
+def test_a_late_worker_does_not_undo_a_cancel(storage: Storage) -> None:
+    job = storage.create_job("j", {})
+    storage.claim_job("w")
+    storage.cancel_job(job.id)
+    assert storage.set_job_status(job.id, "succeeded").status is JobStatus.CANCELLED
+    assert storage.set_job_status(job.id, "failed", error="x").status is JobStatus.CANCELLED
+    assert storage.set_job_status(job.id, "queued").status is JobStatus.QUEUED  # explicitly re-opened
+
+
+def test_foreground_jobs_without_a_worker_are_not_requeued(storage: Storage) -> None:
+    foreground = storage.create_job("cli run", {})
+    storage.set_job_status(foreground.id, "running")  # `promptsweep run`: no claim, no heartbeats
+    claimed = storage.create_job("worker", {})
+    storage.claim_job("w")
+    time.sleep(0.3)
+    assert storage.requeue_stale(timeout_s=0.1) == [claimed.id]
+    assert storage.get_job(foreground.id).status is JobStatus.RUNNING
