@@ -153,8 +153,8 @@ def test_test_split_never_reaches_sampler_pruner_or_leaderboard(main_job) -> Non
     # 4. the test labels are flipped: a trial that learned the task on validation is worse than chance
     #    on test, and still it is the one selected (test played no part in choosing it)
     best = storage.get_trial(job_id, outcome.best_trials[0])
-    if best.metrics["accuracy"] > 0.8:
-        assert best.test_metrics["accuracy"] < 0.5
+    assert best.metrics["accuracy"] > 0.6
+    assert best.test_metrics["accuracy"] < 0.5
 
 
 def test_trials_were_recorded_as_they_happened(main_job) -> None:
@@ -287,3 +287,38 @@ def test_killed_job_resumes_without_duplicates(
     for number, state in before.items():
         if state != TrialState.RUNNING and state != TrialState.WAITING:
             assert study.trials[number].state == state
+
+
+def test_worker_runs_a_queued_job_and_shows_progress(
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from promptsweep.search import run_worker
+    from promptsweep.search._progress import Progress
+
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    spec = tiny_spec(
+        tiny_encoder, reviews_dir, tmp_path / "runs", warm_start=False, scheduler={"name": "none"},
+        budget={"num_trials": 2, "max_steps": 10},
+    )
+    job_id = submit(spec, storage)
+    assert run_worker(storage, once=True) == 1
+    job = storage.get_job(job_id)
+    assert job.status.value == "succeeded"
+    assert [t.state.value for t in storage.list_trials(job_id)] == ["complete", "complete"]
+    assert run_worker(storage, once=True) == 0  # the queue is empty now
+
+    # the live display renders what the recorder feeds it
+    buffer = io.StringIO()
+    display = Progress(job_id, "eval_loss", "minimize", 2, console=Console(file=buffer, width=140))
+    with display:
+        for t in storage.list_trials(job_id):
+            display.trial_started(t.number, t.params)
+            display.trial_finished(t.number, t.state.value, t.metrics, None)
+    text = buffer.getvalue()
+    best = storage.leaderboard(job_id)[0]
+    assert "2/2 trials finished" in text
+    assert f"trial {best.number} = {best.value:.4f}" in text
