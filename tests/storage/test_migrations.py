@@ -11,7 +11,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from promptsweep.exceptions import SchemaVersionError
-from promptsweep.storage import HEAD_REVISION, JobStatus, Storage, TrialState, upgrade_database
+from promptsweep.storage import (
+    HEAD_REVISION,
+    JobStatus,
+    Storage,
+    TrialState,
+    method_variant,
+    upgrade_database,
+)
 from promptsweep.storage._engine import create_storage_engine
 from promptsweep.storage._migrations import (
     BASE_REVISION,
@@ -113,6 +120,20 @@ def test_committed_first_schema_database_upgrades_and_keeps_rows(tmp_path: Path)
         assert claimed.id == 2 and claimed.attempts == 1
 
 
+FIRST_SCHEMA_PARAMS = [
+    {"method": "prompt_tuning", "num_virtual_tokens": 8},
+    {"method": "prefix_tuning", "prefix_projection": True, "encoder_hidden_size": 64},
+    {"method": "prefix_tuning", "prefix_projection": False},
+    {"method": "prefix_tuning"},
+    {"method": "p_tuning", "encoder_type": "LSTM"},
+    {"method": "p_tuning", "encoder_type": "lstm"},
+    {"method": "p_tuning", "encoder_type": "MLP"},
+    {"method": "p_tuning"},
+    {"method": "lora_someday"},
+    {"num_virtual_tokens": 3},
+]
+
+
 def _first_schema_db(url: str) -> None:
     engine = create_storage_engine(make_url(url))
     try:
@@ -127,12 +148,13 @@ def _first_schema_db(url: str) -> None:
                     study_name="promptsweep-job-1", created_at=sa.func.now(),
                 )
             )  # fmt: skip
-            conn.execute(
-                trials.insert().values(
-                    job_id=1, number=0, params={"method": "p_tuning", "encoder_type": "LSTM"},
-                    state="complete", value=0.5, metrics={"accuracy": 0.5},
-                )
-            )  # fmt: skip
+            for number, params in enumerate(FIRST_SCHEMA_PARAMS):
+                conn.execute(
+                    trials.insert().values(
+                        job_id=1, number=number, params=params, state="complete", value=0.5,
+                        metrics={"accuracy": 0.5},
+                    )
+                )  # fmt: skip
     finally:
         engine.dispose()
 
@@ -150,7 +172,10 @@ def test_upgrade_from_first_schema_on_each_backend(db_url: str) -> None:
     with Storage(db_url) as storage:
         job = storage.get_job(1)
         assert job.status is JobStatus.RUNNING and job.attempts == 1
-        assert storage.get_trial(1, 0).variant == "p_tuning_lstm"
+        # The SQL backfill agrees with method_variant() on every kind of params.
+        variants = [t.variant for t in storage.list_trials(1)]
+        assert variants == [method_variant(p) for p in FIRST_SCHEMA_PARAMS]
+        assert variants[:3] == ["prompt_tuning", "prefix_tuning_projection", "prefix_tuning"]
         # New job ids continue after the old ones.
         assert storage.create_job("new", {}).id == 2
 
@@ -177,3 +202,16 @@ def test_upgrade_database_creates_a_new_database(db_url: str) -> None:
     assert upgrade_database(db_url) == (None, HEAD_REVISION)
     with Storage(db_url) as storage:
         assert storage.schema_revision() == HEAD_REVISION
+
+
+def test_offline_sql_of_the_migrations_renders() -> None:
+    from alembic import command
+
+    from promptsweep.storage._migrations import _alembic_config
+
+    config = _alembic_config(url="sqlite:///offline.db")
+    config.output_buffer = __import__("io").StringIO()
+    command.upgrade(config, "head", sql=True)
+    sql = config.output_buffer.getvalue()
+    assert "CREATE TABLE promptsweep_intermediate_metrics" in sql
+    assert "prefix_tuning_projection" in sql and "UPDATE promptsweep_trials SET variant" in sql

@@ -11,8 +11,6 @@ Create Date: 2026-11-29
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
@@ -24,19 +22,6 @@ depends_on = None
 
 _JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 _TS = sa.DateTime(timezone=True)
-
-
-def _variant(params: dict[str, Any] | None) -> str | None:
-    # Frozen copy of promptsweep.storage._records.method_variant as of this revision.
-    if not params or params.get("method") is None:
-        return None
-    method = str(params["method"])
-    if method == "prefix_tuning":
-        return "prefix_tuning_projection" if params.get("prefix_projection") else "prefix_tuning"
-    if method == "p_tuning":
-        encoder = str(params.get("encoder_type") or "MLP").upper()
-        return "p_tuning_lstm" if encoder == "LSTM" else "p_tuning_mlp"
-    return method
 
 
 def upgrade() -> None:
@@ -64,21 +49,26 @@ def upgrade() -> None:
         sa.UniqueConstraint("trial_id", "step", name="uq_promptsweep_intermediate_metrics_trial_id_step"),
     )
 
-    # Backfill: jobs that ran before heartbeats were kept count one attempt; trials get their variant.
-    bind = op.get_bind()
+    # Backfill, in SQL (so `alembic upgrade --sql` works too): jobs that ran before heartbeats count
+    # one attempt; each trial's variant is derived from its params as method_variant() does.
     jobs = sa.table("promptsweep_jobs", sa.column("status", sa.String), sa.column("attempts", sa.Integer))
-    bind.execute(jobs.update().where(jobs.c.status != "queued").values(attempts=1))
-    trials = sa.table(
-        "promptsweep_trials",
-        sa.column("id", sa.Integer),
-        sa.column("params", _JSON),
-        sa.column("variant", sa.String),
+    op.execute(jobs.update().where(jobs.c.status != "queued").values(attempts=1))
+    trials = sa.table("promptsweep_trials", sa.column("params", _JSON), sa.column("variant", sa.String))
+    method = trials.c.params["method"].as_string()
+    if op.get_context().dialect.name == "postgresql":
+        projection = trials.c.params["prefix_projection"].as_string() == "true"
+    else:  # SQLite's JSON_EXTRACT gives 1 / 0 for true / false
+        projection = trials.c.params["prefix_projection"].as_integer() == 1
+    encoder = sa.func.upper(sa.func.coalesce(trials.c.params["encoder_type"].as_string(), "MLP"))
+    variant = sa.case(
+        (
+            method == "prefix_tuning",
+            sa.case((projection, "prefix_tuning_projection"), else_="prefix_tuning"),
+        ),
+        (method == "p_tuning", sa.case((encoder == "LSTM", "p_tuning_lstm"), else_="p_tuning_mlp")),
+        else_=method,
     )
-    rows = bind.execute(sa.select(trials.c.id, trials.c.params)).all()
-    for trial_id, params in rows:
-        variant = _variant(params)
-        if variant is not None:
-            bind.execute(trials.update().where(trials.c.id == trial_id).values(variant=variant))
+    op.execute(trials.update().values(variant=variant))
 
 
 def downgrade() -> None:
