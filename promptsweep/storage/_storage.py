@@ -557,6 +557,9 @@ class Storage:
         if unknown:
             raise ValueError(f"record_trial got unknown field(s) {unknown}; known: {sorted(TRIAL_FIELDS)}")
         values = {k: _coerce_trial_field(k, v) for k, v in fields.items()}
+        for key in ("params", "metrics", "state"):  # never NULL: None means "leave as is"
+            if key in values and values[key] is None:
+                del values[key]
         if "value" in values and "values" not in values and values["value"] is not None:
             values["values"] = [values["value"]]
         if "values" in values and "value" not in values:
@@ -583,7 +586,7 @@ class Storage:
             "metrics": {},
             "state": TrialState.RUNNING.value,
             "started_at": now,
-            **{k: v for k, v in values.items() if v is not None or k not in ("params", "metrics", "state")},
+            **values,
         }
         if auto_finished:
             insert_values["finished_at"] = now

@@ -58,6 +58,9 @@ def test_record_trial_upserts_one_row(storage: Storage, job_id: int) -> None:
     again = storage.record_trial(job_id, 0, state="complete", test_metrics={"accuracy": 0.73})
     assert again.finished_at == done.finished_at and again.test_metrics == {"accuracy": 0.73}
     assert [t.number for t in storage.list_trials(job_id)] == [0]
+    # None for params/metrics/state means "leave as is".
+    kept = storage.record_trial(job_id, 0, state=None, params=None, metrics=None, steps=201)
+    assert (kept.state, kept.params, kept.metrics["accuracy"], kept.steps) == ("complete", PREFIX, 0.75, 201)
 
 
 def test_values_fill_value_and_non_finite_become_null(storage: Storage, job_id: int) -> None:
