@@ -260,6 +260,13 @@ class Storage:
     def __repr__(self) -> str:
         return f"Storage({self.display_url!r})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled by URL (e.g. into a Ray task): the copy opens its own engine and connections.
+        return {"url": self.url}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], check_schema=False)  # type: ignore[misc]
+
     def _read(self, what: str) -> contextlib.AbstractContextManager[Session]:
         return session_scope(self._engine, self.display_url, what)
 

@@ -200,3 +200,16 @@ def test_opening_an_existing_database_loads_neither_alembic_nor_optuna(tmp_path)
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_storage_pickles_by_url(storage: Storage) -> None:
+    import pickle
+
+    job = storage.create_job("pickled", {})
+    copy = pickle.loads(pickle.dumps(storage))
+    try:
+        assert copy.url == storage.url and copy is not storage
+        assert copy.get_job(job.id) == job
+        assert copy.create_job("from the copy", {}).id == job.id + 1
+    finally:
+        copy.close()
