@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -39,7 +40,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-console = Console()
+# Piped output (files, CI logs) is not cut to 80 columns; a terminal keeps its own width.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -129,32 +131,50 @@ _SHORT = {
 }
 
 
+_LEFT_COLUMNS = ("method", "state", "params", "name", "status", "model", "objective", "trials", "best")
+_WRAPPED_COLUMNS = ("params", "best", "trials", "name", "objective")
+_TABLE_HIDDEN = ("steps",)  # in --json output only
+_DROP_IF_UNIFORM = ("state",)
 _RENAMED = {"trainable_params": "trainable", "train_seconds": "seconds"}
 
 
 def _compact(row: dict[str, Any]) -> dict[str, Any]:
     """Fold the hyperparameter columns into one ``params`` column, so tables fit a terminal."""
-    out = {_RENAMED.get(k, k): v for k, v in row.items() if k not in _SHORT}
+    out = {
+        _RENAMED.get(k, "test" if k.startswith("test_") else k): v for k, v in row.items() if k not in _SHORT
+    }
     if out.get("seconds") is not None:
         out["seconds"] = f"{out['seconds']:.1f}"
-    params = [f"{_SHORT[k]}={_fmt(v)}" for k, v in row.items() if k in _SHORT and v is not None]
+    params = [
+        f"{_SHORT[k]}={f'{v:.3g}' if isinstance(v, float) else _fmt(v)}"
+        for k, v in row.items()
+        if k in _SHORT and v is not None
+    ]
     if params:
         out["params"] = " ".join(params)
     return out
 
 
 def _rows_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
-    """A rich table of flat rows; columns empty in every row are dropped."""
+    """A rich table of flat rows; columns empty in every row, or equal in every row of several, drop."""
     rows = [_compact(r) for r in rows]
     columns: list[str] = []
     for row in rows:
         for key in row:
-            if key not in columns and any(r.get(key) is not None for r in rows):
-                columns.append(key)
-    table = Table(title=title, title_justify="left", header_style="bold")
+            if key in columns or key in _TABLE_HIDDEN or all(r.get(key) is None for r in rows):
+                continue
+            if key in _DROP_IF_UNIFORM and len(rows) > 1 and len({str(r.get(key)) for r in rows}) == 1:
+                continue
+            columns.append(key)
+    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in columns:
-        left = col in ("method", "state", "params", "name", "status", "model", "objective", "trials", "best")
-        table.add_column(col, justify="left" if left else "right", overflow="fold")
+        left = col in _LEFT_COLUMNS
+        table.add_column(
+            "#" if col == "rank" else col,
+            justify="left" if left else "right",
+            overflow="fold",
+            no_wrap=col not in _WRAPPED_COLUMNS,
+        )
     for row in rows:
         table.add_row(*(_fmt(row.get(c)) for c in columns))
     return table
@@ -264,7 +284,7 @@ def jobs(
     storage = _state(ctx).storage()
     rows = [job_summary(storage, job) for job in storage.list_jobs()]
     if not as_json:
-        rows = [_job_line(r) for r in rows]
+        rows = [{k: v for k, v in _job_line(r).items() if k != "objective"} for r in rows]
     _print_rows(rows, as_json=as_json, title="jobs", empty="no jobs yet")
 
 
@@ -284,7 +304,7 @@ def _job_line(summary: dict[str, Any]) -> dict[str, Any]:
         "objective": summary["objective"],
         "trials": f"{summary['trials']}" + (f": {counts}" if counts else ""),
         "best": best,
-        "created": summary["created"],
+        "created": summary["created"][5:16] if summary.get("created") else None,
     }
 
 
