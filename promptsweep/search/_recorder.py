@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
+from ray.tune.stopper import Stopper
 
 from promptsweep._logging import get_logger
 from promptsweep.search._progress import Progress
@@ -90,6 +91,8 @@ class TrialRecorder(Callback):
         self.study = study
         self.progress = progress
         self._started: dict[str, float] = {}
+        self._numbers: dict[str, int] = {}
+        self._last: dict[str, dict[str, Any]] = {}
         #: Optuna trial numbers this run recorded as finished, with their state.
         self.finished: dict[int, str] = {}
 
@@ -119,6 +122,7 @@ class TrialRecorder(Callback):
         number = self._number(trial)
         params = dict(trial.config[PARAMS_KEY])
         self._started[trial.trial_id] = time.time()
+        self._numbers[trial.trial_id] = number
         self._record(
             number,
             optuna_trial_id=self._optuna_id(number),
@@ -133,6 +137,7 @@ class TrialRecorder(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         number = self._number(trial)
+        self._last[trial.trial_id] = dict(result)
         step = result.get(STEP_KEY)
         metrics = validation_metrics(result, self.task_metrics)
         if step is None or not metrics:
@@ -145,18 +150,31 @@ class TrialRecorder(Callback):
             self.progress.trial_result(number, int(step), metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = dict(trial.last_result or {})
-        self._finish(trial, result, error=None)
+        self._finish(trial.trial_id, dict(trial.last_result or {}), error=None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, dict(trial.last_result or {}), error=_error_text(trial))
+        self._finish(trial.trial_id, dict(trial.last_result or {}), error=_error_text(trial))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         number = self._number(trial)
         self._record(number, state="running", error=f"retrying after: {_error_text(trial)}")
 
-    def _finish(self, trial: Any, result: dict[str, Any], error: str | None) -> None:
-        number = self._number(trial)
+    def finish_unended(self, searcher: Any, reason: str) -> list[int]:
+        """End the trials Tune left running when the search stopped as a whole (the job's time
+        budget, a cancel): told PRUNED to Optuna by ``searcher`` with their last value, and recorded
+        so with ``reason``. Returns their trial numbers."""
+        ended = []
+        for trial_id in list(self._started):
+            result = self._last.get(trial_id, {})
+            searcher.on_trial_complete(trial_id, result=result, error=False)
+            self._finish(trial_id, result, error=None, reason=reason)
+            ended.append(self._numbers[trial_id])
+        return ended
+
+    def _finish(
+        self, trial_id: str, result: dict[str, Any], error: str | None, reason: str | None = None
+    ) -> None:
+        number = self._numbers[trial_id]
         state = end_state(result, error is not None).name.lower()
         metrics = validation_metrics(result, self.task_metrics)
         values = None
@@ -166,7 +184,7 @@ class TrialRecorder(Callback):
                 state, error = "fail", f"the trial ended without {self.metric_names}"
             else:
                 values = [float(v) for v in vals]
-        started = self._started.pop(trial.trial_id, None)
+        started = self._started.pop(trial_id, None)
         fields: dict[str, Any] = dict(
             state=state,
             values=values,
@@ -174,7 +192,7 @@ class TrialRecorder(Callback):
             error=error
             if error is not None
             else (
-                f"stopped early at step {result.get(STEP_KEY)} by the scheduler"
+                f"stopped early at step {result.get(STEP_KEY)}: {reason or 'by the scheduler'}"
                 if state == "pruned"
                 else None
             ),
@@ -196,3 +214,39 @@ class TrialRecorder(Callback):
         self.finished[number] = state
         if self.progress:
             self.progress.trial_finished(number, state, metrics, error)
+
+
+class CancelStopper(Stopper):
+    """Stops the whole search when the job is cancelled in storage (``Storage.cancel_job``).
+
+    Polls the job's status at most every ``poll_s`` seconds from Tune's loop in the driver; works
+    for foreground runs and for workers alike. Trials stopped this way end without their final
+    result and are recorded PRUNED (stopped early).
+    """
+
+    def __init__(self, storage: Any, job_id: int, poll_s: float = 5.0) -> None:
+        self.storage = storage
+        self.job_id = job_id
+        self.poll_s = poll_s
+        self._last = 0.0
+        self.cancelled = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "storage": None}
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        if self.cancelled or self.storage is None:
+            return self.cancelled
+        now = time.time()
+        if now - self._last >= self.poll_s:
+            self._last = now
+            try:
+                self.cancelled = self.storage.get_job(self.job_id).status.value == "cancelled"
+            except Exception:  # pragma: no cover - a transient read error must not stop the search
+                _log.exception("could not read the status of job %d", self.job_id)
+            if self.cancelled:
+                _log.warning("job %d was cancelled: stopping its trials", self.job_id)
+        return self.cancelled

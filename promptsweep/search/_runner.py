@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -36,7 +37,7 @@ from typing import Any
 
 from promptsweep import paths
 from promptsweep._logging import get_logger
-from promptsweep.exceptions import JobNotFoundError, PromptsweepError, SpecError
+from promptsweep.exceptions import JobNotFoundError, SpecError
 from promptsweep.search._spec import TASK_METRICS, JobSpec, check_resources, local_gpu_count, parse_spec
 
 _log = get_logger(__name__)
@@ -48,7 +49,7 @@ class JobOutcome:
 
     Attributes:
         job_id: the job.
-        status: ``succeeded`` or ``failed``.
+        status: ``succeeded``, ``failed``, or ``cancelled`` (cancelled in storage while it ran).
         counts: trials per state in the study (``complete``, ``pruned``, ``fail``, ``running``, ``waiting``).
         best_trials: the selected trial numbers: the best by the validation objective (one), or the
             Pareto front (multi-objective), complete trials only.
@@ -294,7 +295,7 @@ def run_job(job_id: int, storage: Any, *, progress: bool = True) -> JobOutcome:
         spec = parse_spec(dict(job.spec), source=f"of job {job_id}")
         storage.set_job_status(job_id, "running")
         outcome = _run(job, spec, storage, progress=progress, t0=t0)
-    except (PromptsweepError, Exception) as exc:
+    except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         _log.error("job %d failed: %s (resume with `promptsweep run --job %d`)", job_id, reason, job_id)
         try:
@@ -302,6 +303,9 @@ def run_job(job_id: int, storage: Any, *, progress: bool = True) -> JobOutcome:
         except Exception:  # pragma: no cover
             _log.exception("could not mark job %d failed", job_id)
         raise
+    if storage.get_job(job_id).status.value == "cancelled":
+        _log.warning("job %d was cancelled while it ran; its finished trials are kept", job_id)
+        return dataclasses.replace(outcome, status="cancelled")
     storage.set_job_status(job_id, outcome.status, error=outcome.error)
     return outcome
 
@@ -401,6 +405,8 @@ def _tune(
     space_fn: Any,
     trainable: Any,
 ) -> None:
+    from promptsweep.search._recorder import CancelStopper
+
     r = spec.resources
     modes = ["max" if d == "maximize" else "min" for d in spec.directions]
     searcher = searcher_cls(
@@ -437,6 +443,7 @@ def _tune(
     # A multi-objective job's second value (trainable_params) exists only in the final result; the
     # searcher checks every objective itself when a trial ends (missing -> FAIL).
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    stopper = CancelStopper(storage, job_id)
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     tuner = tune.Tuner(
         fn,
@@ -454,6 +461,7 @@ def _tune(
             name=run_name,
             storage_path=str(job_dir / "ray"),
             callbacks=[recorder],
+            stop=stopper,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
@@ -464,6 +472,11 @@ def _tune(
             tuner.fit()
     else:
         tuner.fit()
+    # Tune ends a search stopped as a whole (time budget, cancel) without ending its running trials.
+    reason = "the job was cancelled" if stopper.cancelled else "the search stopped (time budget)"
+    unended = recorder.finish_unended(searcher, reason)
+    if unended:
+        _log.info("job %d: trial(s) %s stopped early: %s", job_id, unended, reason)
 
 
 def _trial_dirname(trial: Any) -> str:

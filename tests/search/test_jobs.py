@@ -301,7 +301,11 @@ def test_worker_runs_a_queued_job_and_shows_progress(
 
     storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
     spec = tiny_spec(
-        tiny_encoder, reviews_dir, tmp_path / "runs", warm_start=False, scheduler={"name": "none"},
+        tiny_encoder,
+        reviews_dir,
+        tmp_path / "runs",
+        warm_start=False,
+        scheduler={"name": "none"},
         budget={"num_trials": 2, "max_steps": 10},
     )
     job_id = submit(spec, storage)
@@ -322,3 +326,61 @@ def test_worker_runs_a_queued_job_and_shows_progress(
     best = storage.leaderboard(job_id)[0]
     assert "2/2 trials finished" in text
     assert f"trial {best.number} = {best.value:.4f}" in text
+
+
+def test_cancelled_job_stops_and_stays_cancelled(
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    import threading
+
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    spec = tiny_spec(
+        tiny_encoder,
+        reviews_dir,
+        tmp_path / "runs",
+        scheduler={"name": "none"},
+        budget={"num_trials": 8, "max_steps": 60},
+        resources={"cpus_per_trial": 1, "max_concurrent_trials": 1, "num_cpus": 2},
+    )
+    job_id = submit(spec, storage)
+
+    def cancel_after_first_trial() -> None:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if any(t.state.value != "running" for t in storage.list_trials(job_id)):
+                storage.cancel_job(job_id)
+                return
+            time.sleep(0.5)
+
+    canceller = threading.Thread(target=cancel_after_first_trial, daemon=True)
+    canceller.start()
+    outcome = run_job(job_id, storage, progress=False)
+    canceller.join(timeout=5)
+    assert outcome.status == "cancelled"
+    assert storage.get_job(job_id).status.value == "cancelled"
+    assert outcome.finished < 8
+    assert all(t.state.value != "running" for t in storage.list_trials(job_id))
+
+
+def test_budget_in_seconds_ends_the_search_and_its_running_trials(
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    spec = tiny_spec(
+        tiny_encoder,
+        reviews_dir,
+        tmp_path / "runs",
+        scheduler={"name": "none"},
+        budget={"num_trials": None, "time_budget_s": 20, "max_steps": 400, "eval_every_steps": 20},
+    )
+    job_id = submit(spec, storage)
+    t0 = time.time()
+    outcome = run_job(job_id, storage, progress=False)
+    assert time.time() - t0 < 90
+    rows = storage.list_trials(job_id)
+    assert rows and all(t.state.value != "running" for t in rows)
+    study = _study(storage, job_id)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in rows if t.state.value == "pruned"]
+    assert stopped and all("time budget" in t.error for t in stopped)
+    assert outcome.finished == len(rows)
