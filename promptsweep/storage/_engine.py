@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +45,8 @@ def mask_url(url: str | URL) -> str:
 
 
 def parse_url(url: str) -> URL:
-    """Parse a database URL; ``postgresql://`` and ``postgres://`` mean psycopg 3.
+    """Parse a database URL; ``postgresql://`` and ``postgres://`` mean psycopg 3; a SQLite path may
+    start with ``~`` (the home directory).
 
     Raises:
         StorageError: the URL is malformed or names a backend other than SQLite or PostgreSQL
@@ -61,6 +63,8 @@ def parse_url(url: str) -> URL:
         ) from exc
     if parsed.drivername in ("postgres", "postgresql"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database.startswith("~"):
+        parsed = parsed.set(database=os.path.expanduser(parsed.database))
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise StorageError(
             f"unsupported database URL {mask_url(parsed)!r}: promptsweep stores jobs in SQLite "

@@ -213,3 +213,11 @@ def test_storage_pickles_by_url(storage: Storage) -> None:
         assert copy.create_job("from the copy", {}).id == job.id + 1
     finally:
         copy.close()
+
+
+def test_sqlite_path_may_start_with_home(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with Storage("sqlite:///~/promptsweep-home.db") as storage:
+        storage.create_job("home", {})
+        assert storage.url == f"sqlite:///{tmp_path}/promptsweep-home.db"
+    assert (tmp_path / "promptsweep-home.db").is_file()
