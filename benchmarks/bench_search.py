@@ -17,6 +17,7 @@ Usage (2 cores: the overhead part takes ~10 minutes with the defaults, the compa
     .venv/bin/python benchmarks/bench_search.py overhead --trials 4 --overhead-steps 150
     .venv/bin/python benchmarks/bench_search.py compare --trials 16 --seeds 0 1
     .venv/bin/python benchmarks/bench_search.py overhead --tiny        # seconds, tiny model (smoke)
+    .venv/bin/python benchmarks/bench_search.py gpu-pool               # a GPU machine: 0.25 GPU/trial
 """
 
 from __future__ import annotations
@@ -189,6 +190,56 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def gpu_pool(args: argparse.Namespace) -> dict[str, Any]:
+    """Issue 5's device check: 4 concurrent trials at ``gpus_per_trial: 0.25`` on one GPU, then the
+    same trials one at a time on the whole GPU; per-trial throughput and peak GPU memory of each."""
+    from promptsweep.search import run_job, submit
+    from promptsweep.search._spec import local_gpu_count
+
+    if local_gpu_count() < 1:
+        print(json.dumps({"skipped": "no GPU on this machine"}))
+        return {}
+    out: dict[str, Any] = {}
+    for label, gpus, conc in (("packed_0.25", 0.25, 4), ("whole_gpu", 1.0, 1)):
+        root = Path(tempfile.mkdtemp(prefix=f"bench-gpu-{label}-"))
+        storage = _storage(root)
+        spec = _fine_foods_spec(
+            root,
+            trials=4,
+            steps=args.steps,
+            sampler="tpe",
+            seed=0,
+            scheduler={"name": "none"},
+            resources={"cpus_per_trial": 2, "gpus_per_trial": gpus, "max_concurrent_trials": conc},
+        )
+        job_id = submit(spec, storage)
+        t0 = time.time()
+        run_job(job_id, storage, progress=False)
+        wall = time.time() - t0
+        rows = []
+        for t in storage.list_trials(job_id):
+            eps = (t.steps or 0) * spec.budget.batch_size / t.train_seconds if t.train_seconds else None
+            rows.append(
+                {
+                    "trial": t.number,
+                    "method": t.variant,
+                    "state": t.state.value,
+                    "examples_per_s": eps,
+                    "peak_gpu_mib": (t.peak_memory_bytes or 0) / 2**20,
+                }
+            )
+        out[label] = {
+            "wall_s": wall,
+            "trials": rows,
+            "sum_examples_per_s": sum(r["examples_per_s"] or 0 for r in rows),
+        }
+        print(json.dumps({label: out[label]}, indent=2, default=str))
+    if out.get("whole_gpu", {}).get("wall_s"):
+        out["packed_speedup_wall"] = out["whole_gpu"]["wall_s"] / out["packed_0.25"]["wall_s"]
+        print(json.dumps({"packed_speedup_wall": out["packed_speedup_wall"]}))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -204,8 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     p2.add_argument("--steps", type=int, default=300)
     p2.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p2.add_argument("--quiet", action="store_true")
+    p3 = sub.add_parser("gpu-pool", help="4 trials at 0.25 GPU each vs one at a time (needs a GPU)")
+    p3.add_argument("--steps", type=int, default=300)
     args = parser.parse_args(argv)
-    (overhead if args.what == "overhead" else compare)(args)
+    {"overhead": overhead, "compare": compare, "gpu-pool": gpu_pool}[args.what](args)
     return 0
 
 

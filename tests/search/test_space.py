@@ -126,3 +126,36 @@ def test_space_serializes_with_the_job() -> None:
     a = _sample(space, 20, optuna.samplers.RandomSampler(seed=3))
     b = _sample(again, 20, optuna.samplers.RandomSampler(seed=3))
     assert a == b
+
+
+@pytest.mark.parametrize("name", ["asha", "median", "none"])
+def test_schedulers_count_training_steps(name: str) -> None:
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+    from promptsweep.search._runner import make_scheduler
+
+    data = default_spec().to_dict()
+    data["scheduler"] = {"name": name, "grace_period_steps": 50, "reduction_factor": 3}
+    spec = parse_spec(data)
+    sched = make_scheduler(spec, steps=300)
+    if name == "none":
+        assert sched is None
+        return
+    assert sched._time_attr == "step" and sched._metric == "accuracy" and sched._mode == "max"
+    if name == "asha":
+        assert isinstance(sched, ASHAScheduler)
+        rungs = sorted(m for m, _ in sched._brackets[0]._rungs)
+        assert rungs == [50, 150]  # grace * 3**k below max_t = 301 (the budget end is not a rung)
+    else:
+        assert isinstance(sched, MedianStoppingRule)
+
+
+def test_sampler_choice() -> None:
+    from promptsweep.search._runner import make_sampler
+
+    data = default_spec().to_dict()
+    data["sampler"] = {"name": "random"}
+    assert isinstance(make_sampler(parse_spec(data)), optuna.samplers.RandomSampler)
+    data["sampler"] = {"name": "nsga2"}
+    data["objective"] = {"metric": "accuracy", "secondary": "trainable_params"}
+    assert isinstance(make_sampler(parse_spec(data)), optuna.samplers.NSGAIISampler)
