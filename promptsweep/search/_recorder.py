@@ -93,8 +93,6 @@ class TrialRecorder(Callback):
         self._started: dict[str, float] = {}
         self._numbers: dict[str, int] = {}
         self._last: dict[str, dict[str, Any]] = {}
-        #: Optuna trial numbers this run recorded as finished, with their state.
-        self.finished: dict[int, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the Tuner's state; the database, the study and the live
@@ -211,7 +209,6 @@ class TrialRecorder(Callback):
         elif started is not None:
             fields["train_seconds"] = time.time() - started
         self._record(number, **fields)
-        self.finished[number] = state
         if self.progress:
             self.progress.trial_finished(number, state, metrics, error)
 

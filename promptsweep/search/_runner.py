@@ -222,7 +222,6 @@ def ensure_ray(spec: JobSpec) -> bool:
 
     if ray.is_initialized():
         return False
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     r = spec.resources
     if spec.ray_address is None:
@@ -443,6 +442,8 @@ def _tune(
     # A multi-objective job's second value (trainable_params) exists only in the final result; the
     # searcher checks every objective itself when a trial ends (missing -> FAIL).
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # Tune's own console output (the legacy engine at verbose=0 prints nothing): our table shows progress.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     stopper = CancelStopper(storage, job_id)
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     tuner = tune.Tuner(

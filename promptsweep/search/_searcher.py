@@ -79,8 +79,6 @@ class PromptsweepSearch(OptunaSearch):
             study_name=study.study_name,
             storage=study._storage,
         )
-        #: Ray trial id -> (Optuna trial number, state told), for the driver's recorder.
-        self.told: dict[str, tuple[int, TrialState]] = {}
         #: Optuna trial number -> steps already reported to Optuna.
         self._steps: dict[int, set[int]] = {}
 
@@ -175,5 +173,4 @@ class PromptsweepSearch(OptunaSearch):
             self._ot_study.tell(ot_trial, values, state=state)
         except Exception as exc:  # e.g. a trial told already by an earlier process
             _log.warning("could not tell trial %d %s: %s", ot_trial.number, state.name, exc)
-        self.told[trial_id] = (ot_trial.number, state)
         self._completed_trials.add(trial_id)
