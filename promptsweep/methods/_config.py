@@ -302,8 +302,6 @@ def register_method(entry: MethodEntry) -> None:
         MethodConfigError: if the method is already registered, or a parameter name repeats or collides
             with a common parameter.
     """
-    if entry.method in _REGISTRY:
-        raise MethodConfigError(f"prompt method {entry.method.value!r} is already registered")
     names = [p.name for p in entry.parameters]
     common = {p.name for p in COMMON_PARAMETERS} | {"method", "pooling"}
     dup = {n for n in names if names.count(n) > 1 or n in common}
@@ -311,6 +309,8 @@ def register_method(entry: MethodEntry) -> None:
         raise MethodConfigError(
             f"prompt method {entry.method.value!r}: duplicate parameter names {sorted(dup)}"
         )
+    if entry.method in _REGISTRY:
+        raise MethodConfigError(f"prompt method {entry.method.value!r} is already registered")
     _REGISTRY[entry.method] = entry
 
 

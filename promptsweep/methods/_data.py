@@ -47,7 +47,7 @@ def _columns(spec: DataSpec, task: TaskType) -> dict[str, str | None]:
     }
 
 
-def _read_file(path: Path) -> Any:
+def _read_file(path: Path, role: str) -> Any:
     """Read one local file through ``datasets`` into a pandas DataFrame."""
     fmt = _FILE_FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -60,6 +60,8 @@ def _read_file(path: Path) -> Any:
     try:
         ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
     except Exception as exc:
+        if "corresponds to no data" in str(exc) or path.stat().st_size == 0:
+            raise DataError(f"{path}: split {role!r} has no rows") from exc
         raise DataError(
             f"data file {str(path)!r} cannot be read as {fmt}: {type(exc).__name__}: {exc}"
         ) from exc
@@ -89,7 +91,7 @@ def _load_raw(spec: DataSpec) -> dict[str, tuple[Any, str]]:
         return out
     path = Path(spec.source).expanduser()
     if path.is_file():
-        return {"train": (_read_file(path), str(path))}
+        return {"train": (_read_file(path, "train"), str(path))}
     if path.is_dir():
         out = {}
         for role in SPLIT_ROLES:
@@ -101,7 +103,7 @@ def _load_raw(spec: DataSpec) -> dict[str, tuple[Any, str]]:
                     f"{[str(f) for f in found]}"
                 )
             if found:
-                out[role] = (_read_file(found[0]), str(found[0]))
+                out[role] = (_read_file(found[0], role), str(found[0]))
             elif role in names:
                 raise DataError(
                     f"data directory {str(path)!r} has no file for split {role!r} "
