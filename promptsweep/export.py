@@ -148,7 +148,8 @@ def _metrics_doc(job: JobRecord, trial: TrialRecord, adapter_config: dict[str, A
         "steps": getattr(trial, "steps", None),
         "epochs": getattr(trial, "epochs", None),
         "peak_memory_bytes": getattr(trial, "peak_memory_bytes", None),
-        "data": spec.get("data"),
+        "dataset": spec.get("dataset") or spec.get("data"),
+        "max_length": (spec.get("dataset") or {}).get("max_length"),
     }
 
 
@@ -164,13 +165,49 @@ def _count(n: int | None) -> str:
     return "unknown" if n is None else f"{n:,}"
 
 
+_DATASPEC_KEYS = ("source", "text_column", "text_pair_column", "label_column", "target_column", "label_words")
+
+
+def _loading_section(doc: dict[str, Any]) -> str:
+    """How to load the adapter: plain PEFT, with promptsweep's pooling where the trial replaced the pooler."""
+    base = doc.get("base_model_name_or_path") or "<base model directory>"
+    task = doc.get("task") or "classification"
+    pooling = doc["params"].get("pooling")
+    if task == "classification" and pooling in ("mean", "first_token"):
+        data = doc.get("dataset") or {}
+        kwargs = ", ".join(f"{k}={data[k]!r}" for k in _DATASPEC_KEYS if data.get(k) is not None)
+        return f"""The trial classified from **{pooling}** pooling of the encoder's states, which promptsweep
+installs in place of BERT's pooler; a base loaded by `transformers` alone keeps its own pooler and
+scores differently. Rebuild the frozen base as the trial did; the adapter itself is then loaded with
+plain `PeftModel.from_pretrained(base, DIR)`:
+
+```python
+from promptsweep.methods import DataSpec, TaskType, load_adapter_model, prepare_inputs
+
+inputs = prepare_inputs({doc["base_model"]!r}, DataSpec({kwargs}),
+                        TaskType.CLASSIFICATION, max_length={doc.get("max_length") or 128})
+model = load_adapter_model(inputs, "path/to/this/directory")  # a peft.PeftModel, in eval mode
+```
+"""
+    auto = "AutoModelForSequenceClassification" if task == "classification" else "AutoModelForCausalLM"
+    extra = f", num_labels={len(doc.get('label_names') or []) or 2}" if task == "classification" else ""
+    return f"""```python
+from peft import PeftModel
+from transformers import {auto}
+
+base = {auto}.from_pretrained("{base}"{extra})
+model = PeftModel.from_pretrained(base, "path/to/this/directory")
+```
+"""
+
+
 def model_card(doc: dict[str, Any]) -> str:
     """Render the export's ``README.md`` model card from the ``metrics.json`` document."""
     params = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(doc["params"].items()))
     trainable = doc.get("trainable_params")
     total = doc.get("total_params")
     share = f" ({100 * trainable / total:.3f} % of {total:,})" if trainable and total else ""
-    base = doc.get("base_model_name_or_path") or "<base model directory>"
+    seconds = "?" if doc.get("train_seconds") is None else f"{doc['train_seconds']:.1f}"
     return f"""---
 library_name: peft
 tags: [promptsweep, {doc["peft_type"] or doc["method"]}]
@@ -184,7 +221,7 @@ Optuna study `{doc["study_name"]}`, trial {doc["trial_number"]}, state {doc["sta
 
 - Task: {doc.get("task")}; selection metric: `{doc["metric"]}` ({doc["direction"]}) on the validation split.
 - Trainable parameters: {_count(trainable)}{share}; the base model stays frozen.
-- Training: {doc.get("steps")} steps, {doc.get("epochs")} epochs, {doc.get("train_seconds")} s.
+- Training: {doc.get("steps")} steps, {doc.get("epochs")} epochs, {seconds} s.
 
 ## Hyperparameters
 
@@ -202,17 +239,10 @@ Test split (measured once, for the selected trial only):
 {_metrics_table(doc["test_metrics"])}
 ## Loading it
 
-```python
-from peft import PeftModel
-from transformers import AutoModel  # or the task's Auto class, e.g. AutoModelForCausalLM
-
-base = AutoModel.from_pretrained("{base}")
-model = PeftModel.from_pretrained(base, "path/to/this/directory")
-```
-
-Only `adapter_config.json` and `adapter_model.safetensors` are needed for inference. The other files
-keep the full prompt-encoder / reparameterization state (PEFT saves only the encoder's output
-embeddings), for resuming training. `metrics.json` holds the facts above, machine-readable.
+{_loading_section(doc)}
+`metrics.json` holds the facts above, machine-readable. The files besides `adapter_config.json` and
+`adapter_model.safetensors` keep the full prompt-encoder / reparameterization state (PEFT saves only the
+encoder's output embeddings), for resuming training.
 """
 
 
@@ -265,6 +295,9 @@ def export_adapter(
         _copy_tree(adapter_dir, staging)
         adapter_config = json.loads((staging / "adapter_config.json").read_text())
         doc = _metrics_doc(job, trial, adapter_config)
+        meta_path = staging / "promptsweep_adapter.json"  # written by promptsweep.methods beside the adapter
+        if meta_path.is_file():
+            doc["label_names"] = json.loads(meta_path.read_text()).get("label_names")
         for name, text in (
             ("metrics.json", json.dumps(doc, indent=2, default=str) + "\n"),
             ("README.md", model_card(doc)),
