@@ -1,0 +1,208 @@
+"""What the methods layer guarantees beyond the table: pooling, generate() with a prefix, measured
+parameter counts, the report callback, NaN handling, position limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from promptsweep.exceptions import DataError, MethodConfigError, TrainingError
+from promptsweep.methods import (
+    DataSpec,
+    Pooling,
+    TaskType,
+    TrainBudget,
+    evaluate_adapter,
+    method_config_from_params,
+    prepare_inputs,
+    train_trial,
+)
+from promptsweep.methods._data import load_split
+from promptsweep.methods._modeling import build_peft_model, collate
+from promptsweep.methods._train import _examples, count_parameters
+
+TINY = TrainBudget(max_steps=4, max_epochs=None, eval_every_steps=2, batch_size=8)
+
+
+def _head_input_and_hidden(model, batch):
+    """(what the classification head receives (batch, hidden), the encoder's last hidden states)."""
+    encoder = model.get_base_model().base_model
+    seen: dict[str, torch.Tensor] = {}
+    h1 = model.get_base_model().classifier.register_forward_pre_hook(lambda m, a: seen.update(head=a[0]))
+    h2 = encoder.encoder.register_forward_hook(lambda m, a, out: seen.update(hidden=out[0]))
+    try:
+        with torch.no_grad():
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    finally:
+        h1.remove()
+        h2.remove()
+    return seen["head"], seen["hidden"]
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning", "p_tuning"])
+def test_each_pooling_mode_changes_what_the_head_sees(prepared, method) -> None:
+    inputs = prepared(TaskType.CLASSIFICATION, "encoder")
+    batch = collate(_examples(load_split(inputs, "train"))[:6], inputs.task, inputs.pad_token_id)
+    mask = batch["attention_mask"].float()
+    assert (mask == 0).any()  # padding present, so mean-over-real-tokens differs from a plain mean
+    n = 4
+    heads = {}
+    for pooling in Pooling:
+        params = {"method": method, "learning_rate": 0.1, "num_virtual_tokens": n, "pooling": pooling.value}
+        model = build_peft_model(inputs, method_config_from_params(params, inputs.task), seed=0).eval()
+        head, hidden = _head_input_and_hidden(model, batch)
+        real = hidden[:, -mask.shape[1] :]  # prompt tuning / P-tuning prepend n virtual positions
+        assert hidden.shape[1] == mask.shape[1] + (0 if method == "prefix_tuning" else n)
+        expected = {
+            Pooling.POOLER: lambda h=hidden, m=model: m.get_base_model().base_model.pooler(h),
+            Pooling.FIRST_TOKEN: lambda h=hidden: h[:, 0],
+            # mean over real tokens only: virtual positions and padding excluded
+            Pooling.MEAN: lambda r=real: (r * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True),
+        }[pooling]()
+        torch.testing.assert_close(head, expected)
+        heads[pooling] = head
+    assert not torch.allclose(heads[Pooling.MEAN], heads[Pooling.FIRST_TOKEN])
+    assert not torch.allclose(heads[Pooling.POOLER], heads[Pooling.FIRST_TOKEN])
+
+
+@pytest.mark.parametrize("kind", ["decoder", "gpt2"])
+def test_generate_with_a_prefix_differs_from_the_base_model(prepared, kind) -> None:
+    # transformers 5.x was seen ignoring the prefix in generate(); 4.57 + peft 0.21 must not.
+    inputs = prepared(TaskType.VERBALIZER, kind)
+    config = method_config_from_params(
+        {"method": "prefix_tuning", "learning_rate": 0.1, "num_virtual_tokens": 4}, inputs.task
+    )
+    model = build_peft_model(inputs, config, seed=0).eval()
+    assert model.prompt_encoder["default"].embedding.weight.abs().sum() > 0  # a non-zero prefix
+    ids = torch.tensor([load_split(inputs, "validation")["input_ids"][0]])
+    kwargs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "max_new_tokens": 3,
+        "do_sample": False,
+        "output_scores": True,
+        "return_dict_in_generate": True,
+        "pad_token_id": inputs.pad_token_id,
+    }
+    with torch.no_grad():
+        with_prefix = model.generate(**kwargs)
+        bare = model.get_base_model().generate(**kwargs)
+        forward = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1]
+    assert not torch.allclose(with_prefix.scores[0], bare.scores[0], atol=1e-4)
+    # generate() injects the same prefix as forward(): its first-step scores are forward's last logits
+    torch.testing.assert_close(with_prefix.scores[0], forward, rtol=1e-4, atol=1e-4)
+
+
+def test_parameter_counts_are_measured_on_the_built_model(prepared, tmp_path: Path) -> None:
+    inputs = prepared(TaskType.VERBALIZER, "decoder")
+    counts = {}
+    for name, params in {
+        "prompt": {"method": "prompt_tuning"},
+        "prefix": {"method": "prefix_tuning"},
+        "prefix_mlp": {"method": "prefix_tuning", "prefix_projection": True, "encoder_hidden_size": 64},
+        "lstm": {"method": "p_tuning", "encoder_type": "LSTM"},
+        "mlp": {"method": "p_tuning", "encoder_type": "MLP"},
+    }.items():
+        full = dict(params, learning_rate=0.01, num_virtual_tokens=8)
+        result = train_trial(
+            inputs, full, budget=TrainBudget(max_steps=1, max_epochs=None), output_dir=tmp_path / name, seed=0
+        )
+        model = build_peft_model(inputs, method_config_from_params(full, inputs.task))
+        assert (result.trainable_params, result.total_params) == count_parameters(model)
+        counts[name] = result.trainable_params
+    hidden, layers = 32, 2
+    assert counts["prompt"] == 8 * hidden
+    assert counts["prefix"] == 8 * 2 * layers * 16  # GQA: keys/values are head_dim * kv_heads = 16 wide
+    # the reparameterizations dominate: counted, not derived from the token count
+    assert counts["lstm"] > counts["mlp"] > counts["prompt"]
+    assert counts["prefix_mlp"] > 10 * counts["prefix"]
+
+
+def test_report_callback_can_stop_or_prune(prepared, tmp_path: Path) -> None:
+    inputs = prepared(TaskType.CLASSIFICATION, "encoder")
+    params = {"method": "prompt_tuning", "learning_rate": 0.1, "num_virtual_tokens": 4}
+    calls = []
+    result = train_trial(
+        inputs,
+        params,
+        budget=TINY,
+        output_dir=tmp_path / "all",
+        seed=0,
+        report=lambda step, m: calls.append((step, m)),
+    )
+    assert [s for s, _ in calls] == [2, 4] and result.history == [(s, m) for s, m in calls]
+    assert set(calls[0][1]) == {"accuracy", "macro_f1", "eval_loss", "train_loss"}
+
+    stopped = train_trial(
+        inputs, params, budget=TINY, output_dir=tmp_path / "stop", seed=0, report=lambda step, m: True
+    )
+    assert stopped.steps == 2 and Path(stopped.adapter_dir, "adapter_config.json").is_file()
+
+    class Pruned(Exception):
+        pass
+
+    def prune(step, metrics):
+        raise Pruned(step)
+
+    with pytest.raises(Pruned):
+        train_trial(inputs, params, budget=TINY, output_dir=tmp_path / "pruned", seed=0, report=prune)
+    assert not (tmp_path / "pruned" / "adapter").exists()
+
+
+def test_nan_loss_stops_the_trial(tiny_models, tmp_path: Path, cache_dir: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from promptsweep.methods.testing import make_tiny_model
+
+    broken = make_tiny_model(tmp_path / "broken", "encoder")
+    state = load_file(broken / "model.safetensors")
+    key = next(k for k in state if k.endswith("LayerNorm.weight"))
+    state[key] = torch.full_like(state[key], float("nan"))
+    save_file(state, broken / "model.safetensors", metadata={"format": "pt"})
+    inputs = prepare_inputs(
+        str(broken),
+        DataSpec(max_train_examples=16, max_eval_examples=8),
+        "classification",
+        max_length=32,
+        cache_dir=cache_dir,
+    )
+    with pytest.raises(TrainingError, match=r"loss became nan at step 1 \(params .*'method': 'p_tuning'"):
+        train_trial(
+            inputs,
+            {"method": "p_tuning", "learning_rate": 0.01},
+            budget=TINY,
+            output_dir=tmp_path / "t",
+            seed=0,
+        )
+
+
+def test_too_many_virtual_tokens_for_the_positions(prepared, tmp_path: Path) -> None:
+    inputs = prepared(TaskType.CLASSIFICATION, "encoder")  # max_length 48, 512 positions
+    with pytest.raises(MethodConfigError, match=r"'num_virtual_tokens'=480 plus max_length=48 = 528"):
+        train_trial(
+            inputs,
+            {"method": "prompt_tuning", "learning_rate": 0.1, "num_virtual_tokens": 480},
+            budget=TINY,
+            output_dir=tmp_path,
+            seed=0,
+        )
+
+
+def test_evaluate_adapter_errors(prepared, tmp_path: Path) -> None:
+    inputs = prepared(TaskType.GENERATION, "decoder")
+    with pytest.raises(DataError, match="not a promptsweep adapter"):
+        evaluate_adapter(inputs, tmp_path)
+    result = train_trial(
+        inputs,
+        {"method": "prompt_tuning", "learning_rate": 0.1, "num_virtual_tokens": 2},
+        budget=TINY,
+        output_dir=tmp_path / "t",
+        seed=0,
+    )
+    with pytest.raises(DataError, match="no split 'test'"):  # a single local file: train + carved validation
+        evaluate_adapter(inputs, result.adapter_dir, split="test")
+    metrics = evaluate_adapter(inputs, result.adapter_dir, split="validation")
+    assert set(metrics) == {"eval_loss", "perplexity", "exact_match"}
+    assert metrics["perplexity"] == pytest.approx(torch.tensor(metrics["eval_loss"]).exp().item(), rel=1e-5)
