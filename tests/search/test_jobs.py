@@ -290,8 +290,9 @@ def test_killed_job_resumes_without_duplicates(
 
 
 def test_worker_runs_a_queued_job_and_shows_progress(
-    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path, db_url: str
 ) -> None:
+    """On SQLite and on PostgreSQL (``db_url``): the study and our tables on the same database."""
     import io
 
     from rich.console import Console
@@ -299,7 +300,7 @@ def test_worker_runs_a_queued_job_and_shows_progress(
     from promptsweep.search import run_worker
     from promptsweep.search._progress import Progress
 
-    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    storage = Storage(db_url)
     spec = tiny_spec(
         tiny_encoder,
         reviews_dir,
@@ -314,6 +315,9 @@ def test_worker_runs_a_queued_job_and_shows_progress(
     assert job.status.value == "succeeded"
     assert [t.state.value for t in storage.list_trials(job_id)] == ["complete", "complete"]
     assert run_worker(storage, once=True) == 0  # the queue is empty now
+    study = _study(storage, job_id)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert [t.value for t in study.trials] == [t.value for t in storage.list_trials(job_id)]
 
     # the live display renders what the recorder feeds it
     buffer = io.StringIO()
