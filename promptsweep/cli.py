@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -409,7 +410,7 @@ def dashboard(
     ),
 ) -> None:
     """Start optuna-dashboard on the same database (Ctrl-C stops it)."""
-    from promptsweep.dashboards import attach_adapter_artifacts, default_artifact_dir, launch_dashboard
+    from promptsweep.dashboards import attach_adapter_artifacts, dashboard_command, default_artifact_dir
 
     state = _state(ctx)
     artifacts = artifact_dir or default_artifact_dir()
@@ -418,12 +419,22 @@ def dashboard(
         added = sum(attach_adapter_artifacts(storage, job.id, artifacts) for job in storage.list_jobs())
         if added:
             console.print(f"attached {added} trial adapter(s) as Optuna artifacts in {artifacts}")
-    proc = launch_dashboard(state.url(), host=host, port=port, artifact_dir=artifacts, capture_output=False)
-    console.print(f"optuna-dashboard on [bold]{proc.url}[/] (studies are named promptsweep-job-<id>)")
-    try:
-        sys.exit(proc.process.wait())
-    except KeyboardInterrupt:
-        proc.stop()
+    from promptsweep.api import is_loopback
+
+    if not is_loopback(host):
+        err_console.print(
+            f"[bold yellow]warning:[/] optuna-dashboard has no authentication; anyone who reaches "
+            f"{host}:{port} can read and change the studies"
+        )
+    cmd = dashboard_command(state.url(), host=host, port=port, artifact_dir=artifacts)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    console.print(
+        f"optuna-dashboard on [bold]http://{shown}:{port}/[/] (studies are named promptsweep-job-<id>)"
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become optuna-dashboard (same process): Ctrl-C and kill reach it directly, nothing is orphaned.
+    os.execv(cmd[0], cmd)
 
 
 @app.command()

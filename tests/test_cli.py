@@ -191,3 +191,39 @@ def test_read_only_commands_load_no_heavy_module(seeded: tuple[str, int], tmp_pa
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_dashboard_command_serves_and_attaches_adapters(tmp_path: Path) -> None:
+    import time
+    import urllib.request
+
+    from promptsweep.dashboards import free_port
+    from tests.dashboards.seed import tiny_peft_adapter
+
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    seed_job(Storage(db), adapter_dirs={1: tiny_peft_adapter(tmp_path / "adapter")})
+    port = free_port()
+    artifacts = tmp_path / "artifacts"
+    cmd = [sys.executable, "-m", "promptsweep", "--db", db, "dashboard", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*cmd, "--artifact-dir", str(artifacts)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                assert time.monotonic() < deadline, "optuna-dashboard did not start"
+                time.sleep(0.3)
+        assert len([p for p in artifacts.rglob("*") if p.is_file()]) == 1  # trial 1's adapter zip
+    finally:
+        proc.terminate()  # the CLI became optuna-dashboard (exec): terminating it stops the server
+        proc.wait(timeout=20)
+        out = proc.stdout.read().decode() if proc.stdout else ""
+        if proc.stdout:
+            proc.stdout.close()
+    assert "attached 1 trial adapter" in out and f"http://127.0.0.1:{port}/" in out

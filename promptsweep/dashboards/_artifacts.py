@@ -68,13 +68,13 @@ def attach_adapter_artifacts(storage: Storage, job_id: int, artifact_dir: str | 
     job = storage.get_job(job_id)
     ostorage = storage.optuna_storage()
     try:
-        ostorage.get_study_id_from_name(job.study_name)
+        study_id = ostorage.get_study_id_from_name(job.study_name)
     except KeyError:
         return 0
     study = Study(study_name=job.study_name, storage=ostorage)
     attached = {
         json.loads(value)["filename"] if isinstance(value, str) else value["filename"]
-        for key, value in study.system_attrs.items()
+        for key, value in ostorage.get_study_system_attrs(study_id).items()
         if key.startswith(_ARTIFACTS_ATTR_PREFIX)
     }
     store_dir = Path(artifact_dir)
