@@ -227,3 +227,15 @@ def test_dashboard_command_serves_and_attaches_adapters(tmp_path: Path) -> None:
         if proc.stdout:
             proc.stdout.close()
     assert "attached 1 trial adapter" in out and f"http://127.0.0.1:{port}/" in out
+
+
+def test_worker_once_on_an_empty_queue_returns(db: str) -> None:
+    code, out = invoke("--db", db, "worker", "--once")
+    assert code == 0, out
+
+
+def test_run_needs_exactly_one_of_spec_and_job(db: str) -> None:
+    code, out = invoke("--db", db, "run")
+    assert code == 2 and "SPEC file or --job" in out
+    code, out = invoke("--db", db, "run", "examples/fine-foods-minilm.yaml", "--job", "1")
+    assert code == 2
