@@ -273,9 +273,12 @@ class Storage:
     def _writing(self, what: str) -> contextlib.AbstractContextManager[Session]:
         return session_scope(self._write, self.display_url, what)
 
-    def _job_row(self, session: Session, job_id: int) -> JobModel:
+    def _job_row(self, session: Session, job_id: int, *, for_update: bool = False) -> JobModel:
+        # for_update: lock the row until commit (PostgreSQL ``FOR UPDATE``; SQLite's writers are
+        # already serialized by ``BEGIN IMMEDIATE``), so a read-modify-write cannot lose a concurrent
+        # change such as a cancel.
         _check_id("job_id", job_id)
-        row = session.get(JobModel, job_id)
+        row = session.get(JobModel, job_id, with_for_update=for_update)
         if row is None:
             raise JobNotFoundError(f"no job with id {job_id} in {self.display_url!r}")
         return row
@@ -406,7 +409,7 @@ class Storage:
         new = _enum(JobStatus, "status", status)
         now = utcnow()
         with self._writing("set job status") as session:
-            row = self._job_row(session, job_id)
+            row = self._job_row(session, job_id, for_update=True)
             if row.status == JobStatus.CANCELLED.value and new in (JobStatus.SUCCEEDED, JobStatus.FAILED):
                 _logger.info("Job %d was cancelled; not marking it %s.", job_id, new.value)
                 return _job_record(row)
@@ -534,7 +537,7 @@ class Storage:
             JobNotFoundError: unknown job.
         """
         with self._writing("cancel job") as session:
-            row = self._job_row(session, job_id)
+            row = self._job_row(session, job_id, for_update=True)
             if row.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
                 row.status = JobStatus.CANCELLED.value
                 row.finished_at = utcnow()

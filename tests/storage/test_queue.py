@@ -184,3 +184,36 @@ def test_foreground_jobs_without_a_worker_are_not_requeued(storage: Storage) -> 
     time.sleep(0.3)
     assert storage.requeue_stale(timeout_s=0.1) == [claimed.id]
     assert storage.get_job(foreground.id).status is JobStatus.RUNNING
+
+
+@pytest.mark.parametrize("first", ["cancel", "finish"])
+def test_cancel_and_a_finishing_worker_racing_keep_the_first_committed(storage: Storage, first: str) -> None:
+    # Another client's write (uncommitted, holding the row) races promptsweep's read-modify-write:
+    # the late call must see the committed change, not overwrite it (PostgreSQL row lock).
+    import sqlalchemy as sa
+
+    job = storage.create_job("race", {})
+    storage.claim_job("w")
+    status = "cancelled" if first == "cancel" else "succeeded"
+    engine = sa.create_engine(storage.url)
+    result: dict = {}
+    try:
+        with engine.connect() as conn:
+            tx = conn.begin()
+            conn.execute(
+                sa.text("UPDATE promptsweep_jobs SET status = :s WHERE id = :i"), {"s": status, "i": job.id}
+            )
+            late = (
+                (lambda: storage.set_job_status(job.id, "succeeded"))
+                if first == "cancel"
+                else (lambda: storage.cancel_job(job.id))
+            )
+            thread = threading.Thread(target=lambda: result.setdefault("record", late()))
+            thread.start()
+            time.sleep(0.5)  # the late call is now waiting for the row
+            tx.commit()
+        thread.join(30)
+    finally:
+        engine.dispose()
+    assert result["record"].status == status
+    assert storage.get_job(job.id).status == status
