@@ -239,3 +239,19 @@ def test_run_needs_exactly_one_of_spec_and_job(db: str) -> None:
     assert code == 2 and "SPEC file or --job" in out
     code, out = invoke("--db", db, "run", "examples/fine-foods-minilm.yaml", "--job", "1")
     assert code == 2
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "examples").glob("*.yaml")), ids=str)
+def test_example_specs_are_valid(path: Path) -> None:
+    from promptsweep.search import load_spec
+
+    spec = load_spec(path)
+    assert spec.dataset.source == "fine-foods"
+    assert set(spec.space.methods) == {"prompt_tuning", "prefix_tuning", "p_tuning"}
+    assert set(spec.space.p_tuning.encoder_type) == {"LSTM", "MLP"}  # both prompt encoders
+    if spec.model == "minilm":  # the demo's spec: >= 12 trials, ASHA, classification
+        assert spec.task == "classification" and spec.scheduler.name == "asha"
+        assert spec.budget.num_trials >= 12
+    else:
+        assert (spec.model, spec.task) == ("smollm2-135m", "verbalizer")
+        assert set(spec.dataset.label_words) == {"great", "other"}
