@@ -32,16 +32,23 @@ SQLITE_BUSY_TIMEOUT_S = 60.0
 
 _WRITE_OPTION = "promptsweep_write"
 _PASSWORD_RE = re.compile(r"(://[^:/@]*:)[^@]*@")
+_QUERY_PASSWORD_RE = re.compile(r"([?&](?:ssl)?password=)[^&]*", re.IGNORECASE)
 
 
 def mask_url(url: str | URL) -> str:
-    """Return ``url`` with its password replaced by ``***`` (also for URLs SQLAlchemy cannot parse)."""
+    """Return ``url`` with its password replaced by ``***`` (also for URLs SQLAlchemy cannot parse).
+
+    Both places a password can hide are masked: ``user:PASSWORD@host`` and a ``password=`` query
+    parameter (which psycopg also accepts).
+    """
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # malformed: mask by pattern
-        return _PASSWORD_RE.sub(r"\1***@", str(url))
+        shown = url.render_as_string(hide_password=True)
+    else:
+        try:
+            shown = make_url(url).render_as_string(hide_password=True)
+        except Exception:  # malformed: mask by pattern
+            shown = _PASSWORD_RE.sub(r"\1***@", str(url))
+    return _QUERY_PASSWORD_RE.sub(r"\1***", shown)
 
 
 def parse_url(url: str) -> URL:
@@ -56,7 +63,7 @@ def parse_url(url: str) -> URL:
         raise StorageError(f"database URL must be a non-empty string like 'sqlite:///path.db', got {url!r}")
     try:
         parsed = make_url(url.strip())
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is not a number
         raise StorageError(
             f"malformed database URL {mask_url(url)!r}: expected 'sqlite:///PATH' or "
             "'postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB'"

@@ -137,6 +137,11 @@ def test_data_survives_reopening(db_url: str) -> None:
         ("postgres://bob:hunter2@127.0.0.1:1/x", "bob:***@127.0.0.1:1/x", "hunter2"),
         ("mysql://carol:pw123@host/db", "carol:***@host/db", "pw123"),
         ("no-scheme-at-all", "no-scheme-at-all", None),
+        # A port that is not a number: make_url raises ValueError, still one StorageError.
+        ("postgresql+psycopg://dave:pw456@host:notaport/db", "dave:***@host:notaport/db", "pw456"),
+        # libpq also takes the password (and the client key's) as query parameters.
+        ("postgresql+psycopg://erin@127.0.0.1:1/db?password=pw789", "db?password=***", "pw789"),
+        ("postgresql+psycopg://f@127.0.0.1:1/db?sslpassword=pwABC", "sslpassword=***", "pwABC"),
         ("sqlite:////no/such/dir/promptsweep.db", "/no/such/dir/promptsweep.db", None),
     ],
 )
