@@ -214,3 +214,16 @@ def test_real_server_refuses_public_bind_without_token(db: str) -> None:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 1
     assert "needs a bearer token" in out.stderr + out.stdout
+
+
+def test_the_app_loads_no_heavy_module(db: str) -> None:
+    from promptsweep._imports import HEAVY_MODULES
+
+    code = (
+        "import json, sys\n"
+        "from promptsweep.api import create_app\n"
+        f"create_app({db!r})\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
