@@ -312,14 +312,9 @@ def run_job(job_id: int, storage: Any, *, progress: bool = True) -> JobOutcome:
 def _run(job: Any, spec: JobSpec, storage: Any, *, progress: bool, t0: float) -> JobOutcome:
     import ray
     from optuna.trial import TrialState
-    from ray import tune
 
     from promptsweep.methods import TaskType, prepare_inputs
-    from promptsweep.search._progress import Progress
-    from promptsweep.search._recorder import TrialRecorder
-    from promptsweep.search._searcher import PromptsweepSearch
-    from promptsweep.search._space import sample_params, to_optuna_params, warm_start_params
-    from promptsweep.search._trainable import run_trial
+    from promptsweep.search._space import to_optuna_params, warm_start_params
 
     job_id = int(job.id)
     base = Path(spec.output_dir) if spec.output_dir else paths.runs_dir()
@@ -335,7 +330,6 @@ def _run(job: Any, spec: JobSpec, storage: Any, *, progress: bool, t0: float) ->
         cache_dir=paths.cache_dir(),
     )
     steps = total_steps(spec, int(inputs.counts.get("train", 0)) or 1)
-    budget = _train_budget(spec)
 
     # 2. the resource pool.
     started_ray = ensure_ray(spec)
@@ -358,25 +352,7 @@ def _run(job: Any, spec: JobSpec, storage: Any, *, progress: bool, t0: float) ->
         remaining = -1 if spec.budget.num_trials is None else spec.budget.num_trials - len(finished)
 
         if remaining != 0:
-            _tune(
-                spec,
-                storage,
-                job_id,
-                study,
-                job_dir,
-                inputs,
-                budget,
-                steps,
-                stale,
-                remaining,
-                progress=progress,
-                tune=tune,
-                searcher_cls=PromptsweepSearch,
-                recorder_cls=TrialRecorder,
-                progress_cls=Progress,
-                space_fn=functools.partial(sample_params, space=spec.space),
-                trainable=run_trial,
-            )
+            _tune(spec, storage, job_id, study, job_dir, inputs, steps, stale, remaining, progress=progress)
         # 4. honest selection on validation; the test split for the selected trial(s) only.
         return _select(spec, storage, job_id, study, inputs, t0)
     finally:
@@ -391,32 +367,36 @@ def _tune(
     study: Any,
     job_dir: Path,
     inputs: Any,
-    budget: Any,
     steps: int,
     stale: list[int],
     remaining: int,
     *,
     progress: bool,
-    tune: Any,
-    searcher_cls: Any,
-    recorder_cls: Any,
-    progress_cls: Any,
-    space_fn: Any,
-    trainable: Any,
 ) -> None:
-    from promptsweep.search._recorder import CancelStopper
+    """Run the Tuner: ``remaining`` trials (-1: until the time budget), re-running ``stale`` first."""
+    from ray import tune
+
+    from promptsweep.search._progress import Progress
+    from promptsweep.search._recorder import CancelStopper, TrialRecorder
+    from promptsweep.search._searcher import PromptsweepSearch
+    from promptsweep.search._space import sample_params
+    from promptsweep.search._trainable import run_trial
 
     r = spec.resources
     modes = ["max" if d == "maximize" else "min" for d in spec.directions]
-    searcher = searcher_cls(
-        study=study, space_fn=space_fn, metrics=spec.metric_names, modes=modes, resume_numbers=stale
+    searcher = PromptsweepSearch(
+        study=study,
+        space_fn=functools.partial(sample_params, space=spec.space),
+        metrics=spec.metric_names,
+        modes=modes,
+        resume_numbers=stale,
     )
     display = (
-        progress_cls(job_id, spec.objective.metric, spec.objective.resolved_direction, spec.budget.num_trials)
+        Progress(job_id, spec.objective.metric, spec.objective.resolved_direction, spec.budget.num_trials)
         if progress
         else None
     )
-    recorder = recorder_cls(
+    recorder = TrialRecorder(
         storage=storage,
         job_id=job_id,
         metric_names=spec.metric_names,
@@ -429,9 +409,9 @@ def _tune(
         resources["gpu"] = r.gpus_per_trial
     fn = tune.with_resources(
         tune.with_parameters(
-            trainable,
+            run_trial,
             inputs=inputs,
-            budget=budget,
+            budget=_train_budget(spec),
             job_dir=str(job_dir),
             seed=spec.seed,
             total_steps=steps,

@@ -46,6 +46,15 @@ KNOWN_MODELS: dict[str, str] = {"minilm": "encoder", "smollm2-135m": "causal_lm"
 SECOND_OBJECTIVES = ("trainable_params",)
 
 
+class _FieldError(ValueError):
+    """A cross-field error that names its own field (turned into :class:`SpecError`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -491,15 +500,6 @@ class JobSpec(_Model):
     def to_dict(self) -> dict[str, Any]:
         """The JSON-serializable form stored with the job (reload with :func:`parse_spec`)."""
         return self.model_dump(mode="json")
-
-
-class _FieldError(ValueError):
-    """A cross-field error that names its own field (turned into :class:`SpecError`)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
