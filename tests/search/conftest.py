@@ -78,9 +78,11 @@ def ray_local(search_home: Path) -> Any:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started = False
     if not ray.is_initialized():
+        from promptsweep.search._spec import local_gpu_count
+
         ray.init(
             num_cpus=2,
-            num_gpus=0,
+            num_gpus=local_gpu_count(),
             include_dashboard=False,
             object_store_memory=100 * 1024 * 1024,
             configure_logging=False,

@@ -20,6 +20,7 @@ import pytest
 from optuna.trial import TrialState
 
 from promptsweep.search import parse_spec, run_job, submit, warm_start_params
+from promptsweep.search._spec import local_gpu_count
 from promptsweep.storage import Storage
 from tests.search.conftest import tiny_spec
 
@@ -388,3 +389,26 @@ def test_budget_in_seconds_ends_the_search_and_its_running_trials(
     stopped = [t for t in rows if t.state.value == "pruned"]
     assert stopped and all("time budget" in t.error for t in stopped)
     assert outcome.finished == len(rows)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(local_gpu_count() < 1, reason="needs a CUDA GPU")
+def test_fractional_gpus_pack_four_trials_on_one_gpu(
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    spec = tiny_spec(
+        tiny_encoder,
+        reviews_dir,
+        tmp_path / "runs",
+        scheduler={"name": "none"},
+        budget={"num_trials": 4, "max_steps": 200, "eval_every_steps": 50},
+        resources={"cpus_per_trial": 0.5, "gpus_per_trial": 0.25, "max_concurrent_trials": 4},
+    )
+    job_id = submit(spec, storage)
+    outcome = run_job(job_id, storage, progress=False)
+    rows = storage.list_trials(job_id)
+    assert outcome.counts == {"complete": 4}
+    # the four trials ran at the same time on the one GPU
+    assert max(r.started_at for r in rows) < min(r.finished_at for r in rows)
+    assert all(r.peak_memory_bytes and r.peak_memory_bytes > 0 for r in rows)
