@@ -7,6 +7,7 @@ from a row inside the session that read it, so it stays valid after the session 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -112,14 +113,24 @@ def json_safe(value: Any) -> Any:
     """Return ``value`` with non-finite floats (NaN, ±inf) replaced by ``None``.
 
     PostgreSQL's JSONB refuses NaN, and SQLite reads NaN back as NULL; storing ``None`` keeps both
-    backends alike. Tuples become lists; mapping keys become strings.
+    backends alike. Tuples become lists; mapping keys become strings; NumPy (or other ``numbers``)
+    scalars and 0-d arrays/tensors become plain ``int``/``float``/``bool`` (metrics often arrive as
+    ``numpy.float32``, which ``json`` cannot write). Anything else is returned as is.
     """
+    if value is None or isinstance(value, str | bool | int):
+        return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return json_safe(float(value))
+    if getattr(value, "shape", None) in ((), []) and callable(getattr(value, "item", None)):
+        return json_safe(value.item())  # numpy.bool_, 0-d numpy array or torch tensor
     return value
 
 

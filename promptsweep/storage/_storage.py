@@ -128,10 +128,17 @@ def _spec_dict(spec: Any) -> dict[str, Any]:
         spec = spec.model_dump(mode="json")
     if not isinstance(spec, Mapping):
         raise ValueError(f"spec must be a dict (the job spec), got {type(spec).__name__}")
-    try:
-        return json.loads(json.dumps(dict(spec), allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"spec must be JSON-serializable (finite numbers, str keys): {exc}") from exc
+    return _json_field("spec", dict(spec), finite_only=True)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _name_of(value: Any, *keys: str) -> str | None:
@@ -152,10 +159,46 @@ def _enum(kind: type[Any], name: str, value: Any) -> Any:
         raise ValueError(f"{name} must be one of {[m.value for m in kind]}, got {value!r}") from None
 
 
+#: The largest id, trial number or step the INTEGER columns hold (PostgreSQL ``integer``).
+_MAX_INT = 2**31 - 1
+
+
 def _check_id(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
+        raise ValueError(f"{name} must be a non-negative integer (at most {_MAX_INT}), got {value!r}")
     return value
+
+
+def _check_text(column: Any, name: str, value: str | None) -> str | None:
+    """Refuse text that PostgreSQL would refuse (longer than its column, or with a NUL character), so
+    that both backends accept the same input and the error names the field."""
+    if value is None:
+        return None
+    if "\x00" in value:
+        raise ValueError(f"{name} must not contain NUL characters (\\x00), got {value[:80]!r}")
+    length = getattr(column.type, "length", None)
+    if length is not None and len(value) > length:
+        raise ValueError(f"{name} must be at most {length} characters, got {len(value)}: {value[:80]!r}…")
+    return value
+
+
+def _json_field(name: str, value: Any, *, finite_only: bool = False) -> Any:
+    """A JSON copy of ``value`` as both backends store it (tuples → lists, keys → strings).
+
+    Non-finite numbers become ``None`` (:func:`json_safe`), or with ``finite_only`` are refused.
+
+    Raises:
+        ValueError: a value JSON cannot write (e.g. a ``Path`` or a set), a non-finite number with
+            ``finite_only``, or a NUL character (PostgreSQL refuses it) - naming the field.
+    """
+    clean = value if finite_only else json_safe(value)
+    try:
+        text = json.dumps(clean, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be JSON-serializable (finite numbers, str keys): {exc}") from None
+    if _has_nul(clean):
+        raise ValueError(f"{name} must not contain NUL characters (\\x00): PostgreSQL cannot store them")
+    return json.loads(text)
 
 
 def _coerce_trial_field(name: str, value: Any) -> Any:
@@ -168,7 +211,7 @@ def _coerce_trial_field(name: str, value: Any) -> Any:
         if kind is dict:
             if not isinstance(value, Mapping):
                 raise TypeError("expected a dict")
-            return json_safe(value)
+            return _json_field(name, value)
         if kind is list:
             if isinstance(value, str | bytes) or not isinstance(value, Iterable):
                 raise TypeError("expected a list of numbers")
@@ -183,7 +226,10 @@ def _coerce_trial_field(name: str, value: Any) -> Any:
             return int(value)
         if kind is float:
             return float(value)
-        return str(value)
+        text = str(value)
+        if name == "error":  # diagnostic text: keep it, minus what PostgreSQL cannot store
+            return text.replace("\x00", "\ufffd")
+        return _check_text(TrialModel.__table__.c[name], name, text)
     except (TypeError, ValueError) as exc:
         choices = f" (one of {[s.value for s in TrialState]})" if kind is TrialState else ""
         raise ValueError(f"record_trial field {name!r}={value!r} is invalid{choices}: {exc}") from exc
@@ -356,6 +402,16 @@ class Storage:
             spec_dict.get("dataset", spec_dict.get("data")), "source", "name", "path"
         )
         task_name = task or _name_of(spec_dict.get("task"), "type", "name")
+        columns = JobModel.__table__.c
+        for column, field, text in (
+            (columns.name, "job name", name),
+            (columns.objective_metric, "objective metric", metric),
+            (columns.secondary_objective, "secondary objective", secondary),
+            (columns.model, "model", model_name),
+            (columns.dataset, "dataset", dataset_name),
+            (columns.task, "task", task_name),
+        ):
+            _check_text(column, field, text)
         with self._writing("create job") as session:
             row = JobModel(
                 name=name.strip(),
@@ -438,6 +494,7 @@ class Storage:
         """
         if not isinstance(worker_id, str) or not worker_id:
             raise ValueError(f"worker_id must be a non-empty string, got {worker_id!r}")
+        _check_text(JobModel.__table__.c.worker_id, "worker_id", worker_id)
         now = utcnow()
         claimed = {
             "status": JobStatus.RUNNING.value,
@@ -582,7 +639,7 @@ class Storage:
         if values.get("params") is not None:
             values["variant"] = method_variant(values["params"])
             if "method" not in values and values["params"].get("method") is not None:
-                values["method"] = str(values["params"]["method"])
+                values["method"] = _coerce_trial_field("method", values["params"]["method"])
         now = utcnow()
         values["updated_at"] = now
         state = values.get("state")
@@ -646,7 +703,7 @@ class Storage:
         _check_id("step", step)
         if not isinstance(metrics, Mapping):
             raise ValueError(f"metrics must be a dict of name → value, got {type(metrics).__name__}")
-        clean = json_safe(metrics)
+        clean = _json_field("metrics", metrics)
         now = utcnow()
         table = IntermediateMetricModel.__table__
         insert = sqlite_insert if self._is_sqlite else pg_insert
@@ -691,6 +748,8 @@ class Storage:
         """A job's ``complete`` trials, best first: objective value in the job's direction, ties →
         fewer trainable parameters → shorter training time → lower trial number. Pruned and failed
         trials are not ranked (see :meth:`unranked_trials`). Raises JobNotFoundError."""
+        if limit is not None:
+            _check_id("limit", limit)
         return self._ranking(job_id, "leaderboard", lambda d: _ranking.leaderboard_query(job_id, d, limit))
 
     def unranked_trials(self, job_id: int) -> list[TrialRecord]:

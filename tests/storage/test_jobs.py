@@ -100,6 +100,10 @@ def test_set_job_status_keeps_times_true(storage: Storage) -> None:
         ("n", {"when": object()}, {}, "JSON-serializable"),
         ("n", {"objective": {"direction": "up"}}, {}, "'maximize' or 'minimize'"),
         ("n", SPEC, {"direction": "sideways"}, "'maximize' or 'minimize'"),
+        ("a\x00b", SPEC, {}, "job name must not contain NUL"),
+        ("n", {"text": "a\x00b"}, {}, "spec must not contain NUL"),
+        ("n", SPEC, {"model": "m" * 513}, "model must be at most 512 characters"),
+        ("n", SPEC, {"task": "t" * 33}, "task must be at most 32 characters"),
     ],
 )
 def test_bad_job_input_is_refused_and_nothing_stored(storage: Storage, name, spec, kwargs, match) -> None:

@@ -70,6 +70,8 @@ def test_claims_are_fifo_and_exclusive(storage: Storage) -> None:
     assert storage.claim_job("w4") is None
     with pytest.raises(ValueError, match="worker_id"):
         storage.claim_job("")
+    with pytest.raises(ValueError, match="worker_id must be at most 255"):
+        storage.claim_job("w" * 256)
 
 
 def test_two_worker_processes_never_claim_the_same_job(db_url: str) -> None:

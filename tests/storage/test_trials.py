@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +75,31 @@ def test_values_fill_value_and_non_finite_become_null(storage: Storage, job_id: 
     assert nan.finished_at is not None
 
 
+def test_numpy_scalars_are_stored_as_plain_numbers(storage: Storage, job_id: int) -> None:
+    np = pytest.importorskip("numpy")
+    trial = storage.record_trial(
+        job_id, 0, params={"method": "prompt_tuning", "num_virtual_tokens": np.int64(8)},
+        metrics={"accuracy": np.float32(0.5), "eval_loss": np.float64("nan"), "correct": np.bool_(True),
+                 "per_class": np.array([0.25, 0.75]).tolist(), "mean": np.array(0.5)},
+        value=np.float32(0.5), trainable_params=np.int64(6144),
+    )  # fmt: skip
+    assert trial.params == {"method": "prompt_tuning", "num_virtual_tokens": 8}
+    assert trial.metrics == {"accuracy": 0.5, "eval_loss": None, "correct": True, "per_class": [0.25, 0.75],
+                             "mean": 0.5}  # fmt: skip
+    assert type(trial.params["num_virtual_tokens"]) is int and type(trial.metrics["accuracy"]) is float
+    assert (trial.value, trial.trainable_params) == (0.5, 6144)
+    curve = storage.record_intermediate(job_id, 0, 10, {"accuracy": np.float32(0.25)})
+    assert curve.metrics == {"accuracy": 0.25}
+    with pytest.raises(ValueError, match="metrics must be JSON-serializable"):
+        storage.record_intermediate(job_id, 0, 20, {"confusion": np.eye(2)})
+    assert [r.step for r in storage.list_intermediate(job_id, 0)] == [10]
+
+
+def test_error_text_keeps_what_postgresql_can_store(storage: Storage, job_id: int) -> None:
+    trial = storage.record_trial(job_id, 0, state="fail", error="worker stderr: \x00\x00 garbage")
+    assert trial.error == "worker stderr: \ufffd\ufffd garbage"
+
+
 def test_explicit_times_are_kept(storage: Storage, job_id: int) -> None:
     start = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     end = datetime(2026, 1, 2, 4, 0, 0, tzinfo=UTC)
@@ -124,6 +150,13 @@ def test_intermediate_metrics_round_trip(storage: Storage, job_id: int) -> None:
         ({"trainable_params": "many"}, "'trainable_params'"),
         ({"values": "0.5"}, "'values'"),
         ({"started_at": "yesterday"}, "'started_at'"),
+        # What PostgreSQL would refuse is refused on both backends, naming the field.
+        ({"params": {"method": "prompt_tuning", "out": Path("/x")}}, "params must be JSON-serializable"),
+        ({"metrics": {"accuracy": {0.5}}}, "metrics must be JSON-serializable"),
+        ({"params": {"method": "m" * 33}}, "method must be at most 32 characters"),
+        ({"ray_trial_id": "r" * 65}, "ray_trial_id must be at most 64"),
+        ({"params": {"method": "prompt_tuning", "prompt_init_text": "a\x00b"}}, "NUL"),
+        ({"adapter_dir": "/runs/\x00"}, "NUL"),
     ],
 )
 def test_bad_trial_fields_are_refused(storage: Storage, job_id: int, fields: dict, match: str) -> None:
@@ -139,6 +172,15 @@ def test_unknown_job_or_trial(storage: Storage, job_id: int) -> None:
         storage.get_trial(job_id, 3)
     with pytest.raises(ValueError, match="number must be a non-negative integer"):
         storage.get_trial(job_id, -1)
+    for call in (  # beyond the INTEGER columns: a ValueError on both backends, not a driver error
+        lambda: storage.get_trial(job_id, 2**31),
+        lambda: storage.get_job(2**70),
+        lambda: storage.record_trial(job_id, 2**40, params=PREFIX),
+        lambda: storage.record_intermediate(job_id, 0, 2**31, {"accuracy": 0.5}),
+        lambda: storage.leaderboard(job_id, limit=-1),
+    ):
+        with pytest.raises(ValueError, match="must be a non-negative integer"):
+            call()
 
 
 @pytest.mark.parametrize(
