@@ -7,6 +7,7 @@ for SQLite, and a check whose error names the upgrade command. The head revision
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from sqlalchemy import inspect, text
@@ -61,6 +62,13 @@ def script_head() -> str:
     return head
 
 
+def upgrade_command(display_url: str) -> str:
+    """The shell command that upgrades the database at ``display_url``: ``--db`` is an option of
+    ``promptsweep`` itself, so it goes before ``db upgrade``. A hidden password stays ``***``."""
+    program, rest = UPGRADE_COMMAND.split(" ", 1)
+    return f"{program} --db {shlex.quote(display_url)} {rest}"
+
+
 def _read_revision(conn: Connection) -> str | None:
     if not inspect(conn).has_table(VERSION_TABLE):
         return None
@@ -108,8 +116,8 @@ def check_schema(engine: Engine, display_url: str) -> str:
     if revision in script_revisions():
         raise SchemaVersionError(
             f"database {display_url!r} has promptsweep schema revision {revision!r}, but this promptsweep "
-            f"needs {HEAD_REVISION!r}. Run `{UPGRADE_COMMAND} --db {display_url}` (keeps every job and "
-            "trial; back the database up first if you like). Nothing was changed."
+            f"needs {HEAD_REVISION!r}. Run `{UPGRADE_COMMAND}` on it: `{upgrade_command(display_url)}` "
+            "(keeps every job and trial; back the database up first if you like). Nothing was changed."
         )
     raise SchemaVersionError(
         f"database {display_url!r} has promptsweep schema revision {revision!r}, which this promptsweep "

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,7 +85,13 @@ def test_committed_first_schema_database_upgrades_and_keeps_rows(tmp_path: Path)
     with sqlite3.connect(db) as conn:  # refusing changed nothing
         assert conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [(BASE_REVISION,)]
 
-    assert upgrade_database(url) == (BASE_REVISION, HEAD_REVISION)
+    # The command the error names works as written (the CLI's --db goes before `db upgrade`).
+    command = shlex.split(re.search(r"`(promptsweep --db [^`]+)`", message).group(1))
+    assert command[0] == "promptsweep"
+    done = subprocess.run(
+        [sys.executable, "-m", "promptsweep.cli", *command[1:]], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
     assert upgrade_database(url) == (HEAD_REVISION, HEAD_REVISION)  # idempotent
 
     with Storage(url) as storage:
@@ -161,7 +171,9 @@ def _first_schema_db(url: str) -> None:
 
 def test_upgrade_from_first_schema_on_each_backend(db_url: str) -> None:
     _first_schema_db(db_url)
-    with pytest.raises(SchemaVersionError, match="Run `promptsweep db upgrade --db "):
+    with pytest.raises(
+        SchemaVersionError, match=r"`promptsweep db upgrade` on it: `promptsweep --db .* db upgrade`"
+    ):
         Storage(db_url)
     storage = Storage(db_url, check_schema=False)
     try:
