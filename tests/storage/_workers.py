@@ -57,3 +57,20 @@ def write_study(url: str, job_id: int, n_trials: int, pause_s: float) -> None:
             return value
 
         study.optimize(objective, n_trials=n_trials)
+
+
+def create_study(url: str, job_id: int, ready: Any, start: Any, out: Any) -> None:
+    """Open the database, say ``ready``, wait for ``start``, create the job's study; put ("ok", name)
+    or ("err", text) on ``out``."""
+    import optuna
+
+    from promptsweep.storage import Storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with Storage(url) as storage:
+        ready.put(True)
+        start.wait(60)
+        try:
+            out.put(("ok", storage.create_study(job_id)))
+        except Exception as exc:  # reported to the test
+            out.put(("err", repr(exc)))

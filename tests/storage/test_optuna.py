@@ -33,6 +33,30 @@ def test_create_study_once_in_the_same_database(storage: Storage) -> None:
     assert storage.optuna_storage() is storage.optuna_storage()
 
 
+def test_processes_creating_the_study_at_once_on_a_fresh_database(db_url: str) -> None:
+    # optuna#5385: Optuna's first open of a database creates its tables; racing processes failed with
+    # "table ... already exists" / a duplicate alembic_version row (seen here without the lock).
+    pytest.importorskip("optuna")
+    with Storage(db_url) as storage:
+        job = storage.create_job("race", {"objective": {"metric": "accuracy"}})
+    ready, start, out = SPAWN.Queue(), SPAWN.Event(), SPAWN.Queue()
+    args = (db_url, job.id, ready, start, out)
+    workers = [SPAWN.Process(target=_workers.create_study, args=args) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for _ in workers:  # every process has imported Optuna and opened the database: now race
+        ready.get(timeout=120)
+    start.set()
+    results = [out.get(timeout=120) for _ in workers]
+    for w in workers:
+        w.join(30)
+    assert results == [("ok", job.study_name)] * 4
+    with Storage(db_url) as storage:
+        import optuna
+
+        assert optuna.study.get_all_study_names(storage.optuna_storage()) == [job.study_name]
+
+
 def _get(app, path: str, query: str = "") -> tuple[str, dict]:
     environ: dict = {"PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": "GET"}
     setup_testing_defaults(environ)
