@@ -112,15 +112,12 @@ def run_demo(
     Raises:
         PromptsweepError: the spec, the data, the database or the search failed (the message says how).
     """
-    from rich.console import Console
-
-    from promptsweep.cli import _rows_table
+    from promptsweep.cli import _rows_table, console
     from promptsweep.dashboards import leaderboard_rows, write_report
     from promptsweep.export import export_adapter
     from promptsweep.search import run_job, submit
     from promptsweep.storage import Storage
 
-    console = Console()
     out = out.absolute()
     out.mkdir(parents=True, exist_ok=True)
     db_url = db_url or f"sqlite:///{out / 'promptsweep.db'}"
