@@ -223,6 +223,9 @@ def ensure_ray(spec: JobSpec) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ray runs workers at nice 15 by default; here the trials *are* the job's work (a shared machine
+    # otherwise starves them). Read by the raylet that ray.init starts.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     r = spec.resources
     if spec.ray_address is None:
         ray.init(

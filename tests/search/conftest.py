@@ -76,6 +76,7 @@ def ray_local(search_home: Path) -> Any:
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as promptsweep's own embedded Ray
     started = False
     if not ray.is_initialized():
         from promptsweep.search._spec import local_gpu_count
