@@ -38,7 +38,9 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.4f}"
+        if value != 0 and abs(value) < 1e-3:
+            return f"{value:.2e}"
+        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.4f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -52,7 +54,7 @@ def _table(rows: list[dict[str, Any]], *, empty: str) -> str:
         for key in row:
             if key not in columns and any(r.get(key) is not None for r in rows):
                 columns.append(key)
-    text_cols = {"method", "state", "name", "status", "model", "task", "objective", "best_method"}
+    text_cols = {"method", "state", "name", "status", "model", "task", "objective", "best_method", "error"}
     head = "".join(f'<th class="{"text" if c in text_cols else ""}">{html.escape(c)}</th>' for c in columns)
     body = "".join(
         "<tr>"
@@ -158,6 +160,22 @@ def _optuna_sections(storage: Storage, job: JobRecord, figures: _Figures) -> lis
     return parts
 
 
+def _unranked_rows(storage: Storage, job_id: int, metric: str) -> list[dict[str, Any]]:
+    """Pruned and failed trials with their last intermediate validation value (not ranked)."""
+    rows = []
+    for t in storage.unranked_trials(job_id):
+        row = trial_row(t, metric)
+        row.pop("rank", None)
+        history = storage.list_intermediate(job_id, t.number)
+        last = history[-1] if history else None
+        row[metric] = None
+        row[f"last {metric}"] = last.metrics.get(metric) if last else None
+        row["at step"] = last.step if last else None
+        row["error"] = t.error
+        rows.append(row)
+    return rows
+
+
 def render_report(storage: Storage, job_id: int) -> str:
     """Return the HTML report of job ``job_id`` (a complete document, plotly.js inlined).
 
@@ -182,6 +200,8 @@ def render_report(storage: Storage, job_id: int) -> str:
         _table(
             [trial_row(t, metric, rank=i + 1) for i, t in enumerate(front)], empty="No finished trials yet."
         ),
+        "<h2>Stopped early and failed trials</h2>",
+        _table(_unranked_rows(storage, job_id, metric), empty="None."),
     ]
     if any(t.value is not None and t.trainable_params for t in trials):
         parts.append(figures.render(_pareto_figure(job, trials, front)))

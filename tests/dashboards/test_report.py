@@ -36,6 +36,9 @@ def test_report_holds_tables_and_plots(storage: Storage, tmp_path: Path) -> None
     ):
         assert f"<h2>{heading}" in text, heading
     assert "Not available" not in text
+    # pruned and failed trials are listed apart, with their last validation value and the error
+    unranked = text.split("<h2>Stopped early and failed trials")[1].split("<h2>")[0]
+    assert "0.6100" in unranked and "TrainingError: loss became nan" in unranked
     # the leaderboard's order is the storage's ranking: trial 1 (0.76) before 0 (0.72) before 2 (0.70)
     board = text.split("<h2>Leaderboard")[1].split("<h2>")[0]
     cells = re.findall(r"<tr><td[^>]*>(\d+)</td><td[^>]*>(\d+)</td>", board)
