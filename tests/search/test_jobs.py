@@ -109,7 +109,7 @@ def test_crashing_trial_is_fail_with_its_error_and_the_job_goes_on(main_job) -> 
     assert len(crashed) == 1
     row = crashed[0]
     assert row.state.value == "fail"
-    assert row.error and len(row.error) > 20
+    assert "num_virtual_tokens" in row.error  # the reason, from the trial's traceback
     assert _study(storage, job_id).trials[row.number].state == TrialState.FAIL
     # trials after it still ran to an end
     assert all(t.state.value != "running" for t in storage.list_trials(job_id) if t.number > row.number)
