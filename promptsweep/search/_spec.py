@@ -397,7 +397,7 @@ class JobSpec(_Model):
         SpecError: through :func:`parse_spec` / :func:`load_spec`, naming the field at fault.
     """
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=255)
     model: str = "minilm"
     task: Literal["classification", "verbalizer", "generation"] = "classification"
     dataset: DatasetSpec = DatasetSpec()

@@ -103,6 +103,8 @@ INVALID: list[tuple[str, Any, str]] = [
     ("ray_address", "localhost", "ray_address: expected null"),
     ("warm_start_configs", [{"method": "lora"}], "warm_start_configs[0].method"),
     ("surprise", 1, "surprise: unknown field"),
+    ("name", "", "name: String should have at least 1 character"),
+    ("name", "x" * 256, "name: String should have at most 255 characters"),
 ]
 
 
