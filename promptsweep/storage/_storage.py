@@ -313,6 +313,12 @@ class Storage:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["url"], check_schema=False)  # type: ignore[misc]
 
+    def _clock(self) -> Any:
+        # The time heartbeats are written and judged by. PostgreSQL: the server's clock (now()), the
+        # same for workers on every machine, so a machine whose clock is off neither re-queues live
+        # jobs nor looks dead. SQLite: one machine, this process's clock.
+        return utcnow() if self._is_sqlite else func.now()
+
     def _read(self, what: str) -> contextlib.AbstractContextManager[Session]:
         return session_scope(self._engine, self.display_url, what)
 
@@ -474,7 +480,7 @@ class Storage:
                 row.error = error
             if new is JobStatus.RUNNING:
                 row.started_at = row.started_at or now
-                row.heartbeat_at = now
+                row.heartbeat_at = self._clock()
                 row.finished_at = None
             elif new is JobStatus.QUEUED:
                 row.worker_id = None
@@ -499,7 +505,7 @@ class Storage:
         claimed = {
             "status": JobStatus.RUNNING.value,
             "worker_id": worker_id,
-            "heartbeat_at": now,
+            "heartbeat_at": self._clock(),
             "started_at": func.coalesce(JobModel.started_at, now),
             "finished_at": None,
             "attempts": JobModel.attempts + 1,
@@ -548,7 +554,7 @@ class Storage:
                     JobModel.worker_id == worker_id,
                     JobModel.status == JobStatus.RUNNING.value,
                 )
-                .values(heartbeat_at=utcnow())
+                .values(heartbeat_at=self._clock())
                 .execution_options(synchronize_session=False)
             )
             if result.rowcount == 1:
@@ -568,7 +574,7 @@ class Storage:
         """
         if not timeout_s >= 0:
             raise ValueError(f"timeout_s must be ≥ 0 seconds, got {timeout_s!r}")
-        cutoff = utcnow() - timedelta(seconds=float(timeout_s))
+        cutoff = self._clock() - timedelta(seconds=float(timeout_s))
         with self._writing("requeue stale jobs") as session:
             rows = session.execute(
                 update(JobModel)

@@ -219,3 +219,29 @@ def test_cancel_and_a_finishing_worker_racing_keep_the_first_committed(storage: 
         engine.dispose()
     assert result["record"].status == status
     assert storage.get_job(job.id).status == status
+
+
+def test_heartbeats_are_judged_by_the_database_clock(storage: Storage, monkeypatch) -> None:
+    # Many machines share one PostgreSQL server: a worker or a re-queuer whose clock is off by ten
+    # minutes must neither re-queue a live job nor make its own job look dead.
+    if storage.dialect == "sqlite":
+        pytest.skip("SQLite serves one machine: every process reads the same clock")
+    from datetime import timedelta
+
+    from promptsweep.storage import _storage
+
+    real = _storage.utcnow
+    job = storage.create_job("skew", {})
+    monkeypatch.setattr(_storage, "utcnow", lambda: real() - timedelta(minutes=10))  # a slow worker
+    storage.claim_job("slow-clock")
+    assert storage.heartbeat(job.id, "slow-clock")
+    monkeypatch.setattr(_storage, "utcnow", real)
+    assert storage.requeue_stale(timeout_s=300) == []  # its heartbeat is fresh
+    monkeypatch.setattr(_storage, "utcnow", lambda: real() + timedelta(minutes=10))  # a fast re-queuer
+    assert storage.requeue_stale(timeout_s=300) == []
+    assert storage.get_job(job.id).status is JobStatus.RUNNING
+    heartbeat = storage.get_job(job.id).heartbeat_at
+    assert abs((heartbeat - real()).total_seconds()) < 60  # written by the server's clock
+    monkeypatch.setattr(_storage, "utcnow", real)
+    time.sleep(0.3)
+    assert storage.requeue_stale(timeout_s=0.1) == [job.id]  # a truly silent worker still goes
