@@ -1,4 +1,4 @@
-"""The REST API through FastAPI's test client and one real uvicorn server on loopback."""
+"""The REST API: FastAPI's test client on SQLite and PostgreSQL, and one real uvicorn server on loopback."""
 
 from __future__ import annotations
 
@@ -33,7 +33,14 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
+def db(db_url: str) -> str:
+    """A fresh database: every API test runs on SQLite and on PostgreSQL (tests/conftest.py)."""
+    return db_url
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> str:
+    """A fresh SQLite database (for the tests that start processes)."""
     return f"sqlite:///{tmp_path / 'db.sqlite'}"
 
 
@@ -163,11 +170,11 @@ def test_token_is_required_when_set(db: str) -> None:
     assert "JobSpec" in json.dumps(schema.json()["components"])
 
 
-def test_loopback_detection_and_refusal(db: str) -> None:
+def test_loopback_detection_and_refusal(sqlite_db: str) -> None:
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("example.org")
     with pytest.raises(PromptsweepError, match="needs a bearer token"):
-        serve(db, host="0.0.0.0", port=free_port(), token=None)
+        serve(sqlite_db, host="0.0.0.0", port=free_port(), token=None)
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, Any]:
@@ -179,10 +186,21 @@ def _get(url: str, token: str | None = None) -> tuple[int, Any]:
         return err.code, json.load(err)
 
 
-def test_real_server_on_loopback(db: str) -> None:
-    seed_job(Storage(db))
+def test_real_server_on_loopback(sqlite_db: str) -> None:
+    seed_job(Storage(sqlite_db))
     port = free_port()
-    cmd = [sys.executable, "-m", "promptsweep", "--db", db, "serve", "--port", str(port), "--token", "t0k"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "promptsweep",
+        "--db",
+        sqlite_db,
+        "serve",
+        "--port",
+        str(port),
+        "--token",
+        "t0k",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -207,22 +225,33 @@ def test_real_server_on_loopback(db: str) -> None:
             proc.stdout.close()
 
 
-def test_real_server_refuses_public_bind_without_token(db: str) -> None:
+def test_real_server_refuses_public_bind_without_token(sqlite_db: str) -> None:
     port = free_port()
-    cmd = [sys.executable, "-m", "promptsweep", "--db", db, "serve", "--host", "0.0.0.0", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "promptsweep",
+        "--db",
+        sqlite_db,
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+    ]
     env = {k: v for k, v in os.environ.items() if k != "PROMPTSWEEP_API_TOKEN"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 1
     assert "needs a bearer token" in out.stderr + out.stdout
 
 
-def test_the_app_loads_no_heavy_module(db: str) -> None:
+def test_the_app_loads_no_heavy_module(sqlite_db: str) -> None:
     from promptsweep._imports import HEAVY_MODULES
 
     code = (
         "import json, sys\n"
         "from promptsweep.api import create_app\n"
-        f"create_app({db!r})\n"
+        f"create_app({sqlite_db!r})\n"
         f"print(json.dumps(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
