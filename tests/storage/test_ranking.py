@@ -151,3 +151,24 @@ def test_best_across_jobs_per_model_dataset_task(storage: Storage) -> None:
     ]
     assert all(r.dataset == "fine-foods" for r in best)
     assert a not in {r.job_id for r in best}
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_pareto_front_drops_points_tied_on_one_axis_and_worse_on_the_other(
+    storage: Storage, direction: str
+) -> None:
+    sign = 1 if direction == "maximize" else -1
+    job = storage.create_job("front", {"objective": {"metric": "m", "direction": direction}})
+    _add_trials(
+        storage,
+        job.id,
+        {
+            0: (PT, "complete", sign * 0.9, 100, 1.0),
+            1: (PT, "complete", sign * 0.8, 100, 1.0),  # same params as 0, worse value: dominated
+            2: (PT, "complete", sign * 0.9, 300, 1.0),  # same value as 0, more params: dominated
+            3: (PT, "complete", sign * 0.95, 300, 1.0),  # better value for more params: on the front
+            4: (PT, "complete", sign * 0.99, None, 1.0),  # no parameter count: not on the front
+            5: (PT, "complete", sign * 0.5, 10, 1.0),  # fewest params: on the front
+        },
+    )
+    assert [t.number for t in storage.pareto_front(job.id)] == [5, 0, 3]
