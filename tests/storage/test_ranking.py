@@ -172,3 +172,12 @@ def test_pareto_front_drops_points_tied_on_one_axis_and_worse_on_the_other(
         },
     )
     assert [t.number for t in storage.pareto_front(job.id)] == [5, 0, 3]
+
+
+def test_best_across_jobs_full_tie_goes_to_the_older_job(storage: Storage) -> None:
+    spec = {"model": "minilm", "dataset": "fine-foods", "task": "classification", "objective": "accuracy"}
+    older, newer = (storage.create_job(name, spec).id for name in ("older", "newer"))
+    _add_trials(storage, newer, {0: (PT, "complete", 0.8, 100, 2.0)})  # recorded first
+    _add_trials(storage, older, {3: (PT, "complete", 0.8, 100, 2.0)})
+    (best,) = storage.best_across_jobs()
+    assert (best.job_id, best.job_name, best.trial.number, best.jobs) == (older, "older", 3, 2)
