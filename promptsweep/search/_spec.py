@@ -42,6 +42,13 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 #: Model aliases whose architecture is known without loading them: alias -> "encoder" | "causal_lm".
 KNOWN_MODELS: dict[str, str] = {"minilm": "encoder", "smollm2-135m": "causal_lm"}
+#: The flat trial-parameter keys of each method (besides ``method``, ``num_virtual_tokens``,
+#: ``learning_rate`` and, for classification, ``pooling``) - the keys the search space samples.
+METHOD_KEYS: dict[str, tuple[str, ...]] = {
+    "prompt_tuning": ("prompt_init", "prompt_init_text"),
+    "prefix_tuning": ("prefix_projection", "encoder_hidden_size"),
+    "p_tuning": ("encoder_type", "encoder_hidden_size", "encoder_dropout", "encoder_num_layers"),
+}
 #: The second objective of a multi-objective job (minimized).
 SECOND_OBJECTIVES = ("trainable_params",)
 
@@ -476,10 +483,20 @@ class JobSpec(_Model):
                     "ray_address", f"expected null, 'auto', 'ray://host:port' or 'host:port', got {addr!r}"
                 )
         for i, cfg in enumerate(self.warm_start_configs):
-            if cfg.get("method") not in self.space.methods:
+            method = cfg.get("method")
+            if method not in self.space.methods:
                 raise _FieldError(
                     f"warm_start_configs[{i}].method",
-                    f"{cfg.get('method')!r} is not one of space.methods {self.space.methods}",
+                    f"{method!r} is not one of space.methods {self.space.methods}",
+                )
+            allowed = {"method", "num_virtual_tokens", "learning_rate", *METHOD_KEYS[method]}
+            if self.space.pooling is not None:
+                allowed.add("pooling")
+            foreign = sorted(set(cfg) - allowed)
+            if foreign:
+                raise _FieldError(
+                    f"warm_start_configs[{i}]",
+                    f"{foreign} are not parameters of {method} (its parameters: {sorted(allowed)})",
                 )
         return self
 

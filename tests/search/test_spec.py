@@ -11,7 +11,13 @@ import yaml
 
 from promptsweep.exceptions import SpecError
 from promptsweep.search import JobSpec, default_spec, default_spec_path, load_spec, parse_spec, submit
-from promptsweep.search._spec import METRIC_DIRECTIONS, TASK_METRICS, check_resources, local_gpu_count
+from promptsweep.search._spec import (
+    METHOD_KEYS,
+    METRIC_DIRECTIONS,
+    TASK_METRICS,
+    check_resources,
+    local_gpu_count,
+)
 
 
 def _base() -> dict[str, Any]:
@@ -55,11 +61,19 @@ def test_example_specs_validate() -> None:
 
 
 def test_metric_tables_mirror_the_methods_layer() -> None:
-    from promptsweep.methods import METRICS
+    from promptsweep.methods import METRICS, PromptMethod, method_parameters
     from promptsweep.methods import TASK_METRICS as METHODS_TASK_METRICS
 
     assert dict(METRICS) == METRIC_DIRECTIONS
     assert {t.value: tuple(m) for t, m in METHODS_TASK_METRICS.items()} == TASK_METRICS
+    assert set(METHOD_KEYS) == {m.value for m in PromptMethod}
+    for method, keys in METHOD_KEYS.items():
+        registry = {p.name for p in method_parameters(method)} - {
+            "num_virtual_tokens",
+            "learning_rate",
+            "pooling",
+        }
+        assert set(keys) == registry, method
 
 
 def test_non_classification_tasks_have_no_pooling_dimension() -> None:
@@ -102,6 +116,11 @@ INVALID: list[tuple[str, Any, str]] = [
     ("scheduler.grace_period_steps", 10_000, "scheduler.grace_period_steps: 10000 exceeds"),
     ("ray_address", "localhost", "ray_address: expected null"),
     ("warm_start_configs", [{"method": "lora"}], "warm_start_configs[0].method"),
+    (
+        "warm_start_configs",
+        [{"method": "prompt_tuning", "lr": 0.1, "encoder_type": "MLP"}],
+        "warm_start_configs[0]: ['encoder_type', 'lr'] are not parameters of prompt_tuning",
+    ),
     ("surprise", 1, "surprise: unknown field"),
     ("name", "", "name: String should have at least 1 character"),
     ("name", "x" * 256, "name: String should have at most 255 characters"),
