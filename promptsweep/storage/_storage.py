@@ -448,7 +448,11 @@ class Storage:
     def list_jobs(
         self, *, status: str | JobStatus | None = None, limit: int | None = None
     ) -> list[JobRecord]:
-        """Jobs, newest first; only those with ``status`` if given, at most ``limit``."""
+        """Jobs, newest first; only those with ``status`` if given, at most ``limit``.
+
+        Raises:
+            ValueError: an unknown ``status`` or a negative ``limit``.
+        """
         query = select(JobModel).order_by(JobModel.id.desc())
         if status is not None:
             query = query.where(JobModel.status == _enum(JobStatus, "status", status).value)
@@ -497,6 +501,9 @@ class Storage:
         PostgreSQL: ``SELECT … FOR UPDATE SKIP LOCKED`` then an update, so concurrent workers take
         different jobs without waiting. SQLite: one guarded ``UPDATE … WHERE id = (oldest queued) AND
         status = 'queued' RETURNING id`` under the write lock. Two workers never get the same job.
+
+        Raises:
+            ValueError: ``worker_id`` is empty, longer than 255 characters or holds a NUL character.
         """
         if not isinstance(worker_id, str) or not worker_id:
             raise ValueError(f"worker_id must be a non-empty string, got {worker_id!r}")
@@ -541,10 +548,11 @@ class Storage:
         """Record that ``worker_id`` still runs ``job_id``.
 
         Returns ``True`` while the job is ``running`` under this worker; ``False`` when it was
-        cancelled, re-queued or taken by another worker - the worker should then stop.
+        cancelled, re-queued or taken by another worker - the worker should then stop. On PostgreSQL
+        the heartbeat time is the server's (``now()``), on SQLite this process's.
 
         Raises:
-            JobNotFoundError: unknown job.
+            ValueError: a negative or non-integer ``job_id``. JobNotFoundError: unknown job.
         """
         with self._writing("heartbeat") as session:
             result = session.execute(
@@ -564,7 +572,8 @@ class Storage:
 
     def requeue_stale(self, timeout_s: float) -> list[int]:
         """Put back in the queue every ``running`` job whose worker's last heartbeat is older than
-        ``timeout_s`` seconds (a dead worker); its next claim resumes it. Returns their ids.
+        ``timeout_s`` seconds (a dead worker; judged by the PostgreSQL server's clock, or on SQLite by
+        this process's); its next claim resumes it. Returns their ids.
 
         Only jobs held by a worker (:meth:`claim_job`) are re-queued: a job run in the foreground
         (``set_job_status(id, "running")`` without a claim) sends no heartbeats and is left alone.
