@@ -255,7 +255,8 @@ class Storage:
 
     Raises:
         StorageError: malformed or unsupported URL, missing driver, unreachable database (the message
-            names the URL without its password).
+            names the URL without its password); no default URL given and ``$PROMPTSWEEP_HOME`` cannot
+            be made.
         SchemaVersionError: the schema is older than this promptsweep (names ``promptsweep db upgrade``)
             or newer.
     """
@@ -264,7 +265,13 @@ class Storage:
         if url is None:
             from promptsweep.paths import default_db_url
 
-            url = default_db_url()
+            try:
+                url = default_db_url()  # creates $PROMPTSWEEP_HOME
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot make the default database's folder ($PROMPTSWEEP_HOME): {exc}. Set "
+                    "PROMPTSWEEP_HOME to a writable folder, or PROMPTSWEEP_DB / --db to a database URL"
+                ) from exc
         self._url = parse_url(url)
         self.display_url = mask_url(self._url)
         self._engine: Engine = create_storage_engine(self._url)

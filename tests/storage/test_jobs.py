@@ -170,6 +170,14 @@ def test_default_database_is_the_documented_sqlite_file(tmp_path, monkeypatch) -
         assert again.get_job(job.id).name == "default"
 
 
+def test_default_database_in_a_home_that_cannot_be_made(tmp_path, monkeypatch) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.delenv("PROMPTSWEEP_DB", raising=False)
+    monkeypatch.setenv("PROMPTSWEEP_HOME", str(tmp_path / "a-file"))
+    with pytest.raises(StorageError, match=r"PROMPTSWEEP_HOME.*a-file"):
+        Storage()
+
+
 def test_in_memory_sqlite_works_for_one_process() -> None:
     with Storage("sqlite://") as storage:
         job = storage.create_job("mem", {})
