@@ -80,10 +80,13 @@ def full_test_metrics(spec: Any, adapter_dir: Path) -> tuple[dict[str, float], f
     Returns:
         (metrics, majority-class accuracy of that split, number of test examples).
     """
+    import transformers
+
     from promptsweep.methods import TaskType, evaluate_adapter, prepare_inputs
     from promptsweep.paths import cache_dir
     from promptsweep.search._runner import _data_spec  # the spec → DataSpec mapping search uses
 
+    transformers.logging.set_verbosity_error()  # long reviews are truncated to max_length on purpose
     uncapped = spec.model_copy(
         update={"dataset": spec.dataset.model_copy(update={"max_eval_examples": None})}
     )
