@@ -196,7 +196,8 @@ def run_demo(
             f"exported adapter on the whole test split ({summary['full_test_examples']:,} reviews): "
             f"{metric} {full:.4f}; it {verdict} the majority-class baseline {majority:.3f}"
         )
-    console.print(f"{summary['trials']} trials {summary['states']} in {seconds / 60:.1f} min")
+    states = ", ".join(f"{n} {state}" for state, n in summary["states"].items())
+    console.print(f"{summary['trials']} trials ({states}) in {seconds / 60:.1f} min")
     console.print(f"best adapter exported to {export.out_dir} (load: see its README.md)")
     console.print(f"report: {report}")
     console.print(
