@@ -127,12 +127,13 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
     outcome = run_job(job_id, storage, progress=not args.quiet)
     wall = time.time() - t0
-    trials = storage.list_trials(job_id)
-    trial_s = [
-        (t.finished_at - t.started_at).total_seconds() for t in trials if t.finished_at and t.started_at
-    ]
+    t_end = t0 + wall
+    trials = [t for t in storage.list_trials(job_id) if t.finished_at and t.started_at]
+    trial_s = [(t.finished_at - t.started_at).total_seconds() for t in trials]
     conc = spec.resources.max_concurrent_trials
     ideal = sum(trial_s) / conc
+    first = min(t.started_at for t in trials).timestamp()
+    last = max(t.finished_at for t in trials).timestamp()
     out = {
         "trials": len(trials),
         "concurrency": conc,
@@ -140,7 +141,13 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
         "mean_trial_s": statistics.mean(trial_s) if trial_s else None,
         "search_wall_s": wall,
         "sum_trial_s_over_concurrency": ideal,
+        # run_job as a whole: Ray start + study + trials + the selected trial's test evaluation
         "overhead_ratio": wall / ideal if ideal else None,
+        # the Tune window only (first trial start .. last trial end)
+        "trial_window_s": last - first,
+        "overhead_ratio_trial_window": (last - first) / ideal if ideal else None,
+        "startup_s": first - t0,
+        "selection_s": t_end - last,
         "states": outcome.counts,
     }
     print(json.dumps(out, indent=2))
