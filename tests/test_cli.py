@@ -174,9 +174,12 @@ print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))
 """
 
 
-def test_read_only_commands_load_no_heavy_module(seeded: tuple[str, int], tmp_path: Path) -> None:
-    db, job_id = seeded
+def test_read_only_commands_load_no_heavy_module(db: str, tmp_path: Path) -> None:
+    from tests.dashboards.seed import tiny_peft_adapter
+
+    job_id = seed_job(Storage(db), adapter_dirs={1: tiny_peft_adapter(tmp_path / "adapter")})
     commands = [
+        ["--db", db, "export", str(job_id), "--out", str(tmp_path / "export")],
         ["--db", db, "jobs"],
         ["--db", db, "show", str(job_id)],
         ["--db", db, "leaderboard", str(job_id), "--pareto"],
