@@ -412,3 +412,36 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(
     # the four trials ran at the same time on the one GPU
     assert max(r.started_at for r in rows) < min(r.finished_at for r in rows)
     assert all(r.peak_memory_bytes and r.peak_memory_bytes > 0 for r in rows)
+
+
+def test_bad_data_fails_the_job_before_any_trial(
+    tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    from promptsweep.exceptions import DataError
+
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    spec = tiny_spec(tiny_encoder, reviews_dir, tmp_path / "runs")
+    spec["dataset"]["label_column"] = "stars"
+    job_id = submit(spec, storage)
+    with pytest.raises(DataError, match="stars"):
+        run_job(job_id, storage, progress=False)
+    job = storage.get_job(job_id)
+    assert job.status.value == "failed" and "stars" in job.error
+    assert storage.list_trials(job_id) == []
+
+
+@pytest.mark.skipif(local_gpu_count() > 0, reason="the pool has a GPU")
+def test_gpus_the_pool_lacks_are_refused_before_any_trial(
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    from promptsweep.exceptions import SpecError
+
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    spec = parse_spec(
+        tiny_spec(tiny_encoder, reviews_dir, tmp_path / "runs", resources={"gpus_per_trial": 0.5})
+    )
+    job = storage.create_job(spec.name, spec.to_dict())  # as a submit from a machine with GPUs would
+    with pytest.raises(SpecError, match=r"resources\.gpus_per_trial"):
+        run_job(job.id, storage, progress=False)
+    assert storage.get_job(job.id).status.value == "failed"
+    assert storage.list_trials(job.id) == []
