@@ -16,6 +16,7 @@ from promptsweep.storage import HEAD_REVISION, Storage
 from tests.dashboards.seed import seed_job
 
 runner = CliRunner()
+EXAMPLE = Path(__file__).parent.parent / "examples" / "fine-foods-minilm.yaml"
 
 COMMANDS = (
     "run",
@@ -155,7 +156,7 @@ def test_submit_rejects_an_invalid_spec_naming_the_field(db: str, tmp_path: Path
 
 
 def test_submit_queues_a_job(db: str) -> None:
-    code, out = invoke("--db", db, "submit", "examples/fine-foods-minilm.yaml", "--name", "queued-one")
+    code, out = invoke("--db", db, "submit", str(EXAMPLE), "--name", "queued-one")
     assert code == 0, out
     job_id = int(out.strip().splitlines()[-1])
     job = Storage(db).get_job(job_id)
@@ -167,6 +168,7 @@ import json, sys
 from typer.testing import CliRunner
 from promptsweep.cli import app
 runner = CliRunner()
+EXAMPLE = Path(__file__).parent.parent / "examples" / "fine-foods-minilm.yaml"
 for args in {commands!r}:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, (args, result.output)
@@ -240,7 +242,7 @@ def test_worker_once_on_an_empty_queue_returns(db: str) -> None:
 def test_run_needs_exactly_one_of_spec_and_job(db: str) -> None:
     code, out = invoke("--db", db, "run")
     assert code == 2 and "SPEC file or --job" in out
-    code, out = invoke("--db", db, "run", "examples/fine-foods-minilm.yaml", "--job", "1")
+    code, out = invoke("--db", db, "run", str(EXAMPLE), "--job", "1")
     assert code == 2
 
 
