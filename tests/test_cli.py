@@ -168,7 +168,6 @@ import json, sys
 from typer.testing import CliRunner
 from promptsweep.cli import app
 runner = CliRunner()
-EXAMPLE = Path(__file__).parent.parent / "examples" / "fine-foods-minilm.yaml"
 for args in {commands!r}:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, (args, result.output)
