@@ -270,11 +270,16 @@ def export_adapter(
     Raises:
         JobNotFoundError, TrialNotFoundError: unknown job or trial.
         ExportError: ``out_dir`` exists (without ``force``), is not an earlier export, is a file, a
-            destination would fall outside ``out_dir``, or the trial saved no adapter.
+            destination would fall outside ``out_dir``, ``out_dir`` overlaps the trial's adapter
+            directory, or the trial saved no adapter.
     """
     out = Path(out_dir).expanduser().absolute()
     job = storage.get_job(job_id)
     trial = select_trial(storage, job_id, trial_number)
+    adapter_dir = Path(trial.adapter_dir)
+    source = adapter_dir.resolve()
+    if out.resolve().is_relative_to(source) or source.is_relative_to(out.resolve()):
+        raise ExportError(f"cannot export into {out}: it overlaps the trial's adapter directory {source}")
     if out.is_symlink():
         raise ExportError(f"refusing to export into {out}: it is a symbolic link")
     if out.exists():
@@ -289,7 +294,6 @@ def export_adapter(
                 )
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    adapter_dir = Path(trial.adapter_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _copy_tree(adapter_dir, staging)

@@ -194,6 +194,16 @@ def test_refuses_to_write_outside_the_directory(
         export_adapter(storage, job_id, tmp_path / "link")
 
 
+def test_refuses_to_export_into_the_trial_itself(seeded: tuple[Storage, int], adapter_dir: Path) -> None:
+    storage, job_id = seeded
+    before = sorted(p.name for p in adapter_dir.iterdir())
+    with pytest.raises(ExportError, match="overlaps"):
+        export_adapter(storage, job_id, adapter_dir / "export")
+    with pytest.raises(ExportError, match="overlaps"):
+        export_adapter(storage, job_id, adapter_dir.parent, force=True)
+    assert sorted(p.name for p in adapter_dir.iterdir()) == before
+
+
 def test_unknown_trial_and_missing_adapter(seeded: tuple[Storage, int], tmp_path: Path) -> None:
     storage, job_id = seeded
     with pytest.raises(TrialNotFoundError):
