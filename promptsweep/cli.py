@@ -132,8 +132,19 @@ _SHORT = {
 }
 
 
-_LEFT_COLUMNS = ("method", "state", "params", "name", "status", "model", "objective", "trials", "best")
-_WRAPPED_COLUMNS = ("params", "best", "trials", "name", "objective")
+_LEFT_COLUMNS = (
+    "method",
+    "state",
+    "params",
+    "name",
+    "status",
+    "model",
+    "objective",
+    "trials",
+    "best",
+    "error",
+)
+_WRAPPED_COLUMNS = ("params", "best", "trials", "name", "objective", "error")
 _TABLE_HIDDEN = ("steps",)  # in --json output only
 _DROP_IF_UNIFORM = ("state",)
 _RENAMED = {"trainable_params": "trainable", "train_seconds": "seconds"}
@@ -323,6 +334,12 @@ def _print_job(storage: Storage, job_id: int, *, limit: int) -> None:
     rows = _leaderboard_rows(storage, job_id, per_method=False, pareto=False)
     if rows:
         console.print(_rows_table(rows[:limit], title=f"leaderboard (top {min(limit, len(rows))})"))
+    from promptsweep.dashboards import unranked_rows
+
+    unranked = unranked_rows(storage, job_id)
+    if unranked:
+        title = f"stopped early or failed ({len(unranked)}; last validation value)"
+        console.print(_rows_table(unranked[:limit], title=title))
 
 
 @app.command()

@@ -106,6 +106,7 @@ def test_show_prints_status_counts_and_leaderboard(seeded: tuple[str, int]) -> N
     assert code == 0, out
     assert "succeeded" in out and "accuracy (maximize)" in out
     assert "leaderboard (top 3)" in out and "p_tuning_lstm" in out
+    assert "stopped early or failed (2" in out and "0.6100" in out and "loss became nan" in out
 
 
 @pytest.mark.parametrize("args", [["show", "99"], ["leaderboard", "99"], ["report", "99", "--out", "r.html"]])

@@ -19,6 +19,7 @@ from promptsweep.dashboards._leaderboard import (
     leaderboard_rows,
     state_counts,
     trial_row,
+    unranked_rows,
 )
 from promptsweep.dashboards._report import render_report, write_report
 
@@ -37,5 +38,6 @@ __all__ = [
     "render_report",
     "state_counts",
     "trial_row",
+    "unranked_rows",
     "write_report",
 ]

@@ -116,3 +116,25 @@ def job_summary(storage: Storage, job: JobRecord) -> dict[str, Any]:
         "best_method": best[0].variant if best else None,
         "created": job.created_at.strftime("%Y-%m-%d %H:%M:%S") if job.created_at else None,
     }
+
+
+def unranked_rows(storage: Storage, job_id: int) -> list[dict[str, Any]]:
+    """Rows of the job's pruned and failed trials (not ranked), with their last intermediate validation
+    value of the objective metric (``last <metric>``, ``at step``) and the error.
+
+    Raises:
+        JobNotFoundError: no job ``job_id``.
+    """
+    metric, _ = job_metric(storage.get_job(job_id))
+    rows = []
+    for t in storage.unranked_trials(job_id):
+        row = trial_row(t, metric)
+        row.pop("rank", None)
+        history = storage.list_intermediate(job_id, t.number)
+        last = history[-1] if history else None
+        row[metric] = None
+        row[f"last {metric}"] = last.metrics.get(metric) if last else None
+        row["at step"] = last.step if last else None
+        row["error"] = t.error
+        rows.append(row)
+    return rows

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptsweep._logging import get_logger
-from promptsweep.dashboards._leaderboard import job_metric, job_summary, leaderboard_rows, trial_row
+from promptsweep.dashboards._leaderboard import (
+    job_metric,
+    job_summary,
+    leaderboard_rows,
+    trial_row,
+    unranked_rows,
+)
 
 if TYPE_CHECKING:
     from promptsweep.storage import JobRecord, Storage, TrialRecord
@@ -160,22 +166,6 @@ def _optuna_sections(storage: Storage, job: JobRecord, figures: _Figures) -> lis
     return parts
 
 
-def _unranked_rows(storage: Storage, job_id: int, metric: str) -> list[dict[str, Any]]:
-    """Pruned and failed trials with their last intermediate validation value (not ranked)."""
-    rows = []
-    for t in storage.unranked_trials(job_id):
-        row = trial_row(t, metric)
-        row.pop("rank", None)
-        history = storage.list_intermediate(job_id, t.number)
-        last = history[-1] if history else None
-        row[metric] = None
-        row[f"last {metric}"] = last.metrics.get(metric) if last else None
-        row["at step"] = last.step if last else None
-        row["error"] = t.error
-        rows.append(row)
-    return rows
-
-
 def render_report(storage: Storage, job_id: int) -> str:
     """Return the HTML report of job ``job_id`` (a complete document, plotly.js inlined).
 
@@ -201,7 +191,7 @@ def render_report(storage: Storage, job_id: int) -> str:
             [trial_row(t, metric, rank=i + 1) for i, t in enumerate(front)], empty="No finished trials yet."
         ),
         "<h2>Stopped early and failed trials</h2>",
-        _table(_unranked_rows(storage, job_id, metric), empty="None."),
+        _table(unranked_rows(storage, job_id), empty="None."),
     ]
     if any(t.value is not None and t.trainable_params for t in trials):
         parts.append(figures.render(_pareto_figure(job, trials, front)))
