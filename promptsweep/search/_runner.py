@@ -393,6 +393,7 @@ def _tune(
         metrics=spec.metric_names,
         modes=modes,
         resume_numbers=stale,
+        job_dir=job_dir,
     )
     display = (
         Progress(job_id, spec.objective.metric, spec.objective.resolved_direction, spec.budget.num_trials)

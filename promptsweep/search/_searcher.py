@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -33,7 +34,14 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from promptsweep._logging import get_logger
-from promptsweep.search._trainable import DONE_KEY, NUMBER_KEY, PARAMS_KEY, STEP_KEY
+from promptsweep.search._trainable import (
+    DONE_KEY,
+    ERROR_FILE,
+    NUMBER_KEY,
+    PARAMS_KEY,
+    STEP_KEY,
+    trial_dir,
+)
 
 _log = get_logger(__name__)
 
@@ -47,6 +55,17 @@ def end_state(result: dict[str, Any] | None, error: bool) -> TrialState:
     return TrialState.PRUNED
 
 
+def trial_error_text(job_dir: str | Path | None, number: int) -> str | None:
+    """The last lines of the traceback trial ``number`` wrote when it raised, if readable here."""
+    if job_dir is None:
+        return None
+    path = trial_dir(job_dir, number) / ERROR_FILE
+    if not path.is_file():
+        return None
+    lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    return "\n".join(lines[-12:])
+
+
 class PromptsweepSearch(OptunaSearch):
     """An ``OptunaSearch`` that records early-stopped trials as PRUNED (see the module docstring).
 
@@ -56,6 +75,8 @@ class PromptsweepSearch(OptunaSearch):
         metrics: objective names in the study's order (``[metric]`` or ``[metric, "trainable_params"]``).
         modes: ``"max"``/``"min"`` per objective.
         resume_numbers: trial numbers left RUNNING by a killed process, re-run first.
+        job_dir: the job's output directory; a failed trial's error text is read from it (when the
+            driver shares the workers' filesystem) into the trial's Optuna user attr ``error``.
     """
 
     def __init__(
@@ -66,8 +87,10 @@ class PromptsweepSearch(OptunaSearch):
         metrics: list[str],
         modes: list[str],
         resume_numbers: Iterable[int] = (),
+        job_dir: str | Path | None = None,
     ) -> None:
         self._given_study = study
+        self._job_dir = job_dir
         self._space_fn = space_fn
         self._resume = deque(resume_numbers)
         multi = len(metrics) > 1
@@ -169,6 +192,13 @@ class PromptsweepSearch(OptunaSearch):
             value, step = result.get(self.metric), result.get(STEP_KEY)
             if value is not None and step is not None and int(step) not in self._reported_steps(ot_trial):
                 ot_trial.report(float(value), int(step))
+        if state == TrialState.FAIL:
+            reason = trial_error_text(self._job_dir, ot_trial.number) if error else None
+            reason = reason or "the trial ended without its objective values"
+            try:
+                self._ot_study._storage.set_trial_user_attr(ot_trial._trial_id, "error", reason[-1000:])
+            except Exception:  # pragma: no cover - the reason is a courtesy for the dashboard
+                _log.exception("could not store the error of trial %d", ot_trial.number)
         try:
             self._ot_study.tell(ot_trial, values, state=state)
         except Exception as exc:  # e.g. a trial told already by an earlier process

@@ -13,6 +13,7 @@ The worker never opens the database: the driver is the only writer.
 from __future__ import annotations
 
 import shutil
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from typing import Any
 DONE_KEY = "promptsweep_done"
 #: The training-step key in every reported result (the scheduler's ``time_attr``).
 STEP_KEY = "step"
+#: Written in the trial directory when training raises: the traceback (last 8,000 characters).
+ERROR_FILE = "error.txt"
 #: The config keys a Ray trial carries.
 PARAMS_KEY = "params"
 NUMBER_KEY = "trial_number"
@@ -75,7 +78,13 @@ def run_trial(
             return  # the final evaluation goes out with the final result below
         tune.report({STEP_KEY: int(step), **{k: float(v) for k, v in metrics.items()}})
 
-    result = train_trial(inputs, params, budget=budget, output_dir=out, seed=seed + number, report=report)
+    try:
+        result = train_trial(inputs, params, budget=budget, output_dir=out, seed=seed + number, report=report)
+    except Exception as exc:
+        # The driver copies the reason into the Optuna study (user attr "error") and our tables.
+        text = "".join(traceback.format_exception(exc))
+        (out / ERROR_FILE).write_text(text[-8000:], encoding="utf-8")
+        raise
     final: dict[str, Any] = {STEP_KEY: int(max(result.steps, 1)), DONE_KEY: 1}
     final.update({k: float(v) for k, v in result.metrics.items()})
     final.update(
