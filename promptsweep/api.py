@@ -166,7 +166,7 @@ def create_app(
     def require_token(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> None:
-        if token is None:
+        if not token:  # no token (or an empty one): loopback only, see serve()
             return
         if credentials is None or not secrets.compare_digest(
             credentials.credentials.encode(), token.encode()
