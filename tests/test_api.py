@@ -256,3 +256,17 @@ def test_the_app_loads_no_heavy_module(sqlite_db: str) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_spec_refused_by_submit_is_422_with_the_field_path(client: TestClient, db: str) -> None:
+    from promptsweep.search._spec import local_gpu_count
+
+    if local_gpu_count() > 0:
+        pytest.skip("this machine has a GPU: a GPU request is valid here")
+    spec = {**_spec(), "resources": {"gpus_per_trial": 1}}
+    resp = client.post("/jobs", json=spec)
+    assert resp.status_code == 422, resp.text
+    (detail,) = resp.json()["detail"]
+    assert detail["loc"] == ["body", "resources", "gpus_per_trial"]
+    assert "no GPU" in detail["msg"]
+    assert Storage(db).list_jobs() == []
