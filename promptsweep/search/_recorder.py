@@ -214,19 +214,23 @@ class TrialRecorder(Callback):
 
 
 class CancelStopper(Stopper):
-    """Stops the whole search when the job is cancelled in storage (``Storage.cancel_job``).
+    """Stops the whole search when the job is cancelled in storage (``Storage.cancel_job``), or, for a
+    worker (``worker_id`` given), when the job is no longer running under that worker: re-queued after
+    a missed heartbeat or claimed by another worker, who now owns it.
 
-    Polls the job's status at most every ``poll_s`` seconds from Tune's loop in the driver; works
-    for foreground runs and for workers alike. Trials stopped this way end without their final
-    result and are recorded PRUNED (stopped early).
+    Polls the job's row at most every ``poll_s`` seconds from Tune's loop in the driver; works for
+    foreground runs and for workers alike. Trials stopped this way end without their final result
+    and are recorded PRUNED (stopped early).
     """
 
-    def __init__(self, storage: Any, job_id: int, poll_s: float = 5.0) -> None:
+    def __init__(self, storage: Any, job_id: int, poll_s: float = 5.0, worker_id: str | None = None) -> None:
         self.storage = storage
         self.job_id = job_id
         self.poll_s = poll_s
+        self.worker_id = worker_id
         self._last = 0.0
         self.cancelled = False
+        self.lost = False
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "storage": None}
@@ -235,8 +239,32 @@ class CancelStopper(Stopper):
         return False
 
     def stop_all(self) -> bool:
-        if self.cancelled or self.storage is None:
-            return self.cancelled
+        if self.cancelled or self.lost or self.storage is None:
+            return self.cancelled or self.lost
+        now = time.time()
+        if now - self._last >= self.poll_s:
+            self._last = now
+            try:
+                job = self.storage.get_job(self.job_id)
+            except Exception:  # pragma: no cover - a transient read error must not stop the search
+                _log.exception("could not read the status of job %d", self.job_id)
+                return False
+            self.cancelled = job.status.value == "cancelled"
+            self.lost = (
+                not self.cancelled
+                and self.worker_id is not None
+                and (job.status.value != "running" or job.worker_id != self.worker_id)
+            )
+            if self.cancelled:
+                _log.warning("job %d was cancelled: stopping its trials", self.job_id)
+            elif self.lost:
+                _log.warning(
+                    "job %d is no longer held by worker %s (re-queued or claimed by another worker): "
+                    "stopping its trials here",
+                    self.job_id,
+                    self.worker_id,
+                )
+        return self.cancelled or self.lost
         now = time.time()
         if now - self._last >= self.poll_s:
             self._last = now

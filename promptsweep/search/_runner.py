@@ -49,7 +49,8 @@ class JobOutcome:
 
     Attributes:
         job_id: the job.
-        status: ``succeeded``, ``failed``, or ``cancelled`` (cancelled in storage while it ran).
+        status: ``succeeded``, ``failed``, ``cancelled`` (cancelled in storage while it ran), or ``lost``
+            (a worker's job was re-queued or claimed by another worker while it ran; see ``run_job``).
         counts: trials per state in the study (``complete``, ``pruned``, ``fail``, ``running``, ``waiting``).
         best_trials: the selected trial numbers: the best by the validation objective (one), or the
             Pareto front (multi-objective), complete trials only.
@@ -271,13 +272,18 @@ def _create_study(spec: JobSpec, storage: Any, job_id: int) -> tuple[Any, bool]:
 # run_job
 
 
-def run_job(job_id: int, storage: Any, *, progress: bool = True) -> JobOutcome:
+def run_job(
+    job_id: int, storage: Any, *, progress: bool = True, worker_id: str | None = None
+) -> JobOutcome:
     """Run (or resume) job ``job_id`` to the end of its budget, recording every trial as it happens.
 
     Args:
         job_id: a submitted job.
         storage: the :class:`promptsweep.storage.Storage` holding it.
         progress: draw the live rich table on stderr (foreground runs).
+        worker_id: the worker that claimed the job (``Storage.claim_job``). The run stops when the job
+            is no longer running under it (re-queued after missed heartbeats, or claimed by another
+            worker) and then leaves the job's status to its new holder (outcome status ``"lost"``).
 
     Returns:
         The :class:`JobOutcome`: state counts, the selected trial(s) by validation objective, their test
@@ -295,8 +301,9 @@ def run_job(job_id: int, storage: Any, *, progress: bool = True) -> JobOutcome:
         raise JobNotFoundError(f"no job with id {job_id}")
     try:
         spec = parse_spec(dict(job.spec), source=f"of job {job_id}")
-        storage.set_job_status(job_id, "running")
-        outcome = _run(job, spec, storage, progress=progress, t0=t0)
+        if worker_id is None:
+            storage.set_job_status(job_id, "running")
+        outcome = _run(job, spec, storage, progress=progress, t0=t0, worker_id=worker_id)
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         _log.error("job %d failed: %s (resume with `promptsweep run --job %d`)", job_id, reason, job_id)
@@ -305,6 +312,8 @@ def run_job(job_id: int, storage: Any, *, progress: bool = True) -> JobOutcome:
         except Exception:  # pragma: no cover
             _log.exception("could not mark job %d failed", job_id)
         raise
+    if outcome.status == "lost":
+        return outcome
     if storage.get_job(job_id).status.value == "cancelled":
         _log.warning("job %d was cancelled while it ran; its finished trials are kept", job_id)
         return dataclasses.replace(outcome, status="cancelled")
@@ -312,7 +321,9 @@ def run_job(job_id: int, storage: Any, *, progress: bool = True) -> JobOutcome:
     return outcome
 
 
-def _run(job: Any, spec: JobSpec, storage: Any, *, progress: bool, t0: float) -> JobOutcome:
+def _run(
+    job: Any, spec: JobSpec, storage: Any, *, progress: bool, t0: float, worker_id: str | None
+) -> JobOutcome:
     import ray
     from optuna.trial import TrialState
 
@@ -355,7 +366,18 @@ def _run(job: Any, spec: JobSpec, storage: Any, *, progress: bool, t0: float) ->
         remaining = -1 if spec.budget.num_trials is None else spec.budget.num_trials - len(finished)
 
         if remaining != 0:
-            _tune(spec, storage, job_id, study, job_dir, inputs, steps, stale, remaining, progress=progress)
+            lost = _tune(
+                spec, storage, job_id, study, job_dir, inputs, steps, stale, remaining,
+                progress=progress, worker_id=worker_id,
+            )
+            if lost:
+                return JobOutcome(
+                    job_id=job_id,
+                    status="lost",
+                    counts=_state_counts(study),
+                    wall_seconds=time.time() - t0,
+                    error=f"worker {worker_id} lost job {job_id} to a re-queue or another worker",
+                )
         # 4. honest selection on validation; the test split for the selected trial(s) only.
         return _select(spec, storage, job_id, study, inputs, t0)
     finally:
@@ -375,8 +397,12 @@ def _tune(
     remaining: int,
     *,
     progress: bool,
-) -> None:
-    """Run the Tuner: ``remaining`` trials (-1: until the time budget), re-running ``stale`` first."""
+    worker_id: str | None = None,
+) -> bool:
+    """Run the Tuner: ``remaining`` trials (-1: until the time budget), re-running ``stale`` first.
+
+    Returns ``True`` when the run stopped because ``worker_id`` no longer holds the job.
+    """
     from ray import tune
 
     from promptsweep.search._progress import Progress
@@ -428,7 +454,7 @@ def _tune(
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # Tune's own console output (the legacy engine at verbose=0 prints nothing): our table shows progress.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    stopper = CancelStopper(storage, job_id)
+    stopper = CancelStopper(storage, job_id, worker_id=worker_id)
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     tuner = tune.Tuner(
         fn,
@@ -458,10 +484,14 @@ def _tune(
     else:
         tuner.fit()
     # Tune ends a search stopped as a whole (time budget, cancel) without ending its running trials.
+    if stopper.lost:
+        # The job's new holder re-runs the unfinished trials; leave them as they are.
+        return True
     reason = "the job was cancelled" if stopper.cancelled else "the search stopped (time budget)"
     unended = recorder.finish_unended(searcher, reason)
     if unended:
         _log.info("job %d: trial(s) %s stopped early: %s", job_id, unended, reason)
+    return False
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -554,14 +584,17 @@ def run_worker(
         def beat(job_id: int = int(job.id), stop: threading.Event = stop) -> None:
             while not stop.wait(heartbeat_s):
                 try:
-                    storage.heartbeat(job_id, worker_id)
+                    if not storage.heartbeat(job_id, worker_id):
+                        # run_job's stopper sees the same row and stops the search.
+                        _log.warning("job %d is no longer held by %s; stopping it", job_id, worker_id)
+                        return
                 except Exception:  # pragma: no cover
                     _log.exception("heartbeat failed for job %d", job_id)
 
         thread = threading.Thread(target=beat, daemon=True, name=f"promptsweep-heartbeat-{job.id}")
         thread.start()
         try:
-            run_job(int(job.id), storage, progress=progress)
+            run_job(int(job.id), storage, progress=progress, worker_id=worker_id)
         except SpecError as exc:
             _log.error("job %d refused: %s", job.id, exc)
         except Exception:

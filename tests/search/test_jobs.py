@@ -367,6 +367,45 @@ def test_cancelled_job_stops_and_stays_cancelled(
     assert all(t.state.value != "running" for t in storage.list_trials(job_id))
 
 
+def test_worker_that_loses_its_job_stops_and_leaves_it_to_the_new_holder(
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    """A worker whose job is re-queued (missed heartbeats) and claimed by another stops its search
+    and writes no final status over the new holder's."""
+    import threading
+
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    spec = tiny_spec(
+        tiny_encoder,
+        reviews_dir,
+        tmp_path / "runs",
+        scheduler={"name": "none"},
+        budget={"num_trials": 30, "max_steps": 60},
+        resources={"cpus_per_trial": 1, "max_concurrent_trials": 1, "num_cpus": 2},
+    )
+    job_id = submit(spec, storage)
+    assert storage.claim_job("worker-a").id == job_id
+
+    def requeue_and_take_after_first_trial() -> None:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if any(t.state.value != "running" for t in storage.list_trials(job_id)):
+                assert storage.requeue_stale(0) == [job_id]
+                assert storage.claim_job("worker-b").id == job_id
+                return
+            time.sleep(0.5)
+
+    taker = threading.Thread(target=requeue_and_take_after_first_trial, daemon=True)
+    taker.start()
+    outcome = run_job(job_id, storage, progress=False, worker_id="worker-a")
+    taker.join(timeout=5)
+    assert outcome.status == "lost"
+    assert outcome.finished < 30
+    job = storage.get_job(job_id)
+    assert (job.status.value, job.worker_id) == ("running", "worker-b")
+    assert storage.heartbeat(job_id, "worker-a") is False
+
+
 def test_budget_in_seconds_ends_the_search_and_its_running_trials(
     ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
 ) -> None:
