@@ -121,9 +121,9 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     job_id = submit(spec, storage)
     # prepare once outside the measured window (the cache makes run_job's own call cheap)
     from promptsweep.methods import TaskType, prepare_inputs
-    from promptsweep.search._runner import _data_spec
+    from promptsweep.search import data_spec
 
-    prepare_inputs(spec.model, _data_spec(spec), TaskType(spec.task), max_length=spec.dataset.max_length)
+    prepare_inputs(spec.model, data_spec(spec), TaskType(spec.task), max_length=spec.dataset.max_length)
     t0 = time.time()
     outcome = run_job(job_id, storage, progress=not args.quiet)
     wall = time.time() - t0

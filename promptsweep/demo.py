@@ -84,7 +84,7 @@ def full_test_metrics(spec: Any, adapter_dir: Path) -> tuple[dict[str, float], f
 
     from promptsweep.methods import TaskType, evaluate_adapter, prepare_inputs
     from promptsweep.paths import cache_dir
-    from promptsweep.search._runner import _data_spec  # the spec → DataSpec mapping search uses
+    from promptsweep.search import data_spec
 
     transformers.logging.set_verbosity_error()  # long reviews are truncated to max_length on purpose
     uncapped = spec.model_copy(
@@ -92,7 +92,7 @@ def full_test_metrics(spec: Any, adapter_dir: Path) -> tuple[dict[str, float], f
     )
     inputs = prepare_inputs(
         spec.model,
-        _data_spec(uncapped),
+        data_spec(uncapped),
         TaskType(spec.task),
         max_length=spec.dataset.max_length,
         cache_dir=cache_dir(),

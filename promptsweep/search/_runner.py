@@ -113,7 +113,9 @@ def submit(spec: JobSpec | dict[str, Any], storage: Any) -> int:
 # helpers
 
 
-def _data_spec(spec: JobSpec) -> Any:
+def data_spec(spec: JobSpec) -> Any:
+    """Return the :class:`promptsweep.methods.DataSpec` that a job with ``spec`` prepares its data with
+    (the job's dataset settings and seed), e.g. to rebuild a job's inputs for evaluating an adapter."""
     from promptsweep.methods import DataSpec
 
     d = spec.dataset
@@ -338,7 +340,7 @@ def _run(
     # 1. model files + tokenized data, once per job (cached on disk by the methods layer).
     inputs = prepare_inputs(
         spec.model,
-        _data_spec(spec),
+        data_spec(spec),
         TaskType(spec.task),
         max_length=spec.dataset.max_length,
         cache_dir=paths.cache_dir(),
