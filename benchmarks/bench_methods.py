@@ -44,6 +44,7 @@ def _plain_loop(
     from promptsweep.methods._models import resolve_model_dir
     from promptsweep.paths import cache_dir
 
+    transformers.logging.set_verbosity_error()  # "classifier newly initialized" is expected
     model_dir = resolve_model_dir(model_name, cache_dir())
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     torch.manual_seed(seed)
@@ -122,7 +123,12 @@ def speed(args: argparse.Namespace) -> None:
                 )
                 ours.append(res.examples_per_second)
             o, p = max(ours), max(plain)
-            print(f"{method:<15}{o:>12.1f}{p:>12.1f}{o / p:>8.2f}")
+            pairs = sorted(a / b for a, b in zip(ours, plain, strict=True))
+            median = pairs[len(pairs) // 2]
+            print(
+                f"{method:<15}{o:>12.1f}{p:>12.1f}{o / p:>8.2f}"
+                f"   (best of {len(ours)}; median paired ratio {median:.2f})"
+            )
 
 
 def _features(model_dir: Path, texts: list[str], max_length: int) -> dict[str, object]:
