@@ -206,3 +206,33 @@ def test_evaluate_adapter_errors(prepared, tmp_path: Path) -> None:
     metrics = evaluate_adapter(inputs, result.adapter_dir, split="validation")
     assert set(metrics) == {"eval_loss", "perplexity", "exact_match"}
     assert metrics["perplexity"] == pytest.approx(torch.tensor(metrics["eval_loss"]).exp().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"method": "p_tuning", "encoder_type": "LSTM", "encoder_hidden_size": 16},
+        {"method": "prefix_tuning", "prefix_projection": True, "encoder_hidden_size": 16},
+    ],
+    ids=["p_tuning_lstm", "prefix_projection"],
+)
+def test_full_encoder_state_is_saved_for_resuming(prepared, tmp_path: Path, params) -> None:
+    # PEFT saves only the encoder's output; the full LSTM/MLP state beside it lets training resume.
+    from safetensors.torch import load_file
+
+    from promptsweep.methods._train import load_adapter_model
+
+    inputs = prepared(TaskType.VERBALIZER, "decoder")
+    full = dict(params, learning_rate=0.05, num_virtual_tokens=4)
+    result = train_trial(inputs, full, budget=TINY, output_dir=tmp_path, seed=0)
+    state = load_file(Path(result.adapter_dir) / "prompt_encoder_full.safetensors")
+    assert any(k.startswith(("lstm_head", "mlp_head", "transform")) for k in state), sorted(state)
+    fresh = build_peft_model(inputs, method_config_from_params(full, inputs.task), seed=1)  # another init
+    fresh.prompt_encoder["default"].load_state_dict(state)  # strict: every tensor present
+    batch = collate(_examples(load_split(inputs, "validation"))[:4], inputs.task, inputs.pad_token_id)
+    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        resumed = fresh.eval()(**kwargs).logits
+        saved = load_adapter_model(inputs, result.adapter_dir)(**kwargs).logits
+    torch.testing.assert_close(resumed, saved, rtol=1e-4, atol=1e-5)
+    assert any(p.requires_grad for p in fresh.prompt_encoder["default"].parameters())  # trainable again
