@@ -15,39 +15,39 @@ import math
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from promptsweep.exceptions import SpecError
+from promptsweep.methods import METHOD_REGISTRY, METRICS, TaskType, method_parameters
+from promptsweep.methods import TASK_METRICS as _METHODS_TASK_METRICS
 
-#: The prompt methods a spec may name (values of ``promptsweep.methods.PromptMethod``).
-METHOD_NAMES = ("prompt_tuning", "prefix_tuning", "p_tuning")
+#: The prompt methods a spec may name: the methods registry's (``promptsweep.methods.METHOD_REGISTRY``).
+METHOD_NAMES: tuple[str, ...] = tuple(m.value for m in METHOD_REGISTRY)
 #: Tasks (values of ``promptsweep.methods.TaskType``).
-TASK_NAMES = ("classification", "verbalizer", "generation")
-#: Metric -> direction (mirrors ``promptsweep.methods.METRICS``; checked equal in the tests).
-METRIC_DIRECTIONS: dict[str, str] = {
-    "accuracy": "maximize",
-    "macro_f1": "maximize",
-    "eval_loss": "minimize",
-    "perplexity": "minimize",
-    "exact_match": "maximize",
-}
-#: Metrics each task reports (mirrors ``promptsweep.methods``' task metrics).
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("accuracy", "macro_f1", "eval_loss"),
-    "verbalizer": ("accuracy", "macro_f1", "eval_loss"),
-    "generation": ("eval_loss", "perplexity", "exact_match"),
-}
+TASK_NAMES: tuple[str, ...] = tuple(t.value for t in TaskType)
+#: Metric -> direction (``promptsweep.methods.METRICS``).
+METRIC_DIRECTIONS: dict[str, str] = dict(METRICS)
+#: Metrics each task reports (``promptsweep.methods.TASK_METRICS``).
+TASK_METRICS: dict[str, tuple[str, ...]] = {t.value: tuple(m) for t, m in _METHODS_TASK_METRICS.items()}
 #: Model aliases whose architecture is known without loading them: alias -> "encoder" | "causal_lm".
 KNOWN_MODELS: dict[str, str] = {"minilm": "encoder", "smollm2-135m": "causal_lm"}
+#: Trial-parameter keys every method takes; the rest come from each method's registry entry.
+_COMMON_KEYS = frozenset({"method", "num_virtual_tokens", "learning_rate", "pooling"})
 #: The flat trial-parameter keys of each method (besides ``method``, ``num_virtual_tokens``,
 #: ``learning_rate`` and, for classification, ``pooling``) - the keys the search space samples.
 METHOD_KEYS: dict[str, tuple[str, ...]] = {
-    "prompt_tuning": ("prompt_init", "prompt_init_text"),
-    "prefix_tuning": ("prefix_projection", "encoder_hidden_size"),
-    "p_tuning": ("encoder_type", "encoder_hidden_size", "encoder_dropout", "encoder_num_layers"),
+    m: tuple(p.name for p in method_parameters(m) if p.name not in _COMMON_KEYS) for m in METHOD_NAMES
 }
 #: The second objective of a multi-objective job (minimized).
 SECOND_OBJECTIVES = ("trainable_params",)
@@ -100,10 +100,15 @@ class IntRange(_Model):
         return self
 
 
-def _positive(name: str, rng: FloatRange | IntRange) -> FloatRange | IntRange:
+def _positive(rng: FloatRange | IntRange) -> FloatRange | IntRange:
     if rng.low <= 0:
-        raise ValueError(f"{name} must be positive, got low={rng.low}")
+        raise ValueError(f"must be positive, got low={rng.low}")
     return rng
+
+
+#: Ranges of quantities that must be positive (learning rates, sizes, counts).
+PositiveFloatRange = Annotated[FloatRange, AfterValidator(_positive)]
+PositiveIntRange = Annotated[IntRange, AfterValidator(_positive)]
 
 
 class PromptTuningSpace(_Model):
@@ -114,16 +119,11 @@ class PromptTuningSpace(_Model):
     from 0.057 to 0.343 on learning rate and init alone, hence both are searched.
     """
 
-    learning_rate: FloatRange = FloatRange(low=1e-3, high=3e-1, log=True)
+    learning_rate: PositiveFloatRange = FloatRange(low=1e-3, high=3e-1, log=True)
     prompt_init: list[Literal["random", "sample_vocab", "text"]] = ["random", "sample_vocab", "text"]
     prompt_init_text: str | None = Field(
         default=None, description="init text for prompt_init=text (default: built from the label words)"
     )
-
-    @field_validator("learning_rate")
-    @classmethod
-    def _lr_positive(cls, v: Any, info: Any) -> Any:
-        return _positive(info.field_name, v)
 
     @field_validator("prompt_init")
     @classmethod
@@ -141,19 +141,9 @@ class PrefixTuningSpace(_Model):
     searched only when ``prefix_projection`` is true (Li & Liang used 512 / 800).
     """
 
-    learning_rate: FloatRange = FloatRange(low=1e-4, high=6e-2, log=True)
+    learning_rate: PositiveFloatRange = FloatRange(low=1e-4, high=6e-2, log=True)
     prefix_projection: list[bool] = [False, True]
-    encoder_hidden_size: IntRange = IntRange(low=64, high=512, log=True)
-
-    @field_validator("learning_rate")
-    @classmethod
-    def _lr_positive(cls, v: Any, info: Any) -> Any:
-        return _positive(info.field_name, v)
-
-    @field_validator("encoder_hidden_size")
-    @classmethod
-    def _hs_positive(cls, v: Any, info: Any) -> Any:
-        return _positive(info.field_name, v)
+    encoder_hidden_size: PositiveIntRange = IntRange(low=64, high=512, log=True)
 
     @field_validator("prefix_projection")
     @classmethod
@@ -170,26 +160,11 @@ class PTuningSpace(_Model):
     ``encoder_num_layers`` is sampled only for the LSTM encoder (PEFT's MLP is always 3 layers).
     """
 
-    learning_rate: FloatRange = FloatRange(low=1e-4, high=3e-2, log=True)
+    learning_rate: PositiveFloatRange = FloatRange(low=1e-4, high=3e-2, log=True)
     encoder_type: list[Literal["LSTM", "MLP"]] = ["LSTM", "MLP"]
-    encoder_hidden_size: IntRange = IntRange(low=32, high=512, log=True)
+    encoder_hidden_size: PositiveIntRange = IntRange(low=32, high=512, log=True)
     encoder_dropout: FloatRange = FloatRange(low=0.0, high=0.3)
-    encoder_num_layers: IntRange = IntRange(low=1, high=2)
-
-    @field_validator("learning_rate")
-    @classmethod
-    def _lr_positive(cls, v: Any, info: Any) -> Any:
-        return _positive(info.field_name, v)
-
-    @field_validator("encoder_hidden_size")
-    @classmethod
-    def _hs_positive(cls, v: Any, info: Any) -> Any:
-        return _positive(info.field_name, v)
-
-    @field_validator("encoder_num_layers")
-    @classmethod
-    def _nl_positive(cls, v: Any, info: Any) -> Any:
-        return _positive(info.field_name, v)
+    encoder_num_layers: PositiveIntRange = IntRange(low=1, high=2)
 
     @field_validator("encoder_dropout")
     @classmethod
@@ -214,16 +189,11 @@ class SearchSpace(_Model):
     """
 
     methods: list[str] = list(METHOD_NAMES)
-    num_virtual_tokens: IntRange = IntRange(low=1, high=128, log=True)
+    num_virtual_tokens: PositiveIntRange = IntRange(low=1, high=128, log=True)
     pooling: list[Literal["pooler", "first_token", "mean"]] | None = ["mean", "first_token"]
     prompt_tuning: PromptTuningSpace = PromptTuningSpace()
     prefix_tuning: PrefixTuningSpace = PrefixTuningSpace()
     p_tuning: PTuningSpace = PTuningSpace()
-
-    @field_validator("num_virtual_tokens")
-    @classmethod
-    def _nvt_positive(cls, v: Any, info: Any) -> Any:
-        return _positive(info.field_name, v)
 
     @field_validator("methods")
     @classmethod

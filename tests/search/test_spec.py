@@ -12,9 +12,6 @@ import yaml
 from promptsweep.exceptions import SpecError
 from promptsweep.search import JobSpec, default_spec, default_spec_path, load_spec, parse_spec, submit
 from promptsweep.search._spec import (
-    METHOD_KEYS,
-    METRIC_DIRECTIONS,
-    TASK_METRICS,
     check_resources,
     local_gpu_count,
 )
@@ -58,22 +55,6 @@ def test_example_specs_validate() -> None:
     examples = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
     for path in examples:
         assert isinstance(load_spec(path), JobSpec), path
-
-
-def test_metric_tables_mirror_the_methods_layer() -> None:
-    from promptsweep.methods import METRICS, PromptMethod, method_parameters
-    from promptsweep.methods import TASK_METRICS as METHODS_TASK_METRICS
-
-    assert dict(METRICS) == METRIC_DIRECTIONS
-    assert {t.value: tuple(m) for t, m in METHODS_TASK_METRICS.items()} == TASK_METRICS
-    assert set(METHOD_KEYS) == {m.value for m in PromptMethod}
-    for method, keys in METHOD_KEYS.items():
-        registry = {p.name for p in method_parameters(method)} - {
-            "num_virtual_tokens",
-            "learning_rate",
-            "pooling",
-        }
-        assert set(keys) == registry, method
 
 
 def test_non_classification_tasks_have_no_pooling_dimension() -> None:
