@@ -69,40 +69,29 @@ def sample_params(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
         ``learning_rate``, the method's own keys, and ``pooling`` for classification. A range whose
         ``low == high`` is fixed and not registered with Optuna.
     """
+    from promptsweep.methods import method_parameters
+
     method = _suggest_choice(trial, "method", space.methods)
     params: dict[str, Any] = {"method": method}
-    params["num_virtual_tokens"] = _suggest_int(trial, "num_virtual_tokens", space.num_virtual_tokens)
-    q = lambda name: _qualified(method, name)  # noqa: E731
-    if method == "prompt_tuning":
-        sub = space.prompt_tuning
-        params["learning_rate"] = _suggest_float(trial, q("learning_rate"), sub.learning_rate)
-        params["prompt_init"] = _suggest_choice(trial, q("prompt_init"), sub.prompt_init)
-        if params["prompt_init"] == "text" and sub.prompt_init_text:
-            params["prompt_init_text"] = sub.prompt_init_text
-    elif method == "prefix_tuning":
-        sub = space.prefix_tuning
-        params["learning_rate"] = _suggest_float(trial, q("learning_rate"), sub.learning_rate)
-        params["prefix_projection"] = bool(
-            _suggest_choice(trial, q("prefix_projection"), sub.prefix_projection)
-        )
-        if params["prefix_projection"]:
-            params["encoder_hidden_size"] = _suggest_int(
-                trial, q("encoder_hidden_size"), sub.encoder_hidden_size
-            )
-    elif method == "p_tuning":
-        sub = space.p_tuning
-        params["learning_rate"] = _suggest_float(trial, q("learning_rate"), sub.learning_rate)
-        params["encoder_type"] = _suggest_choice(trial, q("encoder_type"), sub.encoder_type)
-        params["encoder_hidden_size"] = _suggest_int(trial, q("encoder_hidden_size"), sub.encoder_hidden_size)
-        params["encoder_dropout"] = _suggest_float(trial, q("encoder_dropout"), sub.encoder_dropout)
-        if params["encoder_type"] == "LSTM":
-            params["encoder_num_layers"] = _suggest_int(
-                trial, q("encoder_num_layers"), sub.encoder_num_layers
-            )
-    else:  # pragma: no cover - the spec refuses unknown methods
-        raise ValueError(f"unknown method {method!r}")
-    if space.pooling is not None:
-        params["pooling"] = _suggest_choice(trial, "pooling", space.pooling)
+    sub = getattr(space, method)
+    # The methods registry lists the method's parameters in dependency order, with the condition
+    # under which each belongs to a trial; the job's space gives each one's range or choices.
+    for param in method_parameters(method):
+        if param.active_when is not None and params.get(param.active_when[0]) != param.active_when[1]:
+            continue
+        dim = getattr(space, param.name) if param.name in SHARED else getattr(sub, param.name, None)
+        if dim is None:  # not searched: pooling off the classification task, no init text given
+            continue
+        name = _qualified(method, param.name)
+        if isinstance(dim, FloatRange):
+            params[param.name] = _suggest_float(trial, name, dim)
+        elif isinstance(dim, IntRange):
+            params[param.name] = _suggest_int(trial, name, dim)
+        elif isinstance(dim, list):
+            value = _suggest_choice(trial, name, dim)
+            params[param.name] = bool(value) if param.kind == "bool" else value
+        else:  # a fixed value (prompt_init_text)
+            params[param.name] = dim
     return params
 
 
