@@ -245,7 +245,16 @@ def run(
         console.print(f"job [bold]{job}[/] submitted to {storage.display_url}; running it here")
     else:
         console.print(f"resuming job [bold]{job}[/] from {storage.display_url}")
-    outcome = run_job(job, storage, progress=progress)
+    try:
+        outcome = run_job(job, storage, progress=progress)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"[bold red]interrupted:[/] job {job}'s unfinished trials re-run when you resume it: "
+            f"promptsweep run --job {job} (on the same database, {storage.display_url})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     _print_job(storage, job, limit=10)
     for number, metrics in outcome.test_metrics.items():
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())

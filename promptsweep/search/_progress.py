@@ -84,6 +84,10 @@ class Progress:
             self._live.update(self._render())
             self._live.__exit__(*exc)
             self._live = None
+            if not self.console.is_terminal:
+                # rich ends the last frame with a newline on terminals only; redirected output would
+                # run the next line into the footer.
+                self.console.line()
 
     def _refresh(self) -> None:
         if self._live is not None:

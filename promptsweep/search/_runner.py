@@ -37,7 +37,7 @@ from typing import Any
 
 from promptsweep import paths
 from promptsweep._logging import get_logger
-from promptsweep.exceptions import JobNotFoundError, SpecError
+from promptsweep.exceptions import JobNotFoundError, PromptsweepError, SpecError
 from promptsweep.search._spec import TASK_METRICS, JobSpec, check_resources, local_gpu_count, parse_spec
 
 _log = get_logger(__name__)
@@ -306,6 +306,16 @@ def run_job(
         if worker_id is None:
             storage.set_job_status(job_id, "running")
         outcome = _run(job, spec, storage, progress=progress, t0=t0, worker_id=worker_id)
+    except KeyboardInterrupt:
+        # Ctrl-C: the unfinished trials stay RUNNING in the study and our tables, so that resuming
+        # re-runs them under their own numbers (as after a killed process).
+        reason = f"interrupted (Ctrl-C); resume with `promptsweep run --job {job_id}`"
+        _log.warning("job %d %s", job_id, reason)
+        try:
+            storage.set_job_status(job_id, "failed", error=reason)
+        except Exception:  # pragma: no cover
+            _log.exception("could not mark job %d interrupted", job_id)
+        raise
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         _log.error("job %d failed: %s (resume with `promptsweep run --job %d`)", job_id, reason, job_id)
@@ -454,6 +464,9 @@ def _tune(
     # A multi-objective job's second value (trainable_params) exists only in the final result; the
     # searcher checks every objective itself when a trial ends (missing -> FAIL).
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # Ctrl-C must interrupt the job (run_job then leaves unfinished trials to a resume); Tune's own
+    # handler would end the search as if its budget were spent and mark them stopped early.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     # Tune's own console output (the legacy engine at verbose=0 prints nothing): our table shows progress.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     stopper = CancelStopper(storage, job_id, worker_id=worker_id)
@@ -520,26 +533,29 @@ def _select(spec: JobSpec, storage: Any, job_id: int, study: Any, inputs: Any, t
             error="no trial completed (see the trials' errors; resume with `promptsweep run --job "
             f"{job_id}` after fixing the cause)",
         )
-    selected = study.best_trials if len(spec.directions) > 1 else [study.best_trial]
-    selected = sorted(selected, key=lambda t: t.number)
+    # The storage layer's ranking decides (ties: fewer trainable parameters, then shorter training),
+    # so the trial evaluated on the test split is the one the leaderboard and `export` show first.
+    multi = len(spec.directions) > 1
+    ranked = storage.pareto_front(job_id) if multi else storage.leaderboard(job_id, limit=1)
+    selected = sorted(ranked, key=lambda r: r.number)
+    values = {t.number: list(t.values) for t in complete}
     has_test = int(inputs.counts.get("test", 0)) > 0
     test_metrics: dict[int, dict[str, float]] = {}
     best_params: list[dict[str, Any]] = []
-    for t in selected:
-        record = storage.get_trial(job_id, t.number)
+    for record in selected:
         best_params.append(dict(record.params))
         if has_test and record.adapter_dir:
             metrics = {
                 k: float(v) for k, v in evaluate_adapter(inputs, record.adapter_dir, split="test").items()
             }
-            storage.record_trial(job_id, t.number, test_metrics=metrics)
-            test_metrics[t.number] = metrics
+            storage.record_trial(job_id, record.number, test_metrics=metrics)
+            test_metrics[record.number] = metrics
     return JobOutcome(
         job_id=job_id,
         status="succeeded",
         counts=counts,
-        best_trials=[t.number for t in selected],
-        best_values=[list(t.values) for t in selected],
+        best_trials=[r.number for r in selected],
+        best_values=[values.get(r.number, []) for r in selected],
         best_params=best_params,
         test_metrics=test_metrics,
         wall_seconds=time.time() - t0,
@@ -599,6 +615,8 @@ def run_worker(
             run_job(int(job.id), storage, progress=progress, worker_id=worker_id)
         except SpecError as exc:
             _log.error("job %d refused: %s", job.id, exc)
+        except PromptsweepError as exc:  # bad data, model, ...: the job is marked failed with the reason
+            _log.error("job %d failed: %s", job.id, exc)
         except Exception:
             _log.exception("job %d failed", job.id)
         finally:

@@ -471,10 +471,11 @@ class Storage:
     def set_job_status(self, job_id: int, status: str | JobStatus, error: str | None = None) -> JobRecord:
         """Set a job's status (and error text); keeps the times true.
 
-        ``running`` sets ``started_at`` (first time) and the heartbeat; ``queued`` frees the job from its
-        worker; ``succeeded``/``failed``/``cancelled`` set ``finished_at``. A ``cancelled`` job stays
-        cancelled when a worker that was still running it reports ``succeeded`` or ``failed`` (the
-        user's cancel wins; the record returned says ``cancelled``); ``running`` or ``queued`` re-open it.
+        ``running`` sets ``started_at`` (first time) and the heartbeat, and clears an earlier run's
+        error; ``queued`` frees the job from its worker; ``succeeded``/``failed``/``cancelled`` set
+        ``finished_at``. A ``cancelled`` job stays cancelled when a worker that was still running it
+        reports ``succeeded`` or ``failed`` (the user's cancel wins; the record returned says
+        ``cancelled``); ``running`` or ``queued`` re-open it.
 
         Raises:
             ValueError: unknown status. JobNotFoundError: unknown job.
@@ -490,6 +491,8 @@ class Storage:
             if error is not None:
                 row.error = error
             if new is JobStatus.RUNNING:
+                # A new run: the last run's error no longer describes the job.
+                row.error = error
                 row.started_at = row.started_at or now
                 row.heartbeat_at = self._clock()
                 row.finished_at = None

@@ -90,6 +90,16 @@ def test_set_job_status_keeps_times_true(storage: Storage) -> None:
     assert done.started_at == running.started_at and done.finished_at >= done.started_at
 
 
+def test_a_new_run_clears_the_last_runs_error(storage: Storage) -> None:
+    job = storage.create_job("t", SPEC)
+    storage.set_job_status(job.id, "running")
+    failed = storage.set_job_status(job.id, "failed", error="interrupted (Ctrl-C)")
+    assert failed.error == "interrupted (Ctrl-C)"
+    resumed = storage.set_job_status(job.id, "running")
+    assert resumed.error is None
+    assert storage.set_job_status(job.id, "succeeded").error is None
+
+
 @pytest.mark.parametrize(
     ("name", "spec", "kwargs", "match"),
     [
