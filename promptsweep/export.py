@@ -150,6 +150,7 @@ def _metrics_doc(job: JobRecord, trial: TrialRecord, adapter_config: dict[str, A
         "peak_memory_bytes": getattr(trial, "peak_memory_bytes", None),
         "dataset": spec.get("dataset") or spec.get("data"),
         "max_length": (spec.get("dataset") or {}).get("max_length"),
+        "seed": spec.get("seed"),
     }
 
 
@@ -165,7 +166,30 @@ def _count(n: int | None) -> str:
     return "unknown" if n is None else f"{n:,}"
 
 
-_DATASPEC_KEYS = ("source", "text_column", "text_pair_column", "label_column", "target_column", "label_words")
+#: The job spec's dataset fields that make up the trial's ``promptsweep.methods.DataSpec`` (the same
+#: mapping as ``promptsweep.search.data_spec``): with all of them, ``prepare_inputs`` rebuilds the very
+#: splits the trial was evaluated on.
+_DATASPEC_KEYS = (
+    "source",
+    "text_column",
+    "text_pair_column",
+    "label_column",
+    "target_column",
+    "label_words",
+    "splits",
+    "validation_fraction",
+    "max_train_examples",
+    "max_eval_examples",
+)
+
+
+def _dataspec_kwargs(doc: dict[str, Any]) -> str:
+    data = dict(doc.get("dataset") or {})
+    if isinstance(data.get("splits"), dict):
+        data["splits"] = {k: v for k, v in data["splits"].items() if v is not None}
+    if doc.get("seed") is not None:
+        data["seed"] = doc["seed"]
+    return ", ".join(f"{k}={data[k]!r}" for k in (*_DATASPEC_KEYS, "seed") if data.get(k) is not None)
 
 
 def _loading_section(doc: dict[str, Any]) -> str:
@@ -174,8 +198,7 @@ def _loading_section(doc: dict[str, Any]) -> str:
     task = doc.get("task") or "classification"
     pooling = doc["params"].get("pooling")
     if task == "classification" and pooling in ("mean", "first_token"):
-        data = doc.get("dataset") or {}
-        kwargs = ", ".join(f"{k}={data[k]!r}" for k in _DATASPEC_KEYS if data.get(k) is not None)
+        kwargs = _dataspec_kwargs(doc)
         return f"""The trial classified from **{pooling}** pooling of the encoder's states, which promptsweep
 installs in place of BERT's pooler; a base loaded by `transformers` alone keeps its own pooler and
 scores differently. Rebuild the frozen base as the trial did; the adapter itself is then loaded with

@@ -235,3 +235,79 @@ def test_zip_and_cli(seeded: tuple[Storage, int], tmp_path: Path, adapter_dir: P
     )
     assert result.exit_code == 0, result.output
     assert "trial 2" in result.output
+
+
+def test_model_card_snippet_rebuilds_the_trials_splits(
+    trained: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The card's code, run as printed, prepares the same validation split the trial was scored on
+    (subsample, carve fraction and seed included) and so reproduces the recorded metric."""
+    import re
+
+    from promptsweep.methods import (
+        DataSpec,
+        TaskType,
+        TrainBudget,
+        evaluate_adapter,
+        prepare_inputs,
+        train_trial,
+    )
+
+    root = trained["root"]
+    dataset = {
+        "source": str(root / "reviews.csv"),
+        "text_column": "text",
+        "label_column": "label",
+        "splits": {"train": "train", "validation": None, "test": None},
+        "validation_fraction": 0.3,
+        "max_train_examples": 40,
+        "max_length": 24,
+    }
+    seed = 7
+    data = DataSpec(
+        source=dataset["source"],
+        text_column="text",
+        label_column="label",
+        splits={"train": "train"},
+        validation_fraction=0.3,
+        max_train_examples=40,
+        seed=seed,
+    )
+    monkeypatch.setenv("PROMPTSWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    model_dir = trained["storage"].get_job(trained["job_id"]).spec["model"]
+    inputs = prepare_inputs(model_dir, data, TaskType.CLASSIFICATION, max_length=24)
+    result = train_trial(
+        inputs,
+        PARAMS,
+        budget=TrainBudget(max_steps=8, eval_every_steps=8, batch_size=8),
+        output_dir=tmp_path / "trial",
+        seed=0,
+        device="cpu",
+    )
+    storage = Storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    job = storage.create_job(
+        "card",
+        {"name": "card", "model": model_dir, "task": "classification", "dataset": dataset, "seed": seed},
+        objective_metric="accuracy",
+        direction="maximize",
+    )
+    storage.record_trial(
+        job.id,
+        0,
+        params=PARAMS,
+        state="complete",
+        value=result.metrics["accuracy"],
+        metrics=result.metrics,
+        adapter_dir=str(result.adapter_dir),
+    )
+    out = export_adapter(storage, job.id, tmp_path / "export")
+    card = (out.out_dir / "README.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", card, re.S) if "prepare_inputs" in b)
+    namespace: dict[str, Any] = {}
+    exec(code.replace("path/to/this/directory", str(out.out_dir)), namespace)
+    rebuilt = namespace["inputs"]
+    assert rebuilt.counts == inputs.counts
+    assert rebuilt.counts["validation"] != trained["inputs"].counts["validation"]  # the settings matter
+    metrics = evaluate_adapter(rebuilt, out.out_dir, split="validation", device="cpu")
+    assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"], abs=1e-9)
+    assert metrics["eval_loss"] == pytest.approx(result.metrics["eval_loss"], rel=1e-5)
