@@ -92,7 +92,7 @@ def submit(spec: JobSpec | dict[str, Any], storage: Any) -> int:
         SpecError: the spec is invalid (the message names the field).
         StorageError: the database cannot be written.
     """
-    job_spec = parse_spec(spec)
+    job_spec = _with_local_source_resolved(parse_spec(spec))
     if job_spec.ray_address is None and job_spec.resources.gpus_per_trial > 0:
         check_resources(job_spec, gpus_available=local_gpu_count())
     job = storage.create_job(
@@ -111,6 +111,33 @@ def submit(spec: JobSpec | dict[str, Any], storage: Any) -> int:
 
 # ------------------------------------------------------------------------------------------------
 # helpers
+
+#: Suffixes that mark ``dataset.source`` as a local data file (the formats promptsweep.methods reads).
+_DATA_SUFFIXES = (".csv", ".json", ".jsonl", ".parquet")
+
+
+def _with_local_source_resolved(spec: JobSpec) -> JobSpec:
+    """Check a local ``dataset.source`` at submit time and store it as an absolute path.
+
+    A source naming a data file (by suffix) or an existing path is local: relative paths resolve
+    against the submitting process's directory, so a worker started elsewhere finds the same file.
+    Aliases (``fine-foods``) and hub names pass unchanged.
+
+    Raises:
+        SpecError: a data file that does not exist (names ``dataset.source`` and the resolved path).
+    """
+    source = spec.dataset.source
+    path = Path(source).expanduser()
+    if not (path.exists() or path.suffix.lower() in _DATA_SUFFIXES):
+        return spec
+    resolved = path.resolve()
+    if not resolved.exists():
+        raise SpecError(
+            f"dataset.source: no such file {str(resolved)!r} (relative paths resolve against the "
+            f"current directory, {os.getcwd()!r})"
+        )
+    dataset = spec.dataset.model_copy(update={"source": str(resolved)})
+    return spec.model_copy(update={"dataset": dataset})
 
 
 def data_spec(spec: JobSpec) -> Any:

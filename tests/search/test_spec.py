@@ -165,3 +165,22 @@ def test_submit_stores_the_spec_and_objectives(tmp_path) -> None:
     assert parse_spec(dict(job.spec)) == parse_spec(data)  # the space travels with the job
     assert job.objective_metric == "accuracy" and job.secondary_objective == "trainable_params"
     assert list(job.directions) == ["maximize", "minimize"]
+
+
+def test_submit_refuses_a_missing_data_file_and_stores_local_paths_absolute(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from promptsweep.storage import Storage
+
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    monkeypatch.chdir(tmp_path)
+    missing = _set(_base(), "dataset.source", "data/my-reviews.csv")
+    with pytest.raises(SpecError, match=r"dataset\.source: no such file .*data/my-reviews\.csv"):
+        submit(missing, storage)
+    assert storage.list_jobs() == []
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "my-reviews.csv").write_text("review,score\ngood,great\nbad,other\n")
+    job_id = submit(_set(_base(), "dataset.source", "data/my-reviews.csv"), storage)
+    assert storage.get_job(job_id).spec["dataset"]["source"] == str(tmp_path / "data" / "my-reviews.csv")
+    alias = submit(_base(), storage)  # aliases pass unchanged
+    assert storage.get_job(alias).spec["dataset"]["source"] == _base()["dataset"]["source"]
