@@ -434,13 +434,16 @@ def test_budget_in_seconds_ends_the_search_and_its_running_trials(
     job_id = submit(spec, storage)
     t0 = time.time()
     outcome = run_job(job_id, storage, progress=False)
-    assert time.time() - t0 < 90
+    # No trial cap: only the 20 s budget ends this search. The bound guards against a hang; it is
+    # loose because CI machines are loaded (the step counts below show the cut itself).
+    assert time.time() - t0 < 300
     rows = storage.list_trials(job_id)
     assert rows and all(t.state.value != "running" for t in rows)
     study = _study(storage, job_id)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     stopped = [t for t in rows if t.state.value == "pruned"]
     assert stopped and all("time budget" in t.error for t in stopped)
+    assert all((t.steps or 0) < 400 for t in stopped)  # cut short of their max_steps
     assert outcome.finished == len(rows)
 
 
