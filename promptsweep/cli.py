@@ -375,6 +375,8 @@ def leaderboard(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Rank a job's finished trials by its metric (validation split)."""
+    if per_method and pareto:
+        raise typer.BadParameter("give --per-method or --pareto, not both")
     storage = _state(ctx).storage()
     storage.get_job(job)  # JobNotFoundError names the id
     rows = _leaderboard_rows(storage, job, per_method=per_method, pareto=pareto)

@@ -269,6 +269,16 @@ encoder's output embeddings), for resuming training.
 """
 
 
+def _apply_umask(root: Path) -> None:
+    """Give the export the modes a plain ``mkdir``/``open`` would (``mkdtemp`` makes it owner-only,
+    and copied adapter files keep the trial's modes)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    root.chmod(0o777 & ~mask)
+    for path in root.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def export_adapter(
     storage: Storage,
     job_id: int,
@@ -331,6 +341,7 @@ def export_adapter(
             (MARKER, json.dumps({"job_id": job_id, "trial_number": trial.number}) + "\n"),
         ):
             _inside(staging, staging / name).write_text(text)
+        _apply_umask(staging)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)

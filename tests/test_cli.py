@@ -98,6 +98,8 @@ def test_leaderboard_views(seeded: tuple[str, int]) -> None:
     assert [(r["trial"], r["trainable_params"]) for r in json.loads(out)] == [(0, 3_840), (1, 73_728)]
     code, out = invoke("--db", db, "leaderboard", str(job_id), "--limit", "1")
     assert code == 0 and "Pareto" not in out and "0.7600" in out and "0.7200" not in out
+    code, out = invoke("--db", db, "leaderboard", str(job_id), "--per-method", "--pareto")
+    assert code != 0 and "not both" in out
 
 
 def test_show_prints_status_counts_and_leaderboard(seeded: tuple[str, int]) -> None:

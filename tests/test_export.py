@@ -158,6 +158,10 @@ def test_refuses_to_overwrite_without_force(seeded: tuple[Storage, int], tmp_pat
     again = export_adapter(storage, job_id, out, trial_number=2, force=True)
     assert json.loads((out / "metrics.json").read_text())["trial_number"] == 2 == again.trial_number
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no staging left behind
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask  # as mkdir would make it, not mkdtemp's 0o700
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()} == {0o666 & ~mask}
 
 
 def test_force_never_replaces_a_foreign_directory(seeded: tuple[Storage, int], tmp_path: Path) -> None:
