@@ -26,8 +26,8 @@ defaults arm is not time-capped (it trains its few configs to the end).
 Prints one table (mean over seeds, with min-max spread) and, with ``--markdown FILE``, writes it
 as Markdown; ``--json FILE`` keeps every run's numbers. Nothing here asserts a target.
 
-Usage (issue 7's budget: one CPU-hour per search on 2 cores; ~3 h per model and seed with the
-three arms):
+Usage (issue 7's budget: one CPU-hour per search = 1,800 wall s on 2 cores; a little over 1 h per
+model and seed with the three arms):
 
     .venv/bin/python benchmarks/bench_quality.py --models minilm smollm2 --cpu-budget 3600 --seeds 0 1
     .venv/bin/python benchmarks/bench_quality.py --models minilm --cpu-budget 360 --seeds 0 1 \\
@@ -177,7 +177,7 @@ def table(rows: list[dict[str, Any]], majority: dict[str, dict[str, float]]) -> 
                     _stat([r["test_accuracy"] for r in rs]),
                     _stat([r["test_macro_f1"] for r in rs]),
                     counts,
-                    _stat([r["wall_s"] for r in rs]).split(" ")[0],
+                    f"{statistics.mean(r['wall_s'] for r in rs):.0f}",
                 ]
             )
         for arm in ("tpe", "random"):
