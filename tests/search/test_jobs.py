@@ -11,7 +11,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -347,12 +349,8 @@ def test_worker_runs_a_queued_job_and_shows_progress(
     assert f"trial {best.number} = {best.value:.4f}" in text
 
 
-def test_cancelled_job_stops_and_stays_cancelled(
-    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
-) -> None:
-    import threading
-
-    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+def _submit_long_job(storage: Storage, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path) -> int:
+    """A job of 30 one-at-a-time trials: long enough to be interrupted after its first trial."""
     spec = tiny_spec(
         tiny_encoder,
         reviews_dir,
@@ -361,18 +359,31 @@ def test_cancelled_job_stops_and_stays_cancelled(
         budget={"num_trials": 30, "max_steps": 60},
         resources={"cpus_per_trial": 1, "max_concurrent_trials": 1, "num_cpus": 2},
     )
-    job_id = submit(spec, storage)
+    return submit(spec, storage)
 
-    def cancel_after_first_trial() -> None:
+
+def _after_first_trial(storage: Storage, job_id: int, action: Callable[[], object]) -> threading.Thread:
+    """Start a thread that calls ``action()`` once one of the job's trials has ended (180 s at most)."""
+
+    def watch() -> None:
         deadline = time.time() + 180
         while time.time() < deadline:
             if any(t.state.value != "running" for t in storage.list_trials(job_id)):
-                storage.cancel_job(job_id)
+                action()
                 return
             time.sleep(0.5)
 
-    canceller = threading.Thread(target=cancel_after_first_trial, daemon=True)
-    canceller.start()
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_cancelled_job_stops_and_stays_cancelled(
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    job_id = _submit_long_job(storage, tiny_encoder, reviews_dir, tmp_path)
+    canceller = _after_first_trial(storage, job_id, lambda: storage.cancel_job(job_id))
     outcome = run_job(job_id, storage, progress=False)
     canceller.join(timeout=5)
     assert outcome.status == "cancelled"
@@ -386,33 +397,19 @@ def test_worker_that_loses_its_job_stops_and_leaves_it_to_the_new_holder(
 ) -> None:
     """A worker whose job is re-queued (missed heartbeats) and claimed by another stops its search
     and writes no final status over the new holder's."""
-    import threading
-
     storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
-    spec = tiny_spec(
-        tiny_encoder,
-        reviews_dir,
-        tmp_path / "runs",
-        scheduler={"name": "none"},
-        budget={"num_trials": 30, "max_steps": 60},
-        resources={"cpus_per_trial": 1, "max_concurrent_trials": 1, "num_cpus": 2},
-    )
-    job_id = submit(spec, storage)
+    job_id = _submit_long_job(storage, tiny_encoder, reviews_dir, tmp_path)
     assert storage.claim_job("worker-a").id == job_id
+    requeued: list[int] = []
 
-    def requeue_and_take_after_first_trial() -> None:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            if any(t.state.value != "running" for t in storage.list_trials(job_id)):
-                assert storage.requeue_stale(0) == [job_id]
-                assert storage.claim_job("worker-b").id == job_id
-                return
-            time.sleep(0.5)
+    def requeue_and_take() -> None:
+        requeued.extend(storage.requeue_stale(0))
+        storage.claim_job("worker-b")
 
-    taker = threading.Thread(target=requeue_and_take_after_first_trial, daemon=True)
-    taker.start()
+    taker = _after_first_trial(storage, job_id, requeue_and_take)
     outcome = run_job(job_id, storage, progress=False, worker_id="worker-a")
     taker.join(timeout=5)
+    assert requeued == [job_id]
     assert outcome.status == "lost"
     assert outcome.finished < 30
     job = storage.get_job(job_id)
