@@ -28,41 +28,26 @@ PARAMS = {
 }
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One real P-tuning (LSTM) trial on a tiny encoder, recorded in a real SQLite database."""
-    from promptsweep.methods import DataSpec, TaskType, TrainBudget, prepare_inputs, train_trial
-    from promptsweep.methods.testing import make_tiny_model
+def _train_recorded_trial(
+    root: Path, model_dir: Path, data: Any, job_spec: dict[str, Any], *, max_steps: int
+) -> tuple[Storage, int, Any, Any]:
+    """Train one real PARAMS trial on ``data`` and record it as trial 0 of a job with ``job_spec`` in
+    a real SQLite database under ``root``; returns (storage, job id, inputs, result)."""
+    from promptsweep.methods import TaskType, TrainBudget, prepare_inputs, train_trial
 
-    root = tmp_path_factory.mktemp("export")
-    model_dir = make_tiny_model(root / "tiny-bert", "encoder")
-    rows = ["text,label"]
-    for i in range(40):
-        rows.append(f"the food was great and tasty number {i},great")
-        rows.append(f"awful stale bland food number {i},other")
-    (root / "reviews.csv").write_text("\n".join(rows) + "\n")
     inputs = prepare_inputs(
-        str(model_dir),
-        DataSpec(source=str(root / "reviews.csv"), text_column="text", label_column="label"),
-        TaskType.CLASSIFICATION,
-        max_length=24,
-        cache_dir=root / "cache",
+        str(model_dir), data, TaskType.CLASSIFICATION, max_length=24, cache_dir=root / "cache"
     )
     result = train_trial(
         inputs,
         PARAMS,
-        budget=TrainBudget(max_steps=12, eval_every_steps=6, batch_size=8),
+        budget=TrainBudget(max_steps=max_steps, eval_every_steps=max_steps // 2, batch_size=8),
         output_dir=root / "trial-0",
         seed=0,
         device="cpu",
     )
     storage = Storage(f"sqlite:///{root / 'db.sqlite'}")
-    job = storage.create_job(
-        "tiny",
-        {"name": "tiny", "model": str(model_dir), "task": "classification"},
-        objective_metric="accuracy",
-        direction="maximize",
-    )
+    job = storage.create_job(job_spec["name"], job_spec, objective_metric="accuracy", direction="maximize")
     storage.record_trial(
         job.id,
         0,
@@ -77,7 +62,30 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         epochs=result.epochs,
         adapter_dir=str(result.adapter_dir),
     )
-    return {"storage": storage, "job_id": job.id, "inputs": inputs, "result": result, "root": root}
+    return storage, job.id, inputs, result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One real P-tuning (LSTM) trial on a tiny encoder, recorded in a real SQLite database."""
+    from promptsweep.methods import DataSpec
+    from promptsweep.methods.testing import make_tiny_model
+
+    root = tmp_path_factory.mktemp("export")
+    model_dir = make_tiny_model(root / "tiny-bert", "encoder")
+    rows = ["text,label"]
+    for i in range(40):
+        rows.append(f"the food was great and tasty number {i},great")
+        rows.append(f"awful stale bland food number {i},other")
+    (root / "reviews.csv").write_text("\n".join(rows) + "\n")
+    storage, job_id, inputs, result = _train_recorded_trial(
+        root,
+        model_dir,
+        DataSpec(source=str(root / "reviews.csv"), text_column="text", label_column="label"),
+        {"name": "tiny", "model": str(model_dir), "task": "classification"},
+        max_steps=12,
+    )
+    return {"storage": storage, "job_id": job_id, "inputs": inputs, "result": result, "root": root}
 
 
 def test_exported_adapter_reproduces_the_recorded_metric(trained: dict[str, Any], tmp_path: Path) -> None:
@@ -248,14 +256,7 @@ def test_model_card_snippet_rebuilds_the_trials_splits(
     (subsample, carve fraction and seed included) and so reproduces the recorded metric."""
     import re
 
-    from promptsweep.methods import (
-        DataSpec,
-        TaskType,
-        TrainBudget,
-        evaluate_adapter,
-        prepare_inputs,
-        train_trial,
-    )
+    from promptsweep.methods import DataSpec, evaluate_adapter
 
     root = trained["root"]
     dataset = {
@@ -277,34 +278,16 @@ def test_model_card_snippet_rebuilds_the_trials_splits(
         max_train_examples=40,
         seed=seed,
     )
-    monkeypatch.setenv("PROMPTSWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PROMPTSWEEP_CACHE_DIR", str(tmp_path / "card-cache"))  # the card's own cache
     model_dir = trained["storage"].get_job(trained["job_id"]).spec["model"]
-    inputs = prepare_inputs(model_dir, data, TaskType.CLASSIFICATION, max_length=24)
-    result = train_trial(
-        inputs,
-        PARAMS,
-        budget=TrainBudget(max_steps=8, eval_every_steps=8, batch_size=8),
-        output_dir=tmp_path / "trial",
-        seed=0,
-        device="cpu",
-    )
-    storage = Storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    job = storage.create_job(
-        "card",
+    storage, job_id, inputs, result = _train_recorded_trial(
+        tmp_path,
+        Path(model_dir),
+        data,
         {"name": "card", "model": model_dir, "task": "classification", "dataset": dataset, "seed": seed},
-        objective_metric="accuracy",
-        direction="maximize",
+        max_steps=8,
     )
-    storage.record_trial(
-        job.id,
-        0,
-        params=PARAMS,
-        state="complete",
-        value=result.metrics["accuracy"],
-        metrics=result.metrics,
-        adapter_dir=str(result.adapter_dir),
-    )
-    out = export_adapter(storage, job.id, tmp_path / "export")
+    out = export_adapter(storage, job_id, tmp_path / "export")
     card = (out.out_dir / "README.md").read_text()
     code = next(b for b in re.findall(r"```python\n(.*?)```", card, re.S) if "prepare_inputs" in b)
     namespace: dict[str, Any] = {}
