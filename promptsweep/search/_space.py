@@ -109,33 +109,31 @@ def _clip(value: Any, rng: FloatRange | IntRange) -> Any:
 
 
 def _in_space(params: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
-    """Clip/fit a flat config into ``space`` (ranges and choices), dropping keys it does not have."""
-    out = dict(params)
-    method = out["method"]
+    """Fit a flat config into ``space``: walks the method's registry parameters the way
+    :func:`sample_params` does, clipping numbers to their range, replacing a value outside the choices
+    by the first choice, and dropping keys the space (or an unmet ``active_when``) leaves out.
+    ``num_virtual_tokens`` and ``pooling`` get a value when missing (20; ``mean`` when searched);
+    other missing keys stay missing (the sampler draws them for an enqueued trial)."""
+    from promptsweep.methods import method_parameters
+
+    method = params["method"]
     sub = getattr(space, method)
-    out["num_virtual_tokens"] = int(_clip(out.get("num_virtual_tokens", 20), space.num_virtual_tokens))
-    if "learning_rate" in out:
-        out["learning_rate"] = float(_clip(out["learning_rate"], sub.learning_rate))
-    for key, choices in (
-        ("prompt_init", getattr(sub, "prompt_init", None)),
-        ("encoder_type", getattr(sub, "encoder_type", None)),
-        ("prefix_projection", getattr(sub, "prefix_projection", None)),
-        ("pooling", space.pooling),
-    ):
-        if choices is None:
-            out.pop(key, None)
-        elif key in out and out[key] not in choices:
-            out[key] = choices[0]
-    for key in ("encoder_hidden_size", "encoder_num_layers", "encoder_dropout"):
-        rng = getattr(sub, key, None)
-        if key in out and rng is not None:
-            out[key] = type(out[key])(_clip(out[key], rng))
-    if out.get("prefix_projection") is False:
-        out.pop("encoder_hidden_size", None)
-    if method == "p_tuning" and out.get("encoder_type") != "LSTM":
-        out.pop("encoder_num_layers", None)
-    if space.pooling is not None and "pooling" not in out:
-        out["pooling"] = "mean" if "mean" in space.pooling else space.pooling[0]
+    given = {"num_virtual_tokens": 20, **params}
+    if space.pooling is not None and "pooling" not in given:
+        given["pooling"] = "mean" if "mean" in space.pooling else space.pooling[0]
+    out: dict[str, Any] = {"method": method}
+    for param in method_parameters(method):
+        if param.active_when is not None and out.get(param.active_when[0]) != param.active_when[1]:
+            continue
+        dim = getattr(space, param.name) if param.name in SHARED else getattr(sub, param.name, None)
+        if dim is None or param.name not in given:
+            continue
+        value = given[param.name]
+        if isinstance(dim, FloatRange | IntRange):
+            value = (float if isinstance(dim, FloatRange) else int)(_clip(value, dim))
+        elif isinstance(dim, list) and value not in dim:
+            value = dim[0]
+        out[param.name] = value
     return out
 
 
