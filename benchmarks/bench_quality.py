@@ -1,23 +1,26 @@
 """Quality benchmark (issue 7): what a search reaches on Fine Foods at a fixed CPU-second budget.
 
-For each model (``minilm``: the frozen all-MiniLM-L6-v2 with a classification head,
-``examples/fine-foods-minilm.yaml``; ``smollm2``: the frozen SmolLM2-135M with a verbalizer,
-``examples/fine-foods-smollm2-verbalizer.yaml``) and each seed it runs three jobs through the public
-API (``promptsweep.search.submit`` + ``run_job``, each in its own SQLite database under ``--out``):
+For each model (``minilm``: the frozen all-MiniLM-L6-v2 with a mean-pooling classification head,
+``benchmarks/specs/minilm.yaml``; ``smollm2``: the frozen SmolLM2-135M with a verbalizer,
+``benchmarks/specs/smollm2.yaml``; both sized for quality rather than for the quick demo in
+``examples/``, see their headers) and each seed it runs up to three jobs through the public API
+(``promptsweep.search.submit`` + ``run_job``, each in its own SQLite database under ``--out``):
 
-- **tpe**: the example spec as is (TPE, ASHA, the paper defaults enqueued first), stopped by
+- **tpe**: the spec as is (TPE, ASHA, the paper defaults enqueued first), stopped by
   ``budget.time_budget_s``;
 - **random**: the same spec and budget with ``sampler: random``;
 - **defaults**: each method's paper-default config (``warm_start``, the same trials the search
   enqueues first), each trained for the full per-trial budget (``budget.max_steps``, no scheduler).
 
 Every job ranks its trials on the validation split and evaluates only the selected trial on the test
-split (``run_job`` does this; nothing else here touches the test split). The majority-class row is
+split (``run_job`` does this on the spec's ``max_eval_examples`` subsample); the benchmark then scores
+that same selected adapter on the whole 1,000-review test split (``promptsweep.demo.full_test_metrics``),
+which is what the table reports. No other trial ever sees the test split. The majority-class row is
 ``PreparedInputs.majority_accuracy`` (always predicting the training majority class) on the same
 split; its macro-F1 is that of a constant predictor.
 
 **Budget in CPU-seconds.** The spec's budget is wall-clock seconds (Ray Tune's ``time_budget_s``);
-the search uses ``cpus_per_trial * max_concurrent_trials`` cores (2 for both examples), so
+the search uses ``cpus_per_trial * max_concurrent_trials`` cores (2 for both specs), so
 ``time_budget_s = cpu_budget / cores``. On a machine shared with other work a wall second gives a
 trial less than one CPU-second per core, so the search gets *at most* the stated CPU-seconds; the
 table also reports each arm's summed trial seconds x cpus_per_trial and the load average. The
@@ -47,9 +50,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = {
-    "minilm": ROOT / "examples" / "fine-foods-minilm.yaml",
-    "smollm2": ROOT / "examples" / "fine-foods-smollm2-verbalizer.yaml",
+SPECS = {
+    "minilm": ROOT / "benchmarks" / "specs" / "minilm.yaml",
+    "smollm2": ROOT / "benchmarks" / "specs" / "smollm2.yaml",
 }
 ARMS = ("tpe", "random", "defaults")
 
@@ -58,7 +61,7 @@ def _spec(model: str, arm: str, seed: int, cpu_budget: float, root: Path, steps:
     """The job spec of one arm: the example spec with the budget, sampler and output dir set."""
     from promptsweep.search import load_spec, parse_spec
 
-    data = load_spec(EXAMPLES[model]).to_dict()
+    data = load_spec(SPECS[model]).to_dict()
     res = data["resources"]
     cores = int(res.get("cpus_per_trial") or 1) * int(res.get("max_concurrent_trials") or 1)
     res["num_cpus"] = cores
@@ -85,18 +88,20 @@ def _spec(model: str, arm: str, seed: int, cpu_budget: float, root: Path, steps:
 
 
 def _majority(spec: Any) -> dict[str, float]:
-    """Majority-class accuracy and macro-F1 on the test split (validation when there is no test)."""
+    """Majority-class accuracy and macro-F1 on the whole test split (no ``max_eval_examples`` cap)."""
     from promptsweep.methods import TaskType, prepare_inputs
     from promptsweep.search import data_spec
 
-    inputs = prepare_inputs(
-        spec.model, data_spec(spec), TaskType(spec.task), max_length=spec.dataset.max_length
+    uncapped = spec.model_copy(
+        update={"dataset": spec.dataset.model_copy(update={"max_eval_examples": None})}
     )
-    split = "test" if "test" in inputs.majority_accuracy else "validation"
-    p = inputs.majority_accuracy[split]
+    inputs = prepare_inputs(
+        spec.model, data_spec(uncapped), TaskType(spec.task), max_length=spec.dataset.max_length
+    )
+    p = inputs.majority_accuracy["test"]
     k = max(inputs.num_labels, 1)
     # a constant predictor: F1 of the predicted class is 2p/(1+p), every other class scores 0
-    return {"split": split, "accuracy": p, "macro_f1": (2 * p / (1 + p)) / k}
+    return {"split": f"test, {inputs.counts['test']}", "accuracy": p, "macro_f1": (2 * p / (1 + p)) / k}
 
 
 def _run_arm(model: str, arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -120,6 +125,15 @@ def _run_arm(model: str, arm: str, seed: int, args: argparse.Namespace) -> dict[
     )
     best = outcome.best_trials[0] if outcome.best_trials else None
     test = outcome.test_metrics.get(best, {}) if best is not None else {}
+    # the selected trial only (the one the job ranked first on validation), on the whole test split
+    whole: dict[str, float] = {}
+    if best is not None:
+        from promptsweep.demo import full_test_metrics
+
+        record = next(t for t in trials if t.number == best)
+        if record.adapter_dir:
+            whole, _, n_test = full_test_metrics(spec, Path(record.adapter_dir))
+            whole = {**whole, "n": n_test}
     row = {
         "model": model,
         "arm": arm,
@@ -137,8 +151,11 @@ def _run_arm(model: str, arm: str, seed: int, args: argparse.Namespace) -> dict[
         "best_trial": best,
         "best_params": outcome.best_params[0] if outcome.best_params else None,
         "best_val": outcome.best_values[0][0] if outcome.best_values else None,
-        "test_accuracy": test.get("accuracy"),
-        "test_macro_f1": test.get("macro_f1"),
+        "job_test_accuracy": test.get("accuracy"),  # the job's own (max_eval_examples) test subsample
+        "job_test_macro_f1": test.get("macro_f1"),
+        "test_accuracy": whole.get("accuracy"),  # the whole test split
+        "test_macro_f1": whole.get("macro_f1"),
+        "test_examples": whole.get("n"),
         "best_per_method": {t.variant: t.value for t in storage.best_per_method(job_id)},
     }
     print(json.dumps(row, default=str), flush=True)
@@ -199,8 +216,16 @@ def table(rows: list[dict[str, Any]], majority: dict[str, dict[str, float]]) -> 
         if model in majority:
             m = majority[model]
             out.append(
-                [model, f"majority class ({m['split']})", "", "", f"{m['accuracy']:.3f}",
-                 f"{m['macro_f1']:.3f}", "", ""]
+                [
+                    model,
+                    f"majority class ({m['split']})",
+                    "",
+                    "",
+                    f"{m['accuracy']:.3f}",
+                    f"{m['macro_f1']:.3f}",
+                    "",
+                    "",
+                ]
             )
     return out
 
@@ -224,13 +249,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", nargs="+", choices=sorted(EXAMPLES), default=["minilm"])
-    parser.add_argument("--cpu-budget", type=float, default=3600.0,
-                        help="CPU-seconds per search (tpe and random each); default 3600")
+    parser.add_argument("--models", nargs="+", choices=sorted(SPECS), default=["minilm"])
+    parser.add_argument(
+        "--cpu-budget",
+        type=float,
+        default=3600.0,
+        help="CPU-seconds per search (tpe and random each); default 3600",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
-    parser.add_argument("--steps", type=int, default=None,
-                        help="training steps per trial (default: the example spec's max_steps)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps per trial (default: the example spec's max_steps)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="directory for the runs' databases")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table as Markdown")
     parser.add_argument("--json", type=Path, default=None, help="write every run's numbers as JSON")
@@ -252,8 +285,11 @@ def main(argv: list[str] | None = None) -> int:
                 # keep what is done so far, in case the run is cut short
                 cells = table(rows, majority)
                 if args.json:
-                    args.json.write_text(json.dumps({"args": vars(args), "rows": rows,
-                                                     "majority": majority}, indent=2, default=str))
+                    args.json.write_text(
+                        json.dumps(
+                            {"args": vars(args), "rows": rows, "majority": majority}, indent=2, default=str
+                        )
+                    )
                 if args.markdown:
                     args.markdown.write_text(_markdown(cells))
     print()
