@@ -57,10 +57,11 @@ class _State:
 
         return self.db or default_db_url()
 
-    def storage(self) -> Storage:
+    def storage(self, *, must_exist: bool = False) -> Storage:
+        """The job database; ``must_exist`` for the read-only commands (they never create one)."""
         from promptsweep.storage import Storage
 
-        return Storage(self.url())
+        return Storage(self.url(), must_exist=must_exist)
 
 
 def _state(ctx: typer.Context) -> _State:
@@ -302,7 +303,7 @@ def jobs(
     """List the jobs: id, name, status, trial counts and best value."""
     from promptsweep.dashboards import job_summary
 
-    storage = _state(ctx).storage()
+    storage = _state(ctx).storage(must_exist=True)
     rows = [job_summary(storage, job) for job in storage.list_jobs()]
     if not as_json:
         rows = [{k: v for k, v in _job_line(r).items() if k != "objective"} for r in rows]
@@ -359,7 +360,7 @@ def show(
     limit: int = typer.Option(10, help="Leaderboard rows to show."),
 ) -> None:
     """Show a job: status, trial counts per state, and its leaderboard."""
-    _print_job(_state(ctx).storage(), job, limit=limit)
+    _print_job(_state(ctx).storage(must_exist=True), job, limit=limit)
 
 
 @app.command()
@@ -377,7 +378,7 @@ def leaderboard(
     """Rank a job's finished trials by its metric (validation split)."""
     if per_method and pareto:
         raise typer.BadParameter("give --per-method or --pareto, not both")
-    storage = _state(ctx).storage()
+    storage = _state(ctx).storage(must_exist=True)
     storage.get_job(job)  # JobNotFoundError names the id
     rows = _leaderboard_rows(storage, job, per_method=per_method, pareto=pareto)
     if limit is not None:
@@ -400,7 +401,7 @@ def export(
     """Export the best adapter (or --trial N): PEFT files, encoder state, model card, metrics.json."""
     from promptsweep.export import export_adapter
 
-    result = export_adapter(_state(ctx).storage(), job, out, trial_number=trial, force=force)
+    result = export_adapter(_state(ctx).storage(must_exist=True), job, out, trial_number=trial, force=force)
     console.print(
         f"exported job {job} trial {result.trial_number} ({result.method}) to [bold]{result.out_dir}[/]"
     )
@@ -420,7 +421,7 @@ def report(
     """Write a self-contained HTML report: leaderboard, Pareto front, history, importances."""
     from promptsweep.dashboards import write_report
 
-    path = write_report(_state(ctx).storage(), job, out)
+    path = write_report(_state(ctx).storage(must_exist=True), job, out)
     console.print(f"report written to [bold]{path}[/] (open it in a browser; no server needed)")
 
 
@@ -431,7 +432,9 @@ def dashboard(
     host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1: this machine only)."),
     port: int = typer.Option(8080, help="TCP port."),
     artifact_dir: Path | None = typer.Option(
-        None, help="Optuna artifact store for trial adapters (default: $PROMPTSWEEP_HOME/artifacts)."
+        None,
+        help="Optuna artifact store for trial adapters (default: $PROMPTSWEEP_ARTIFACT_DIR, else "
+        "`artifacts/` beside a SQLite database, else $PROMPTSWEEP_HOME/artifacts).",
     ),
     attach: bool = typer.Option(
         True, help="Attach each finished trial's adapter (zip) as an Optuna artifact."
@@ -441,9 +444,9 @@ def dashboard(
     from promptsweep.dashboards import attach_adapter_artifacts, dashboard_command, default_artifact_dir
 
     state = _state(ctx)
-    artifacts = artifact_dir or default_artifact_dir()
+    storage = state.storage(must_exist=True)
+    artifacts = artifact_dir or default_artifact_dir(storage)
     if attach:
-        storage = state.storage()
         added = sum(attach_adapter_artifacts(storage, job.id, artifacts) for job in storage.list_jobs())
         if added:
             console.print(f"attached {added} trial adapter(s) as Optuna artifacts in {artifacts}")

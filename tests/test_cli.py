@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,7 @@ def test_jobs_reads_the_db_option_and_the_environment(seeded: tuple[str, int], t
     code, out = invoke("jobs", "--json", env={"PROMPTSWEEP_DB": db})
     assert code == 0 and json.loads(out)[0]["id"] == job_id
     other = f"sqlite:///{tmp_path / 'other.sqlite'}"
+    Storage(other)
     code, out = invoke("--db", other, "jobs", "--json", env={"PROMPTSWEEP_DB": db})
     assert code == 0 and json.loads(out) == []
 
@@ -113,10 +115,24 @@ def test_show_prints_status_counts_and_leaderboard(seeded: tuple[str, int]) -> N
 
 @pytest.mark.parametrize("args", [["show", "99"], ["leaderboard", "99"], ["report", "99", "--out", "r.html"]])
 def test_unknown_job_is_one_clear_error(db: str, args: list[str], tmp_path: Path) -> None:
+    Storage(db)  # an existing, empty database
     code, out = invoke("--db", db, *args)
     assert code == 1
     assert "error:" in out and "no job with id 99" in out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    "args", [["jobs"], ["show", "1"], ["leaderboard", "1"], ["report", "1", "--out", "r.html"]]
+)
+def test_read_only_commands_never_create_a_database(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out = invoke("--db", "sqlite:///typo.db", *args)
+    assert code == 1
+    assert "no database at" in out and str(tmp_path / "typo.db") in out.replace("\n", "")
+    assert not (tmp_path / "typo.db").exists()
 
 
 def test_report_command_writes_the_file(seeded: tuple[str, int], tmp_path: Path) -> None:
@@ -210,11 +226,10 @@ def test_dashboard_command_serves_and_attaches_adapters(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     seed_job(Storage(db), adapter_dirs={1: tiny_peft_adapter(tmp_path / "adapter")})
     port = free_port()
-    artifacts = tmp_path / "artifacts"
+    artifacts = tmp_path / "artifacts"  # the default store sits beside a SQLite database
     cmd = [sys.executable, "-m", "promptsweep", "--db", db, "dashboard", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*cmd, "--artifact-dir", str(artifacts)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    env = {k: v for k, v in os.environ.items() if k != "PROMPTSWEEP_ARTIFACT_DIR"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -26,11 +26,23 @@ _log = get_logger(__name__)
 _ARTIFACTS_ATTR_PREFIX = "artifacts:"  # optuna.artifacts._upload.ARTIFACTS_ATTR_PREFIX
 
 
-def default_artifact_dir() -> Path:
-    """Return ``$PROMPTSWEEP_ARTIFACT_DIR`` or ``$PROMPTSWEEP_HOME/artifacts`` (created)."""
+def default_artifact_dir(storage: Storage | None = None) -> Path:
+    """Return the Optuna artifact store for trial adapters (created).
+
+    ``$PROMPTSWEEP_ARTIFACT_DIR`` when set; else, for a SQLite database, the ``artifacts`` folder beside
+    its file (so each database keeps its own adapters, e.g. ``demo-out/artifacts`` for the demo's);
+    else (PostgreSQL, no storage given) ``$PROMPTSWEEP_HOME/artifacts``.
+    """
     from promptsweep.paths import home_dir
 
-    path = Path(os.environ.get("PROMPTSWEEP_ARTIFACT_DIR", home_dir() / "artifacts")).expanduser()
+    env = os.environ.get("PROMPTSWEEP_ARTIFACT_DIR")
+    db_file = storage.sqlite_file if storage is not None else None
+    if env:
+        path = Path(env).expanduser()
+    elif db_file is not None:
+        path = Path(db_file).parent / "artifacts"
+    else:
+        path = home_dir() / "artifacts"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -252,16 +253,20 @@ class Storage:
             or ``sqlite:///$PROMPTSWEEP_HOME/promptsweep.db``, home defaulting to ``~/.promptsweep``).
         check_schema: check (and for a new database, create) the schema now. ``False`` only to call
             :meth:`upgrade` on an old database.
+        must_exist: refuse a SQLite file that does not exist yet instead of creating it (for readers:
+            a mistyped path must not leave an empty database behind).
 
     Raises:
         StorageError: malformed or unsupported URL, missing driver, unreachable database (the message
             names the URL without its password); no default URL given and ``$PROMPTSWEEP_HOME`` cannot
-            be made.
+            be made; ``must_exist`` and no such SQLite file (the message names the file).
         SchemaVersionError: the schema is older than this promptsweep (names ``promptsweep db upgrade``)
             or newer.
     """
 
-    def __init__(self, url: str | None = None, *, check_schema: bool = True) -> None:
+    def __init__(
+        self, url: str | None = None, *, check_schema: bool = True, must_exist: bool = False
+    ) -> None:
         if url is None:
             from promptsweep.paths import default_db_url
 
@@ -274,6 +279,12 @@ class Storage:
                 ) from exc
         self._url = parse_url(url)
         self.display_url = mask_url(self._url)
+        path = sqlite_path(self._url)
+        if must_exist and path is not None and not os.path.exists(path):
+            raise StorageError(
+                f"no database at {os.path.abspath(path)!r} (a job's database is made by `promptsweep "
+                "submit` or `run`); give the one you used with --db or PROMPTSWEEP_DB"
+            )
         self._engine: Engine = create_storage_engine(self._url)
         self._write: Engine = write_engine(self._engine)
         self._is_sqlite = is_sqlite(self._url)
@@ -291,6 +302,12 @@ class Storage:
     def url(self) -> str:
         """The database URL, password included (give :attr:`display_url` to people)."""
         return self._url.render_as_string(hide_password=False)
+
+    @property
+    def sqlite_file(self) -> str | None:
+        """The absolute path of a SQLite database's file (``None``: PostgreSQL or in-memory)."""
+        path = sqlite_path(self._url)
+        return os.path.abspath(path) if path is not None else None
 
     @property
     def dialect(self) -> str:
