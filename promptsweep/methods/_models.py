@@ -7,6 +7,7 @@ the model builders live in ``_modeling.py``.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import hashlib
 import os
@@ -135,14 +136,21 @@ def resolve_model_dir(model: str, cache_dir: Path) -> Path:
         return path.resolve()
     if model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1):
         raise SpecError(f"model {model!r}: no such directory (aliases: {list(MODEL_ALIASES)})")
+    close = difflib.get_close_matches(model.lower(), MODEL_ALIASES, n=1, cutoff=0.7)
+    if close and "/" not in model:  # a typo of an alias, not a hub name: do not ask the hub
+        raise SpecError(
+            f"model {model!r} is not an alias; did you mean {close[0]!r}? (aliases: {list(MODEL_ALIASES)})"
+        )
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(model))
     except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__
         raise SpecError(
-            f"model {model!r} is not an alias ({list(MODEL_ALIASES)}), not a local directory, and could not "
-            f"be fetched from the hub ({type(exc).__name__}: {exc})"
+            f"model {model!r} is not an alias ({list(MODEL_ALIASES)}) nor a local directory, and the hub did "
+            f"not give it ({reason}). Offline, use an alias or a local model directory"
         ) from exc
 
 

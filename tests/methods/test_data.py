@@ -233,3 +233,32 @@ def test_generation_targets(generation_file, tiny_models, cache_dir) -> None:
     # target = label word + EOS ([SEP] for the tiny decoder)
     assert all(t[-1] == 102 for t in split["target_ids"])
     assert all(len(p) + len(t) <= 48 for p, t in zip(split["input_ids"], split["target_ids"], strict=True))
+
+
+@pytest.mark.parametrize(
+    ("typo", "alias"), [("minlm", "minilm"), ("MiniLM", "minilm"), ("smollm2", "smollm2-135m")]
+)
+def test_a_typo_of_a_model_alias_names_the_alias_and_never_asks_the_hub(
+    typo: str, alias: str, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    def no_hub(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
+    with pytest.raises(SpecError, match=f"did you mean '{alias}'"):
+        prepare_inputs(typo, DataSpec(), "classification", max_length=32, cache_dir=cache_dir)
+
+
+def test_a_hub_name_that_cannot_be_fetched_is_one_short_error(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SpecError) as info:
+        prepare_inputs(
+            "someone/not-a-model", DataSpec(), "classification", max_length=32, cache_dir=cache_dir
+        )
+    message = str(info.value)
+    assert "'someone/not-a-model' is not an alias" in message and "Offline, use an alias" in message
+    assert len(message) < 400 and "\n" not in message
