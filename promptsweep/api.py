@@ -188,7 +188,9 @@ def create_app(
     @app.exception_handler(JobNotFoundError)
     @app.exception_handler(TrialNotFoundError)
     async def _not_found(request: Request, exc: PromptsweepError) -> JSONResponse:
-        return _error_response(status.HTTP_404_NOT_FOUND, exc)
+        # the storage's message names its database, which is the server's business, not the client's
+        detail = str(exc).replace(f" in {store.display_url!r}", "")
+        return JSONResponse(status_code=status.HTTP_404_NOT_FOUND, content={"detail": detail})
 
     @app.exception_handler(ExportError)
     async def _conflict(request: Request, exc: PromptsweepError) -> JSONResponse:
