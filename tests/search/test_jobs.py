@@ -237,7 +237,9 @@ def test_killed_job_resumes_without_duplicates(
         reviews_dir,
         tmp_path / "runs",
         scheduler={"name": "none"},
-        budget={"num_trials": num_trials, "max_steps": 60},
+        # ~2-3 s per trial on the tiny model: at 60 steps (0.3 s) a loaded machine let the whole job
+        # finish between seeing a trial mid-run and sending the signal (CI saw "succeeded")
+        budget={"num_trials": num_trials, "max_steps": 600, "eval_every_steps": 50},
         resources={"cpus_per_trial": 1, "max_concurrent_trials": 1, "num_cpus": 1},
     )
     job_id = submit(spec, storage)
