@@ -18,7 +18,7 @@ dict the methods layer takes (``learning_rate``, ...), as in docs/architecture.m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from promptsweep._logging import get_logger
@@ -56,6 +56,27 @@ def _suggest_choice(trial: optuna.Trial, name: str, choices: list[Any]) -> Any:
     return trial.suggest_categorical(name, list(choices))
 
 
+def _dimensions(method: str, space: SearchSpace, chosen: Mapping[str, Any]) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(ParamSpec, dimension)`` for each of ``method``'s registry parameters that the job's
+    ``space`` searches and that is active given the values in ``chosen`` so far.
+
+    The methods registry lists a method's parameters in dependency order, with the condition
+    (``active_when``) under which each belongs to a trial; the caller fills ``chosen`` as it goes, so
+    a conditional parameter is judged on the value just given to its parent. The dimension is a
+    ``FloatRange``/``IntRange``, a list of choices, or a fixed value (``prompt_init_text``); parameters
+    the space leaves out (pooling off the classification task, no init text) are skipped.
+    """
+    from promptsweep.methods import method_parameters
+
+    sub = getattr(space, method)
+    for param in method_parameters(method):
+        if param.active_when is not None and chosen.get(param.active_when[0]) != param.active_when[1]:
+            continue
+        dim = getattr(space, param.name) if param.name in SHARED else getattr(sub, param.name, None)
+        if dim is not None:
+            yield param, dim
+
+
 def sample_params(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
     """Sample one trial's flat parameters from ``space`` (define-by-run).
 
@@ -69,19 +90,9 @@ def sample_params(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
         ``learning_rate``, the method's own keys, and ``pooling`` for classification. A range whose
         ``low == high`` is fixed and not registered with Optuna.
     """
-    from promptsweep.methods import method_parameters
-
     method = _suggest_choice(trial, "method", space.methods)
     params: dict[str, Any] = {"method": method}
-    sub = getattr(space, method)
-    # The methods registry lists the method's parameters in dependency order, with the condition
-    # under which each belongs to a trial; the job's space gives each one's range or choices.
-    for param in method_parameters(method):
-        if param.active_when is not None and params.get(param.active_when[0]) != param.active_when[1]:
-            continue
-        dim = getattr(space, param.name) if param.name in SHARED else getattr(sub, param.name, None)
-        if dim is None:  # not searched: pooling off the classification task, no init text given
-            continue
+    for param, dim in _dimensions(method, space, params):
         name = _qualified(method, param.name)
         if isinstance(dim, FloatRange):
             params[param.name] = _suggest_float(trial, name, dim)
@@ -114,19 +125,13 @@ def _in_space(params: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
     by the first choice, and dropping keys the space (or an unmet ``active_when``) leaves out.
     ``num_virtual_tokens`` and ``pooling`` get a value when missing (20; ``mean`` when searched);
     other missing keys stay missing (the sampler draws them for an enqueued trial)."""
-    from promptsweep.methods import method_parameters
-
     method = params["method"]
-    sub = getattr(space, method)
     given = {"num_virtual_tokens": 20, **params}
     if space.pooling is not None and "pooling" not in given:
         given["pooling"] = "mean" if "mean" in space.pooling else space.pooling[0]
     out: dict[str, Any] = {"method": method}
-    for param in method_parameters(method):
-        if param.active_when is not None and out.get(param.active_when[0]) != param.active_when[1]:
-            continue
-        dim = getattr(space, param.name) if param.name in SHARED else getattr(sub, param.name, None)
-        if dim is None or param.name not in given:
+    for param, dim in _dimensions(method, space, out):
+        if param.name not in given:
             continue
         value = given[param.name]
         if isinstance(dim, FloatRange | IntRange):
