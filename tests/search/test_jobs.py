@@ -231,15 +231,16 @@ def test_killed_job_resumes_without_duplicates(
     marks the job interrupted and leaves unfinished trials running, not stopped early."""
     url = f"sqlite:///{tmp_path / 'ps.db'}"
     storage = Storage(url)
-    num_trials = 4
+    num_trials = 6
     spec = tiny_spec(
         tiny_encoder,
         reviews_dir,
         tmp_path / "runs",
         scheduler={"name": "none"},
-        # ~2-3 s per trial on the tiny model: at 60 steps (0.3 s) a loaded machine let the whole job
-        # finish between seeing a trial mid-run and sending the signal (CI saw "succeeded")
-        budget={"num_trials": num_trials, "max_steps": 600, "eval_every_steps": 50},
+        # ~5 s per trial on the tiny model, 20+ s of work left when the signal goes: with 4 trials of
+        # 0.3 s (and later 2.5 s) a loaded machine let the whole job finish between the test seeing a
+        # trial mid-run and sending the signal (CI saw "succeeded", every trial complete)
+        budget={"num_trials": num_trials, "max_steps": 1200, "eval_every_steps": 100},
         resources={"cpus_per_trial": 1, "max_concurrent_trials": 1, "num_cpus": 1},
     )
     job_id = submit(spec, storage)
@@ -262,12 +263,15 @@ def test_killed_job_resumes_without_duplicates(
             ]
             if done and running:
                 interrupted = {r.number: dict(r.params) for r in running}
+                seen_at = time.time()
                 break
             assert proc.poll() is None, "the job process ended before it could be killed"
             time.sleep(0.5)
         assert interrupted, "no trial was mid-run within 240 s"
     finally:
         if how == "SIGINT":
+            signal_after_s = time.time() - seen_at if interrupted else -1.0
+            ended_before_signal = proc.poll() is not None
             os.killpg(proc.pid, signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=90)
@@ -277,7 +281,10 @@ def test_killed_job_resumes_without_duplicates(
 
     if how == "SIGINT":
         job = storage.get_job(job_id)
-        assert job.status.value == "failed" and "interrupted" in job.error
+        assert job.status.value == "failed" and "interrupted" in job.error, (
+            f"status {job.status.value}: the signal went {signal_after_s:.1f} s after a trial was seen "
+            f"mid-run; the job process had {'already' if ended_before_signal else 'not'} ended"
+        )
         for number in interrupted:  # not recorded as stopped early (pruned): they re-run on resume
             assert storage.get_trial(job_id, number).state.value == "running"
     study = _study(storage, job_id)
