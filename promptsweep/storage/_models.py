@@ -77,6 +77,9 @@ class JobModel(Base):
     worker_id: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Revision 0003: what the search layer keeps about the job as a whole (its plan, baselines,
+    # finalists, selected trial); storage does not interpret the keys.
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     trials: Mapped[list[TrialModel]] = relationship(back_populates="job", cascade="all, delete-orphan")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -153,6 +153,9 @@ class JobRecord:
         worker_id: the worker holding a running job (``None`` when none does).
         heartbeat_at: the holding worker's last heartbeat (aware UTC).
         attempts: how many times a worker claimed the job (>1 after a re-queue).
+        summary: what the search layer recorded about the job as a whole (JSON object, e.g. its budget
+            plan, baselines, finalists, selected trial; ``{}`` until something is recorded), merged
+            key by key by :meth:`Storage.update_job_summary`.
     """
 
     id: int
@@ -173,6 +176,7 @@ class JobRecord:
     worker_id: str | None
     heartbeat_at: datetime | None
     attempts: int
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def directions(self) -> list[str]:

@@ -127,6 +127,7 @@ def test_unknown_job_id_is_a_clear_error(storage: Storage) -> None:
         lambda: storage.get_job(404),
         lambda: storage.set_job_status(404, "running"),
         lambda: storage.cancel_job(404),
+        lambda: storage.update_job_summary(404, plan={"trials": 1}),
         lambda: storage.heartbeat(404, "w"),
         lambda: storage.list_trials(404),
         lambda: storage.leaderboard(404),
@@ -135,6 +136,94 @@ def test_unknown_job_id_is_a_clear_error(storage: Storage) -> None:
             call()
     with pytest.raises(ValueError, match=r"status must be one of .*'exploded'"):
         storage.set_job_status(storage.create_job("j", SPEC).id, "exploded")
+
+
+# -- the job summary (revision 0003) -------------------------------------------------------------
+PLAN = {"trials": 12, "per_method": {"prompt_tuning": 4, "p_tuning": 8}, "rescore_top": 3}
+FLOORS = [{"name": "majority", "accuracy": 0.52}, {"name": "zero_shot", "accuracy": 0.61}]
+
+
+def test_job_summary_round_trip_and_merge_by_key(storage: Storage) -> None:
+    job = storage.create_job("summary", SPEC)
+    assert job.summary == {}
+    first = storage.update_job_summary(job.id, plan=PLAN, floors=FLOORS)
+    assert first.summary == {"plan": PLAN, "floors": FLOORS}
+    assert dataclasses.replace(first, summary={}) == job  # nothing but the summary changed
+    assert storage.get_job(job.id) == first and storage.list_jobs()[0] == first
+    # A given key is replaced whole; the others are kept.
+    second = storage.update_job_summary(job.id, plan={"trials": 6}, selected_trial=3)
+    assert second.summary == {"plan": {"trials": 6}, "floors": FLOORS, "selected_trial": 3}
+    # None removes a key (a key that is not there: nothing to do).
+    third = storage.update_job_summary(job.id, floors=None, finalists=None)
+    assert third.summary == {"plan": {"trials": 6}, "selected_trial": 3}
+    assert storage.update_job_summary(job.id) == third  # no parts: the job as it is
+    emptied = storage.update_job_summary(job.id, plan=None, selected_trial=None)
+    assert emptied.summary == {} and storage.get_job(job.id).summary == {}
+
+
+def test_job_summary_values_are_stored_as_json(storage: Storage) -> None:
+    np = pytest.importorskip("numpy")
+    job = storage.create_job("summary", SPEC)
+    record = storage.update_job_summary(
+        job.id,
+        floors={"majority": float("nan"), "random": np.float32(0.25), "n": np.int64(3), "ok": np.bool_(True)},
+        best=float("inf"),  # a non-finite value is stored as null: only None removes a key
+        finalists=(4, 7),
+    )
+    expected = {
+        "floors": {"majority": None, "random": 0.25, "n": 3, "ok": True},
+        "best": None,
+        "finalists": [4, 7],
+    }
+    assert record.summary == expected and storage.get_job(job.id).summary == expected
+    assert type(storage.get_job(job.id).summary["floors"]["n"]) is int
+
+
+@pytest.mark.parametrize(
+    ("parts", "match"),
+    [
+        ({"plan": {"methods": {"prompt_tuning"}}}, "summary key 'plan' must be JSON-serializable"),
+        ({"finalists": [object()]}, "summary key 'finalists' must be JSON-serializable"),
+        ({"floors": {"note": "a\x00b"}}, "summary key 'floors' must not contain NUL"),
+        ({"bad\x00key": 1}, "must not contain NUL"),
+    ],
+)
+def test_bad_summary_values_are_refused_and_nothing_stored(storage: Storage, parts, match) -> None:
+    job = storage.create_job("summary", SPEC)
+    storage.update_job_summary(job.id, plan={"trials": 2})
+    with pytest.raises(ValueError, match=match):
+        storage.update_job_summary(job.id, selected_trial=1, **parts)
+    assert storage.get_job(job.id).summary == {"plan": {"trials": 2}}
+
+
+def test_job_summary_survives_status_changes_claims_and_reopening(db_url: str) -> None:
+    with Storage(db_url) as storage:
+        job = storage.create_job("summary", SPEC)
+        storage.update_job_summary(job.id, plan=PLAN)
+        assert storage.claim_job("w").summary == {"plan": PLAN}
+        assert storage.heartbeat(job.id, "w")
+        for status in ("running", "succeeded"):
+            assert storage.set_job_status(job.id, status).summary == {"plan": PLAN}
+        assert storage.update_job_summary(job.id, selected_trial=5).status is JobStatus.SUCCEEDED
+        other = storage.create_job("cancelled", SPEC)
+        storage.update_job_summary(other.id, floors=FLOORS)
+        assert storage.cancel_job(other.id).summary == {"floors": FLOORS}
+        assert storage.set_job_status(other.id, "failed").summary == {"floors": FLOORS}  # cancel wins
+    with Storage(db_url) as again:
+        assert again.get_job(job.id).summary == {"plan": PLAN, "selected_trial": 5}
+        assert again.get_job(other.id).summary == {"floors": FLOORS}
+
+
+def test_concurrent_summary_updates_keep_every_key(storage: Storage) -> None:
+    # Each update reads, merges and writes the summary under the job row's lock (PostgreSQL FOR
+    # UPDATE, SQLite's write lock): writers of different keys must not overwrite each other.
+    from concurrent.futures import ThreadPoolExecutor
+
+    job = storage.create_job("summary", SPEC)
+    keys = [f"part{i}" for i in range(16)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda key: storage.update_job_summary(job.id, **{key: {"from": key}}), keys))
+    assert storage.get_job(job.id).summary == {key: {"from": key} for key in keys}
 
 
 def test_data_survives_reopening(db_url: str) -> None:

@@ -1,7 +1,10 @@
-"""Schema versions: Alembic revisions, the version check, upgrading a committed first-schema database."""
+"""Schema versions: Alembic revisions, the version check, upgrading the committed old-schema databases
+(``assets/rev1.db``, ``assets/rev2.db``, made by ``assets/make_old_dbs.py``) and old schemas made on
+each backend."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 import shutil
@@ -9,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -33,13 +37,14 @@ from promptsweep.storage._migrations import (
 )
 from promptsweep.storage._models import VERSION_TABLE, Base
 
-ASSET = Path(__file__).with_name("assets") / "rev1.db"
+ASSETS = Path(__file__).with_name("assets")
+SECOND_REVISION = "0002_queue_intermediate"
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_head_constant_matches_the_shipped_scripts() -> None:
     assert script_head() == HEAD_REVISION
-    assert script_revisions() == [HEAD_REVISION, BASE_REVISION]
+    assert script_revisions() == [HEAD_REVISION, SECOND_REVISION, BASE_REVISION]
 
 
 def test_migrations_ship_as_package_data() -> None:
@@ -76,7 +81,7 @@ def test_migrated_schema_matches_the_models(storage: Storage) -> None:
 
 def test_committed_first_schema_database_upgrades_and_keeps_rows(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
-    shutil.copy(ASSET, db)
+    shutil.copy(ASSETS / "rev1.db", db)
     url = f"sqlite:///{db}"
     with pytest.raises(SchemaVersionError) as info:
         Storage(url)
@@ -95,39 +100,76 @@ def test_committed_first_schema_database_upgrades_and_keeps_rows(tmp_path: Path)
     assert upgrade_database(url) == (HEAD_REVISION, HEAD_REVISION)  # idempotent
 
     with Storage(url) as storage:
-        done, queued = storage.get_job(1), storage.get_job(2)
-        assert (done.name, done.status, done.model, done.task) == (
-            "fine-foods minilm",
-            JobStatus.SUCCEEDED,
-            "minilm",
-            "classification",
-        )
-        assert (done.attempts, queued.attempts, queued.status) == (1, 0, JobStatus.QUEUED)
-        assert done.direction == "maximize" and queued.direction == "minimize"
-        trials = storage.list_trials(1)
-        assert [(t.number, t.state, t.value) for t in trials] == [
-            (0, TrialState.COMPLETE, 0.71),
-            (1, TrialState.COMPLETE, 0.74),
-            (2, TrialState.PRUNED, 0.6),
-            (3, TrialState.FAIL, None),
-        ]
-        # The new variant column was backfilled from each trial's params.
-        assert [t.variant for t in trials] == [
-            "prompt_tuning",
-            "prefix_tuning_projection",
-            "p_tuning_lstm",
-            "p_tuning_mlp",
-        ]
-        assert [t.number for t in storage.leaderboard(1)] == [1, 0]
-        assert [t.variant for t in storage.best_per_method(1)] == [
-            "prefix_tuning_projection",
-            "prompt_tuning",
-        ]
+        _assert_committed_rows(storage)
+        queued = storage.get_job(2)
+        assert (queued.attempts, queued.status) == (0, JobStatus.QUEUED)
         # The second revision's features work on the old rows.
         storage.record_intermediate(1, 0, 10, {"accuracy": 0.7})
         assert [r.step for r in storage.list_intermediate(1, 0)] == [10]
         claimed = storage.claim_job("w")
         assert claimed.id == 2 and claimed.attempts == 1
+
+
+def _assert_committed_rows(storage: Storage) -> None:
+    """The rows ``assets/make_old_dbs.py`` writes at the first revision, read back at head."""
+    done, queued = storage.get_job(1), storage.get_job(2)
+    assert (done.name, done.status, done.model, done.task, done.attempts) == (
+        "fine-foods minilm",
+        JobStatus.SUCCEEDED,
+        "minilm",
+        "classification",
+        1,
+    )
+    assert done.direction == "maximize" and queued.direction == "minimize"
+    assert done.summary == {} and queued.summary == {}  # no summary yet (revision 0003: NULL)
+    trials = storage.list_trials(1)
+    assert [(t.number, t.state, t.value) for t in trials] == [
+        (0, TrialState.COMPLETE, 0.71),
+        (1, TrialState.COMPLETE, 0.74),
+        (2, TrialState.PRUNED, 0.6),
+        (3, TrialState.FAIL, None),
+    ]
+    # The variant column (revision 0002) was backfilled from each trial's params.
+    assert [t.variant for t in trials] == [
+        "prompt_tuning",
+        "prefix_tuning_projection",
+        "p_tuning_lstm",
+        "p_tuning_mlp",
+    ]
+    assert [t.number for t in storage.leaderboard(1)] == [1, 0]
+    assert [t.variant for t in storage.best_per_method(1)] == [
+        "prefix_tuning_projection",
+        "prompt_tuning",
+    ]
+
+
+def test_committed_second_schema_database_upgrades_and_keeps_rows(tmp_path: Path) -> None:
+    db = tmp_path / "rev2.db"
+    shutil.copy(ASSETS / "rev2.db", db)
+    url = f"sqlite:///{db}"
+    with pytest.raises(SchemaVersionError, match="promptsweep db upgrade") as info:
+        Storage(url)
+    assert SECOND_REVISION in str(info.value) and HEAD_REVISION in str(info.value)
+    with sqlite3.connect(db) as conn:  # refusing changed nothing
+        assert conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [(SECOND_REVISION,)]
+        assert "summary" not in {row[1] for row in conn.execute("PRAGMA table_info(promptsweep_jobs)")}
+
+    assert upgrade_database(url) == (SECOND_REVISION, HEAD_REVISION)
+    assert upgrade_database(url) == (HEAD_REVISION, HEAD_REVISION)  # idempotent
+    with Storage(url) as storage:
+        _assert_committed_rows(storage)
+        held = storage.get_job(2)
+        assert (held.status, held.worker_id, held.attempts) == (JobStatus.RUNNING, "worker-a", 1)
+        assert [(r.step, r.metrics) for r in storage.list_intermediate(1, 0)] == [
+            (10, {"accuracy": 0.65}),
+            (20, {"accuracy": 0.71}),
+        ]
+        assert storage.heartbeat(2, "worker-a")  # the worker's claim still holds after the upgrade
+        # The third revision's summary works on the old rows and leaves them as they were.
+        before = storage.get_job(1)
+        summarized = storage.update_job_summary(1, selected_trial=1, floors={"majority": 0.5})
+        assert summarized.summary == {"selected_trial": 1, "floors": {"majority": 0.5}}
+        assert dataclasses.replace(summarized, summary={}) == before
 
 
 FIRST_SCHEMA_PARAMS = [
@@ -144,10 +186,11 @@ FIRST_SCHEMA_PARAMS = [
 ]
 
 
-def _first_schema_db(url: str) -> None:
+def _old_schema_db(url: str, revision: str, **job_columns: Any) -> None:
+    """Make a database at ``revision``: one running job (with ``job_columns``), a trial per params."""
     engine = create_storage_engine(make_url(url))
     try:
-        upgrade_to(engine, BASE_REVISION)
+        upgrade_to(engine, revision)
         meta = sa.MetaData()
         jobs = sa.Table("promptsweep_jobs", meta, autoload_with=engine)
         trials = sa.Table("promptsweep_trials", meta, autoload_with=engine)
@@ -155,7 +198,7 @@ def _first_schema_db(url: str) -> None:
             conn.execute(
                 jobs.insert().values(
                     name="old", spec={"model": "minilm"}, status="running", direction="maximize",
-                    study_name="promptsweep-job-1", created_at=sa.func.now(),
+                    study_name="promptsweep-job-1", created_at=sa.func.now(), **job_columns,
                 )
             )  # fmt: skip
             for number, params in enumerate(FIRST_SCHEMA_PARAMS):
@@ -170,7 +213,7 @@ def _first_schema_db(url: str) -> None:
 
 
 def test_upgrade_from_first_schema_on_each_backend(db_url: str) -> None:
-    _first_schema_db(db_url)
+    _old_schema_db(db_url, BASE_REVISION)
     with pytest.raises(
         SchemaVersionError, match=r"`promptsweep db upgrade` on it: `promptsweep --db .* db upgrade`"
     ):
@@ -189,6 +232,23 @@ def test_upgrade_from_first_schema_on_each_backend(db_url: str) -> None:
         assert variants == [method_variant(p) for p in FIRST_SCHEMA_PARAMS]
         assert variants[:3] == ["prompt_tuning", "prefix_tuning_projection", "prefix_tuning"]
         # New job ids continue after the old ones.
+        assert storage.create_job("new", {}).id == 2
+
+
+def test_upgrade_from_second_schema_on_each_backend(db_url: str) -> None:
+    _old_schema_db(db_url, SECOND_REVISION, worker_id="w", attempts=1)
+    with pytest.raises(SchemaVersionError, match=f"revision '{SECOND_REVISION}'.*`promptsweep db upgrade`"):
+        Storage(db_url)
+    assert upgrade_database(db_url) == (SECOND_REVISION, HEAD_REVISION)
+    with Storage(db_url) as storage:
+        job = storage.get_job(1)
+        assert (job.status, job.worker_id, job.attempts, job.summary) == (JobStatus.RUNNING, "w", 1, {})
+        assert [t.params for t in storage.list_trials(1)] == FIRST_SCHEMA_PARAMS
+        assert storage.heartbeat(1, "w")
+        # The new column holds JSON on each backend (JSONB on PostgreSQL) and merges per key.
+        storage.update_job_summary(1, plan={"trials": 10, "methods": ["prompt_tuning"]})
+        merged = storage.update_job_summary(1, selected_trial=4)
+        assert merged.summary == {"plan": {"trials": 10, "methods": ["prompt_tuning"]}, "selected_trial": 4}
         assert storage.create_job("new", {}).id == 2
 
 
@@ -227,3 +287,4 @@ def test_offline_sql_of_the_migrations_renders() -> None:
     sql = config.output_buffer.getvalue()
     assert "CREATE TABLE promptsweep_intermediate_metrics" in sql
     assert "prefix_tuning_projection" in sql and "UPDATE promptsweep_trials SET variant" in sql
+    assert "ALTER TABLE promptsweep_jobs ADD COLUMN summary JSON" in sql

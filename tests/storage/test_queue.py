@@ -233,20 +233,25 @@ def test_heartbeats_are_judged_by_the_database_clock(storage: Storage, monkeypat
         pytest.skip("SQLite serves one machine: every process reads the same clock")
     from datetime import timedelta
 
-    from promptsweep.storage import _storage
+    from promptsweep.storage import _base, _jobs, _queue, _records, _trials
 
-    real = _storage.utcnow
+    real = _records.utcnow
+
+    def skew(minutes: float) -> None:  # this process's clock, wherever the storage modules read it
+        for module in (_base, _jobs, _queue, _trials):
+            monkeypatch.setattr(module, "utcnow", lambda: real() + timedelta(minutes=minutes))
+
     job = storage.create_job("skew", {})
-    monkeypatch.setattr(_storage, "utcnow", lambda: real() - timedelta(minutes=10))  # a slow worker
+    skew(-10)  # a slow worker
     storage.claim_job("slow-clock")
     assert storage.heartbeat(job.id, "slow-clock")
-    monkeypatch.setattr(_storage, "utcnow", real)
+    skew(0)
     assert storage.requeue_stale(timeout_s=300) == []  # its heartbeat is fresh
-    monkeypatch.setattr(_storage, "utcnow", lambda: real() + timedelta(minutes=10))  # a fast re-queuer
+    skew(+10)  # a fast re-queuer
     assert storage.requeue_stale(timeout_s=300) == []
     assert storage.get_job(job.id).status is JobStatus.RUNNING
     heartbeat = storage.get_job(job.id).heartbeat_at
     assert abs((heartbeat - real()).total_seconds()) < 60  # written by the server's clock
-    monkeypatch.setattr(_storage, "utcnow", real)
+    skew(0)
     time.sleep(0.3)
     assert storage.requeue_stale(timeout_s=0.1) == [job.id]  # a truly silent worker still goes

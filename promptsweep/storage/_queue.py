@@ -1,0 +1,131 @@
+"""The job queue: workers claim queued jobs, heartbeat while they run them, and dead workers' jobs
+go back to the queue.
+
+:class:`QueueMixin` is the queue part of :class:`~promptsweep.storage.Storage`. Heartbeats are
+written and judged by :meth:`StorageBase._clock` (on PostgreSQL the server's clock).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from promptsweep._logging import get_logger
+from promptsweep.storage._base import StorageBase
+from promptsweep.storage._jobs import job_record
+from promptsweep.storage._models import JobModel
+from promptsweep.storage._records import JobRecord, JobStatus, utcnow
+from promptsweep.storage._validate import check_id, check_text
+
+_logger = get_logger(__name__)
+
+
+class QueueMixin(StorageBase):
+    """The job queue: :meth:`claim_job`, :meth:`heartbeat`, :meth:`requeue_stale`."""
+
+    def claim_job(self, worker_id: str) -> JobRecord | None:
+        """Atomically take the oldest ``queued`` job for ``worker_id`` (→ ``running``), or ``None``.
+
+        PostgreSQL: ``SELECT … FOR UPDATE SKIP LOCKED`` then an update, so concurrent workers take
+        different jobs without waiting. SQLite: one guarded ``UPDATE … WHERE id = (oldest queued) AND
+        status = 'queued' RETURNING id`` under the write lock. Two workers never get the same job.
+
+        Raises:
+            ValueError: ``worker_id`` is empty, longer than 255 characters or holds a NUL character.
+        """
+        if not isinstance(worker_id, str) or not worker_id:
+            raise ValueError(f"worker_id must be a non-empty string, got {worker_id!r}")
+        check_text(JobModel.__table__.c.worker_id, "worker_id", worker_id)
+        now = utcnow()
+        claimed = {
+            "status": JobStatus.RUNNING.value,
+            "worker_id": worker_id,
+            "heartbeat_at": self._clock(),
+            "started_at": func.coalesce(JobModel.started_at, now),
+            "finished_at": None,
+            "attempts": JobModel.attempts + 1,
+        }
+        queued = JobModel.status == JobStatus.QUEUED.value
+        oldest = select(JobModel.id).where(queued).order_by(JobModel.id).limit(1)
+        with self._writing("claim job") as session:
+            if self._is_sqlite:
+                stmt = (
+                    update(JobModel)
+                    .where(JobModel.id == oldest.scalar_subquery(), JobModel.status == JobStatus.QUEUED.value)
+                    .values(**claimed)
+                    .returning(JobModel.id)
+                    .execution_options(synchronize_session=False)
+                )
+                job_id = session.execute(stmt).scalar()
+            else:
+                job_id = session.execute(oldest.with_for_update(skip_locked=True)).scalar()
+                if job_id is not None:
+                    session.execute(
+                        update(JobModel)
+                        .where(JobModel.id == job_id)
+                        .values(**claimed)
+                        .execution_options(synchronize_session=False)
+                    )
+            if job_id is None:
+                return None
+            record = job_record(self._job_row(session, job_id))
+        _logger.info("Worker %s claimed job %d.", worker_id, record.id)
+        return record
+
+    def heartbeat(self, job_id: int, worker_id: str) -> bool:
+        """Record that ``worker_id`` still runs ``job_id``.
+
+        Returns ``True`` while the job is ``running`` under this worker; ``False`` when it was
+        cancelled, re-queued or taken by another worker - the worker should then stop. On PostgreSQL
+        the heartbeat time is the server's (``now()``), on SQLite this process's.
+
+        Raises:
+            ValueError: a negative or non-integer ``job_id``. JobNotFoundError: unknown job.
+        """
+        with self._writing("heartbeat") as session:
+            result = session.execute(
+                update(JobModel)
+                .where(
+                    JobModel.id == check_id("job_id", job_id),
+                    JobModel.worker_id == worker_id,
+                    JobModel.status == JobStatus.RUNNING.value,
+                )
+                .values(heartbeat_at=self._clock())
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 1:
+                return True
+            self._job_row(session, job_id)
+            return False
+
+    def requeue_stale(self, timeout_s: float) -> list[int]:
+        """Put back in the queue every ``running`` job whose worker's last heartbeat is older than
+        ``timeout_s`` seconds (a dead worker; judged by the PostgreSQL server's clock, or on SQLite by
+        this process's); its next claim resumes it. Returns their ids.
+
+        Only jobs held by a worker (:meth:`claim_job`) are re-queued: a job run in the foreground
+        (``set_job_status(id, "running")`` without a claim) sends no heartbeats and is left alone.
+
+        Raises:
+            ValueError: ``timeout_s`` is negative.
+        """
+        if not timeout_s >= 0:
+            raise ValueError(f"timeout_s must be ≥ 0 seconds, got {timeout_s!r}")
+        cutoff = self._clock() - timedelta(seconds=float(timeout_s))
+        with self._writing("requeue stale jobs") as session:
+            rows = session.execute(
+                update(JobModel)
+                .where(
+                    JobModel.status == JobStatus.RUNNING.value,
+                    JobModel.worker_id.is_not(None),
+                    func.coalesce(JobModel.heartbeat_at, JobModel.started_at, JobModel.created_at) < cutoff,
+                )
+                .values(status=JobStatus.QUEUED.value, worker_id=None, heartbeat_at=None)
+                .returning(JobModel.id)
+                .execution_options(synchronize_session=False)
+            ).all()
+        ids = sorted(r[0] for r in rows)
+        if ids:
+            _logger.warning("Re-queued jobs %s: no heartbeat for %.0f s.", ids, timeout_s)
+        return ids
