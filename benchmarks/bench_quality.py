@@ -1,51 +1,78 @@
-"""Quality benchmark (issue 7): what a search reaches on Fine Foods at a fixed CPU-second budget.
+"""Quality benchmark: does the search pay for itself?
 
 For each model (``minilm``: the frozen all-MiniLM-L6-v2 with a mean-pooling classification head,
-``benchmarks/specs/minilm.yaml``; ``smollm2``: the frozen SmolLM2-135M with a verbalizer,
-``benchmarks/specs/smollm2.yaml``; both sized for quality rather than for the quick demo in
-``examples/``, see their headers) and each seed it runs up to three jobs through the public API
-(``promptsweep.search.submit`` + ``run_job``, each in its own SQLite database under ``--out``):
+``benchmarks/specs/minilm.yaml``; ``smollm2``: the frozen SmolLM2-135M-Instruct with a verbalizer,
+``benchmarks/specs/smollm2.yaml``) and each seed, every arm gets the same budget, ``--cpu-budget``
+trial-seconds (the sum of the trials' running times, whatever the concurrency: the spec's
+``budget.compute_budget_s``), and the same seed (which also re-draws the validation carve). Arms run
+one after another, each a normal job (``promptsweep.search.submit`` + ``run_job``, its own SQLite
+database under ``--out``, its own embedded Ray):
 
-- **tpe**: the spec as is (TPE, ASHA, the paper defaults enqueued first), stopped by
-  ``budget.time_budget_s``;
-- **random**: the same spec and budget with ``sampler: random``;
-- **defaults**: each method's paper-default config (``warm_start``, the same trials the search
-  enqueues first), each trained for the full per-trial budget (``budget.max_steps``, no scheduler).
+- **search**: the spec as shipped: ``compute_budget_s = cpu_budget`` and a wall cap
+  ``time_budget_s = cpu_budget / max_concurrent_trials * 1.15``; promptsweep times a step and plans
+  the configs, the ASHA rungs, the survivors' steps (the job summary's ``plan``); TPE, the paper
+  defaults enqueued first; the finalists re-scored on the whole validation split.
+- **random**: the same job with ``sampler: random``, pinned to the search arm's plan of the same seed
+  (``num_trials``, ``max_steps``, ``eval_every_steps``, the rungs), so that only the sampler differs.
+- **defaults**: the paper defaults sharing the budget: ``warm_start: true``, ``num_trials`` = the number
+  of warm-start configs (one per method), the same budget, wall cap and plan (ASHA on), best picked on
+  validation: what a careful user does without promptsweep.
+- **best_default**: one trial of the first warm-start config (the most reliable paper default,
+  ``promptsweep.search._space.warm_start_order``), ``num_trials: 1``, ``scheduler: none``, trained for
+  as many steps as the whole budget pays for. Skipped where that config is the hand config (it is for
+  both specs: MiniLM's first default is prefix tuning without projection at lr 1e-2, SmolLM2's is
+  prompt tuning with the spec's init text at lr 3e-2, both 20 virtual tokens).
+- **hand**: the hand config, enqueued with ``warm_start: false`` + ``warm_start_configs: [config]``,
+  ``num_trials: 1``, ``scheduler: none``, trained as long as the budget pays for. MiniLM: prefix
+  tuning, no projection, lr 1e-2, mean pooling; SmolLM2: prompt tuning, text init (the spec's
+  ``prompt_init_text``), lr 3e-2; 20 virtual tokens.
+- floors, one cheap run per seed (``promptsweep.methods.score_floors`` on the test split): **majority**
+  (always the training majority class), **head_only** (MiniLM: the trials' head trained alone on the
+  frozen encoder's features) and **zero_shot** (SmolLM2: the frozen LM's label-word scores).
 
-Every job ranks its trials on the validation split and evaluates only the selected trial on the test
-split (``run_job`` does this on the spec's ``max_eval_examples`` subsample); the benchmark then scores
-that same selected adapter on the whole 1,000-review test split (``promptsweep.demo.full_test_metrics``),
-which is what the table reports. No other trial ever sees the test split. The majority-class row is
-``PreparedInputs.majority_accuracy`` (always predicting the training majority class) on the same
-split; its macro-F1 is that of a constant predictor.
+**Sizing a single trial** (best_default, hand). A trial that a wall cap cuts is recorded stopped early
+(pruned) without an adapter, so these arms get no wall cap; their ``max_steps`` is sized from the
+timed costs (``costs.step_s``, ``eval_example_s``, ``setup_s``) in the search arm's plan of the same
+model and seed (timed here with the same function when the search arm did not run):
+``max_steps = (cpu_budget - setup_s - validation examples * eval_example_s) / step_s``, one validation
+at the end, the spec's ``cpus_per_trial`` (so the trial spends the budget's trial-seconds, on fewer
+cores than a search running ``max_concurrent_trials`` trials at a time, hence a longer wall time).
 
-**Budget in CPU-seconds.** The spec's budget is wall-clock seconds (Ray Tune's ``time_budget_s``);
-the search uses ``cpus_per_trial * max_concurrent_trials`` cores (2 for both specs), so
-``time_budget_s = cpu_budget / cores``. On a machine shared with other work a wall second gives a
-trial less than one CPU-second per core, so the search gets *at most* the stated CPU-seconds; the
-table also reports each arm's summed trial seconds x cpus_per_trial and the load average. The
-defaults arm is not time-capped (it trains its few configs to the end).
+**What the table shows.** Every job ranks its trials on the validation subsample
+(``dataset.max_eval_examples``) and evaluates only the selected trial on the test split; the benchmark
+then scores that selected adapter on the whole 1,000-review test split
+(``promptsweep.demo.full_test_metrics``, plain ``PeftModel.from_pretrained``). The floors are scored
+on the same whole test split. Columns: ``best val (subsample)``, the selected trial's ranked
+validation value (floors: the search job's own floors on the same subsample); ``test acc (1,000)``;
+``test macro-F1``; ``trials c/p/f`` (complete / pruned or stopped / failed, per seed); ``trial-s used``
+(the sum of the trials' wall durations, set-up, steps and evaluations; a floor's seconds on one
+trial's threads); ``wall s`` (the ``run_job`` call, Ray start, timing, floors and selection
+included; the benchmark's own whole-test scoring is not). Mean over seeds with (min-max).
 
-Prints one table (mean over seeds, with min-max spread) and, with ``--markdown FILE``, writes it
-as Markdown; ``--json FILE`` keeps every run's numbers. Nothing here asserts a target.
+Under the table, a verdict per model: the search's mean test accuracy minus each other arm's, each
+arm's seed spread (max - min), whether the search is ahead of random and of defaults by more than the
+larger of the two spreads, and whether it is within 0.005 of the hand config.
 
-Usage (issue 7's budget: one CPU-hour per search = 1,800 wall s on 2 cores; a little over 1 h per
-model and seed with the three arms):
+``--json FILE`` keeps every run's numbers (plans, finalists, selected params, errors), ``--markdown
+FILE`` the table and verdicts; both are rewritten after every arm. Nothing here asserts a target.
 
-    .venv/bin/python benchmarks/bench_quality.py --models minilm smollm2 --cpu-budget 3600 --seeds 0 1
-    .venv/bin/python benchmarks/bench_quality.py --models minilm --cpu-budget 360 --seeds 0 1 \\
-        --out /tmp/bq --markdown /tmp/bq/table.md
+Usage:
+
+    .venv/bin/python benchmarks/bench_quality.py --models minilm smollm2 --cpu-budget 900 \\
+        --seeds 0 1 2 --out /tmp/bq --json /tmp/bq/results.json --markdown /tmp/bq/table.md --quiet
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -54,180 +81,487 @@ SPECS = {
     "minilm": ROOT / "benchmarks" / "specs" / "minilm.yaml",
     "smollm2": ROOT / "benchmarks" / "specs" / "smollm2.yaml",
 }
-ARMS = ("tpe", "random", "defaults")
+JOB_ARMS = ("search", "random", "defaults")
+SINGLE_ARMS = ("best_default", "hand")
+FLOOR_ARMS = ("majority", "head_only", "zero_shot")
+ARMS = JOB_ARMS + SINGLE_ARMS + FLOOR_ARMS
+#: The hand config per model (flat trial params; 20 virtual tokens).
+HAND = {
+    "minilm": {
+        "method": "prefix_tuning",
+        "num_virtual_tokens": 20,
+        "learning_rate": 1e-2,
+        "prefix_projection": False,
+        "pooling": "mean",
+    },
+    # the init text is the spec's space.prompt_tuning.prompt_init_text (a fixed value of the space)
+    "smollm2": {
+        "method": "prompt_tuning",
+        "num_virtual_tokens": 20,
+        "learning_rate": 3e-2,
+        "prompt_init": "text",
+    },
+}
+#: The wall cap of a searching arm: the wall time its trial-seconds need at the spec's concurrency,
+#: plus 15% (Ray start, timing, set-up, the tails of the last trials).
+WALL_FACTOR = 1.15
+#: "within this of hand" in the verdict (test accuracy).
+HAND_TOLERANCE = 0.005
 
 
-def _spec(model: str, arm: str, seed: int, cpu_budget: float, root: Path, steps: int | None) -> Any:
-    """The job spec of one arm: the example spec with the budget, sampler and output dir set."""
-    from promptsweep.search import load_spec, parse_spec
+# ------------------------------------------------------------------------------------------------
+# specs
+
+
+def _base(model: str, arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """The benchmark spec of ``model`` as a dict, with this arm's name, seed, output dir and budget."""
+    from promptsweep.search import load_spec
 
     data = load_spec(SPECS[model]).to_dict()
     res = data["resources"]
-    cores = int(res.get("cpus_per_trial") or 1) * int(res.get("max_concurrent_trials") or 1)
-    res["num_cpus"] = cores
+    res["num_cpus"] = max(1, math.ceil(float(res["cpus_per_trial"]) * int(res["max_concurrent_trials"])))
     data.update(name=f"quality-{model}-{arm}-{seed}", seed=seed, output_dir=str(root / "runs"))
-    if steps is not None:
-        data["budget"]["max_steps"] = steps
-    if arm == "defaults":
-        data["warm_start"] = True
-        data["warm_start_configs"] = []
-        data["budget"].update(num_trials=len(data["space"]["methods"]), time_budget_s=None)
-        data["scheduler"] = {"name": "none"}
-        data["sampler"] = {"name": "random"}  # never asked: every trial is an enqueued default
-        spec = parse_spec(data)
-        from promptsweep.search import warm_start_params
+    data["budget"].update(
+        compute_budget_s=float(args.cpu_budget),
+        time_budget_s=round(args.cpu_budget / int(res["max_concurrent_trials"]) * WALL_FACTOR, 1),
+    )
+    return data
 
-        n = len(warm_start_params(spec))
-        data["budget"]["num_trials"] = n
-        return parse_spec(data)
-    # the budget is the time cap; num_trials only needs to be out of reach
-    data["budget"].update(num_trials=10_000, time_budget_s=cpu_budget / cores)
+
+def _pin(data: dict[str, Any], plan: dict[str, Any] | None, *, configs: int | None) -> None:
+    """Give ``data`` the search arm's plan explicitly (so the planner keeps it and times nothing)."""
+    if not plan:
+        if configs is not None:
+            data["budget"]["num_trials"] = configs
+        return
+    data["budget"].update(
+        num_trials=configs if configs is not None else plan["configs"],
+        max_steps=int(plan["max_steps"]),
+        eval_every_steps=int(plan["eval_every_steps"]),
+    )
+    if plan.get("rungs"):
+        data["scheduler"].update(
+            grace_period_steps=int(plan["rungs"][0]), reduction_factor=plan["reduction_factor"]
+        )
+
+
+def _job_spec(model: str, arm: str, seed: int, args: argparse.Namespace, root: Path, ctx: dict) -> Any:
+    """The job spec of a searching arm (search, random, defaults)."""
+    from promptsweep.search import parse_spec, warm_start_params
+
+    data = _base(model, arm, seed, args, root)
+    if arm != "search":
+        data["floors"] = False  # scored once per seed by the search job (validation) and here (test)
     if arm == "random":
         data["sampler"] = {"name": "random"}
+        _pin(data, ctx.get("plan"), configs=None)
+    elif arm == "defaults":
+        data["warm_start"] = True
+        data["warm_start_configs"] = []
+        _pin(data, ctx.get("plan"), configs=len(warm_start_params(parse_spec(data))))
     return parse_spec(data)
 
 
-def _majority(spec: Any) -> dict[str, float]:
-    """Majority-class accuracy and macro-F1 on the whole test split (no ``max_eval_examples`` cap)."""
+def _first_default(model: str) -> dict[str, Any]:
+    from promptsweep.search import load_spec, warm_start_params
+
+    return warm_start_params(load_spec(SPECS[model]))[0]
+
+
+def _hand_fitted(model: str) -> dict[str, Any]:
+    """The hand config as the job will enqueue it (fitted into the spec's space)."""
+    from promptsweep.search import load_spec, parse_spec, warm_start_params
+
+    data = load_spec(SPECS[model]).to_dict()
+    data.update(warm_start=False, warm_start_configs=[HAND[model]])
+    return warm_start_params(parse_spec(data))[0]
+
+
+def _inputs(spec: Any, *, capped: bool = True) -> Any:
+    """The job's prepared inputs (cached on disk); ``capped=False``: whole validation and test splits."""
+    from promptsweep import paths
     from promptsweep.methods import TaskType, prepare_inputs
     from promptsweep.search import data_spec
 
-    uncapped = spec.model_copy(
-        update={"dataset": spec.dataset.model_copy(update={"max_eval_examples": None})}
+    if not capped:
+        spec = spec.model_copy(
+            update={"dataset": spec.dataset.model_copy(update={"max_eval_examples": None})}
+        )
+    return prepare_inputs(
+        spec.model,
+        data_spec(spec),
+        TaskType(spec.task),
+        max_length=spec.dataset.max_length,
+        cache_dir=paths.cache_dir(),
     )
-    inputs = prepare_inputs(
-        spec.model, data_spec(uncapped), TaskType(spec.task), max_length=spec.dataset.max_length
-    )
-    p = inputs.majority_accuracy["test"]
-    k = max(inputs.num_labels, 1)
-    # a constant predictor: F1 of the predicted class is 2p/(1+p), every other class scores 0
-    return {"split": f"test, {inputs.counts['test']}", "accuracy": p, "macro_f1": (2 * p / (1 + p)) / k}
 
 
-def _run_arm(model: str, arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Submit and run one job; return its selected trial's numbers and its best per method."""
+def _single_spec(
+    model: str, arm: str, seed: int, args: argparse.Namespace, root: Path, ctx: dict
+) -> tuple[Any, dict[str, Any]]:
+    """The job spec of a one-trial arm (best_default, hand) and how its steps were sized."""
+    from promptsweep.search import parse_spec
+
+    data = _base(model, arm, seed, args, root)
+    if "costs" not in ctx:
+        costs = (ctx.get("plan") or {}).get("costs")
+        source = "the search arm's plan"
+        if not costs:
+            from dataclasses import asdict
+
+            from promptsweep.search._planning import time_costs
+
+            spec0 = parse_spec(data)
+            costs = asdict(time_costs(spec0, _inputs(spec0)))
+            source = "timed by the benchmark"
+        ctx["costs"], ctx["costs_source"] = costs, source
+    costs = ctx["costs"]
+    n_val = ctx.get("n_val")
+    if n_val is None:
+        n_val = ctx["n_val"] = int(_inputs(parse_spec(data)).counts["validation"])
+    left = args.cpu_budget - costs["setup_s"] - n_val * costs["eval_example_s"]
+    steps = math.floor(left / costs["step_s"])
+    if steps < 1:
+        raise RuntimeError(
+            f"{arm}: {args.cpu_budget} trial-s cannot pay for one step (set-up {costs['setup_s']} s, "
+            f"{n_val} validation examples x {costs['eval_example_s']} s, {costs['step_s']} s/step)"
+        )
+    if arm == "best_default":
+        data.update(warm_start=True, warm_start_configs=[])
+    else:
+        data.update(warm_start=False, warm_start_configs=[HAND[model]])
+    data["budget"].update(num_trials=1, max_steps=steps, eval_every_steps=steps, time_budget_s=None)
+    data["scheduler"] = {"name": "none"}
+    data["floors"] = False
+    sizing = {
+        "max_steps": steps,
+        "costs": costs,
+        "costs_source": ctx["costs_source"],
+        "validation_examples": n_val,
+        "expected_trial_s": round(
+            costs["setup_s"] + steps * costs["step_s"] + n_val * costs["eval_example_s"], 1
+        ),
+    }
+    return parse_spec(data), sizing
+
+
+# ------------------------------------------------------------------------------------------------
+# running
+
+
+def _trial_seconds(trials: list[Any]) -> float:
+    """The trial-seconds the trials spent: each trial's wall duration (set-up, steps, evaluations)."""
+    total = 0.0
+    for t in trials:
+        if t.started_at and t.finished_at:
+            total += (t.finished_at - t.started_at).total_seconds()
+        elif t.train_seconds:
+            total += float(t.train_seconds)
+    return total
+
+
+def _run_job(
+    model: str, arm: str, seed: int, spec: Any, root: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Submit and run one job; score its selected trial on the whole test split."""
     from promptsweep.search import run_job, submit
     from promptsweep.storage import Storage
 
-    root = Path(tempfile.mkdtemp(prefix=f"{model}-{arm}-{seed}-", dir=args.out))
     storage = Storage(f"sqlite:///{root / 'promptsweep.db'}")
-    spec = _spec(model, arm, seed, args.cpu_budget, root, args.steps)
-    job_id = submit(spec, storage)
-    load_before = os.getloadavg()[0]
+    row: dict[str, Any] = {
+        "model": model,
+        "arm": arm,
+        "seed": seed,
+        "db": str(root / "promptsweep.db"),
+        "compute_budget_s": spec.budget.compute_budget_s,
+        "time_budget_s": spec.budget.time_budget_s,
+        "load_before": round(os.getloadavg()[0], 2),
+    }
     t0 = time.time()
-    outcome = run_job(job_id, storage, progress=not args.quiet)
-    wall = time.time() - t0
+    job_id = submit(spec, storage)
+    try:
+        outcome = run_job(job_id, storage, progress=not args.quiet)
+    except Exception as exc:
+        row.update(status="error", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        print(row["traceback"], file=sys.stderr, flush=True)
+        outcome = None
+    row["wall_s"] = round(time.time() - t0, 1)
+    row["load_after"] = round(os.getloadavg()[0], 2)
+    job = storage.get_job(job_id)
+    summary = dict(job.summary or {})
     trials = storage.list_trials(job_id)
-    trial_cpu_s = sum(
-        (t.finished_at - t.started_at).total_seconds() * spec.resources.cpus_per_trial
-        for t in trials
-        if t.finished_at and t.started_at
+    row.update(
+        job_id=job_id,
+        plan=summary.get("plan"),
+        val_floors=summary.get("floors"),
+        finalists=summary.get("finalists"),
+        separation=summary.get("separation"),
+        floor_warning=summary.get("floor_warning"),
+        trial_s=round(_trial_seconds(trials), 1),
+        trials=[
+            {
+                "number": t.number,
+                "variant": t.variant,
+                "state": str(t.state),
+                "value": t.value,
+                "steps": t.steps,
+                "seconds": round((t.finished_at - t.started_at).total_seconds(), 1)
+                if t.started_at and t.finished_at
+                else None,
+            }
+            for t in trials
+        ],
+        best_per_method={t.variant: t.value for t in storage.best_per_method(job_id)},
     )
+    if outcome is None:
+        return row
+    row.update(status=outcome.status, error=outcome.error, counts=outcome.counts)
     best = outcome.best_trials[0] if outcome.best_trials else None
-    test = outcome.test_metrics.get(best, {}) if best is not None else {}
-    # the selected trial only (the one the job ranked first on validation), on the whole test split
-    whole: dict[str, float] = {}
+    row.update(
+        best_trial=best,
+        best_params=outcome.best_params[0] if outcome.best_params else None,
+        best_val=outcome.best_values[0][0] if outcome.best_values else None,
+        best_val_whole=(summary.get("finalists") or [{}])[0].get("value"),
+        job_test=outcome.test_metrics.get(best) if best is not None else None,
+    )
     if best is not None:
         from promptsweep.demo import full_test_metrics
 
         record = next(t for t in trials if t.number == best)
         if record.adapter_dir:
+            t1 = time.time()
             whole, _, n_test = full_test_metrics(spec, Path(record.adapter_dir))
-            whole = {**whole, "n": n_test}
-    row = {
-        "model": model,
-        "arm": arm,
-        "seed": seed,
-        "db": str(root / "promptsweep.db"),
-        "status": outcome.status,
-        "error": outcome.error,
-        "wall_s": round(wall, 1),
-        "time_budget_s": spec.budget.time_budget_s,
-        "trial_cpu_s": round(trial_cpu_s, 1),
-        "load_before": round(load_before, 2),
-        "load_after": round(os.getloadavg()[0], 2),
-        "counts": outcome.counts,
-        "metric": spec.objective.metric,
-        "best_trial": best,
-        "best_params": outcome.best_params[0] if outcome.best_params else None,
-        "best_val": outcome.best_values[0][0] if outcome.best_values else None,
-        "job_test_accuracy": test.get("accuracy"),  # the job's own (max_eval_examples) test subsample
-        "job_test_macro_f1": test.get("macro_f1"),
-        "test_accuracy": whole.get("accuracy"),  # the whole test split
-        "test_macro_f1": whole.get("macro_f1"),
-        "test_examples": whole.get("n"),
-        "best_per_method": {t.variant: t.value for t in storage.best_per_method(job_id)},
-    }
-    print(json.dumps(row, default=str), flush=True)
+            row.update(
+                test_accuracy=float(whole["accuracy"]),
+                test_macro_f1=float(whole["macro_f1"]),
+                test_examples=n_test,
+                test_scoring_s=round(time.time() - t1, 1),
+            )
     return row
 
 
-def _stat(values: list[float | None]) -> str:
-    """``mean (min-max)`` over seeds, or ``mean`` for one, ``-`` for none."""
-    vals = [v for v in values if v is not None]
-    if not vals:
+def _run_floors(
+    model: str, seed: int, wanted: list[str], args: argparse.Namespace, ctx: dict
+) -> list[dict[str, Any]]:
+    """Score the floors on the whole test split, on one trial's threads."""
+    import torch
+
+    from promptsweep.methods import score_floors
+    from promptsweep.search import parse_spec
+
+    spec = parse_spec(_base(model, "floors", seed, args, args.out))
+    inputs = _inputs(spec, capped=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.resources.torch_threads or max(1, int(spec.resources.cpus_per_trial)))
+    try:
+        scores = score_floors(inputs, split="test", seed=seed, floors=wanted)
+    finally:
+        torch.set_num_threads(threads)
+    val = ctx.get("val_floors") or {}
+    rows = []
+    for name in wanted:
+        s = scores[name]
+        rows.append(
+            {
+                "model": model,
+                "arm": name,
+                "seed": seed,
+                "status": "succeeded",
+                "best_val": (val.get(name) or {}).get(spec.objective.metric),
+                "test_accuracy": float(s["accuracy"]),
+                "test_macro_f1": float(s["macro_f1"]),
+                "test_examples": int(inputs.counts["test"]),
+                "trial_s": round(float(s["seconds"]), 1),
+                "wall_s": round(float(s["seconds"]), 1),
+                "counts": None,
+            }
+        )
+    return rows
+
+
+def _model_floors(model: str) -> tuple[str, ...]:
+    from promptsweep.methods import TaskType
+    from promptsweep.methods._floors import TASK_FLOORS
+    from promptsweep.search import load_spec
+
+    return tuple(f.value for f in TASK_FLOORS[TaskType(load_spec(SPECS[model]).task)])
+
+
+def run_seed(
+    model: str, seed: int, args: argparse.Namespace, rows: list[dict[str, Any]], notes: list[str]
+) -> None:
+    """Every requested arm of one model and seed, one after another (search first: the others use its
+    plan and timing); each row is appended to ``rows`` and written out as soon as it is done."""
+
+    def keep(row: dict[str, Any]) -> None:
+        rows.append(row)
+        _say(row)
+        _write(args, rows, notes)  # keep what is done so far, in case the run is cut short
+
+    def failed(arm: str) -> dict[str, Any]:
+        exc = sys.exc_info()[1]
+        text = traceback.format_exc()
+        print(text, file=sys.stderr, flush=True)
+        return {
+            "model": model,
+            "arm": arm,
+            "seed": seed,
+            "status": "error",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": text,
+        }
+
+    ctx: dict[str, Any] = {}
+    for arm in [a for a in ARMS if a in args.arms and a not in FLOOR_ARMS]:
+        if arm == "best_default" and "hand" in args.arms and _first_default(model) == _hand_fitted(model):
+            note = f"{model}: best_default is the hand config ({_hand_fitted(model)}): skipped, see hand"
+            if note not in notes:
+                notes.append(note)
+            continue
+        root = Path(tempfile.mkdtemp(prefix=f"{model}-{arm}-{seed}-", dir=args.out))
+        sizing = None
+        try:
+            if arm in JOB_ARMS:
+                spec = _job_spec(model, arm, seed, args, root, ctx)
+            else:
+                spec, sizing = _single_spec(model, arm, seed, args, root, ctx)
+            row = _run_job(model, arm, seed, spec, root, args)
+        except Exception:  # a broken arm must not lose the others
+            row = failed(arm)
+        if sizing:
+            row["sizing"] = sizing
+        if arm == "search":
+            ctx["plan"] = row.get("plan")
+            ctx["val_floors"] = row.get("val_floors")
+        keep(row)
+    wanted = [f for f in FLOOR_ARMS if f in args.arms and f in _model_floors(model)]
+    if wanted:
+        try:
+            floor_rows = _run_floors(model, seed, wanted, args, ctx)
+        except Exception:
+            floor_rows = [failed("+".join(wanted))]
+        for row in floor_rows:
+            keep(row)
+
+
+def _say(row: dict[str, Any]) -> None:
+    def f(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    plan = row.get("plan") or {}
+    extra = (
+        f" plan {plan.get('configs')} configs x <= {plan.get('max_steps')} steps, rungs {plan.get('rungs')}"
+        if plan
+        else ""
+    )
+    if row.get("sizing"):
+        extra += f" max_steps {row['sizing']['max_steps']} ({row['sizing']['costs_source']})"
+    print(
+        f"[{row['model']} {row['arm']} seed {row['seed']}] {row.get('status')}: "
+        f"val {f(row.get('best_val'))}, "
+        f"test {f(row.get('test_accuracy'))} / F1 {f(row.get('test_macro_f1'))}, counts {row.get('counts')}, "
+        f"trial-s {row.get('trial_s')}, wall {row.get('wall_s')}{extra}"
+        + (f"; error: {row['error']}" if row.get("error") else ""),
+        flush=True,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# reporting
+
+
+def _vals(rows: list[dict[str, Any]], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if isinstance(r.get(key), int | float)]
+
+
+def _stat(values: list[float], digits: int = 3) -> str:
+    """``mean (min-max)`` over seeds, ``mean`` for one value, ``-`` for none."""
+    if not values:
         return "-"
-    if len(vals) == 1:
-        return f"{vals[0]:.3f}"
-    return f"{statistics.mean(vals):.3f} ({min(vals):.3f}-{max(vals):.3f})"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
-def table(rows: list[dict[str, Any]], majority: dict[str, dict[str, float]]) -> list[list[str]]:
-    """The results table: one row per model and arm (mean and min-max over seeds), per-method rows
-    for the TPE search, and the majority class."""
-    out = [["model", "arm", "seeds", "best val", "test acc", "test macro-F1", "trials c/p/f", "wall s"]]
+def table(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per model and arm: mean (min-max) over seeds."""
+    out = [
+        [
+            "model",
+            "arm",
+            "seeds",
+            "best val (subsample)",
+            "test acc (1,000)",
+            "test macro-F1",
+            "trials c/p/f",
+            "trial-s used",
+            "wall s",
+        ]
+    ]
     for model in dict.fromkeys(r["model"] for r in rows):
-        mine = [r for r in rows if r["model"] == model]
         for arm in ARMS:
-            rs = [r for r in mine if r["arm"] == arm]
+            rs = [r for r in rows if r["model"] == model and r["arm"] == arm]
             if not rs:
                 continue
             counts = "; ".join(
-                "/".join(str(r["counts"].get(k, 0)) for k in ("complete", "pruned", "fail")) for r in rs
+                "/".join(str((r.get("counts") or {}).get(k, 0)) for k in ("complete", "pruned", "fail"))
+                if r.get("counts") is not None
+                else ("error" if r.get("status") == "error" else "-")
+                for r in rs
             )
+            trial_s, wall = _vals(rs, "trial_s"), _vals(rs, "wall_s")
             out.append(
                 [
                     model,
                     arm,
                     ",".join(str(r["seed"]) for r in rs),
-                    _stat([r["best_val"] for r in rs]),
-                    _stat([r["test_accuracy"] for r in rs]),
-                    _stat([r["test_macro_f1"] for r in rs]),
+                    _stat(_vals(rs, "best_val")),
+                    _stat(_vals(rs, "test_accuracy")),
+                    _stat(_vals(rs, "test_macro_f1")),
                     counts,
-                    f"{statistics.mean(r['wall_s'] for r in rs):.0f}",
-                ]
-            )
-        for arm in ("tpe", "random"):
-            rs = [r for r in mine if r["arm"] == arm]
-            variants = sorted({v for r in rs for v in r["best_per_method"]})
-            for v in variants:
-                out.append(
-                    [
-                        model,
-                        f"{arm}: best {v}",
-                        ",".join(str(r["seed"]) for r in rs if v in r["best_per_method"]),
-                        _stat([r["best_per_method"].get(v) for r in rs]),
-                        "",
-                        "",
-                        "",
-                        "",
-                    ]
-                )
-        if model in majority:
-            m = majority[model]
-            out.append(
-                [
-                    model,
-                    f"majority class ({m['split']})",
-                    "",
-                    "",
-                    f"{m['accuracy']:.3f}",
-                    f"{m['macro_f1']:.3f}",
-                    "",
-                    "",
+                    f"{statistics.mean(trial_s):.0f}" if trial_s else "-",
+                    f"{statistics.mean(wall):.0f}" if wall else "-",
                 ]
             )
     return out
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """Per model: search minus each other arm (mean test accuracy), spreads, and the three questions."""
+    lines: list[str] = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        acc = {
+            arm: _vals([r for r in rows if r["model"] == model and r["arm"] == arm], "test_accuracy")
+            for arm in ARMS
+        }
+        acc = {a: v for a, v in acc.items() if v}
+        if "search" not in acc:
+            lines.append(f"verdict {model}: no search result")
+            continue
+        s = acc["search"]
+        s_mean, s_spread = statistics.mean(s), max(s) - min(s)
+        lines.append(
+            f"verdict {model} (test accuracy, 1,000 reviews; mean over {len(s)} seed(s)): "
+            f"search {s_mean:.3f}, seed spread {s_spread:.3f}"
+        )
+        for arm, v in acc.items():
+            if arm == "search":
+                continue
+            mean, spread = statistics.mean(v), max(v) - min(v)
+            diff = s_mean - mean
+            line = f"  search - {arm:<12} = {diff:+.3f} ({arm} {mean:.3f}, spread {spread:.3f}, n={len(v)})"
+            if arm in ("random", "defaults"):
+                bar = max(s_spread, spread)
+                line += f": ahead by more than the seed spread ({bar:.3f})? {'YES' if diff > bar else 'no'}"
+                if len(s) < 2 or len(v) < 2:
+                    line += " (one seed: no spread to compare with)"
+            elif arm == "hand":
+                within = abs(diff) <= HAND_TOLERANCE
+                line += f": within {HAND_TOLERANCE} of hand? {'YES' if within else 'no'}"
+                if not within:
+                    line += " (search ahead)" if diff > 0 else " (search behind)"
+            lines.append(line)
+    return lines
 
 
 def _print_table(cells: list[list[str]]) -> None:
@@ -238,63 +572,60 @@ def _print_table(cells: list[list[str]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-def _markdown(cells: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in cells[0]) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in cells[1:]]
-    return "\n".join(lines) + "\n"
+def _markdown(cells: list[list[str]], lines: list[str], notes: list[str]) -> str:
+    out = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in cells[0]) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in cells[1:]]
+    out += ["", "```text", *lines, *notes, "```"]
+    return "\n".join(out) + "\n"
+
+
+def _write(args: argparse.Namespace, rows: list[dict[str, Any]], notes: list[str]) -> None:
+    if args.json:
+        args.json.write_text(
+            json.dumps({"args": vars(args), "rows": rows, "notes": notes}, indent=2, default=str)
+        )
+    if args.markdown:
+        args.markdown.write_text(_markdown(table(rows), verdicts(rows), notes))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; print the table (and write it with ``--markdown``). Returns the exit code."""
+    """Run the benchmark; print the table and the verdicts. Returns the exit code (1: an arm failed)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", nargs="+", choices=sorted(SPECS), default=["minilm"])
+    parser.add_argument("--models", nargs="+", choices=sorted(SPECS), default=list(SPECS))
     parser.add_argument(
         "--cpu-budget",
         type=float,
-        default=3600.0,
-        help="CPU-seconds per search (tpe and random each); default 3600",
+        default=900.0,
+        help="trial-seconds per arm (budget.compute_budget_s); default 900",
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="training steps per trial (default: the example spec's max_steps)",
-    )
     parser.add_argument("--out", type=Path, default=None, help="directory for the runs' databases")
-    parser.add_argument("--markdown", type=Path, default=None, help="write the table as Markdown")
+    parser.add_argument(
+        "--markdown", type=Path, default=None, help="write the table and verdicts as Markdown"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write every run's numbers as JSON")
     parser.add_argument("--quiet", action="store_true", help="no live progress table")
     args = parser.parse_args(argv)
     if args.cpu_budget <= 0:
         parser.error("--cpu-budget: must be positive")
-    args.out = Path(args.out or tempfile.mkdtemp(prefix="bench-quality-"))
+    args.out = Path(args.out or tempfile.mkdtemp(prefix="bench-quality-")).absolute()
     args.out.mkdir(parents=True, exist_ok=True)
 
     rows: list[dict[str, Any]] = []
-    majority: dict[str, dict[str, float]] = {}
-    cells: list[list[str]] = []
+    notes: list[str] = []
     for model in args.models:
-        majority[model] = _majority(_spec(model, "tpe", args.seeds[0], args.cpu_budget, args.out, args.steps))
         for seed in args.seeds:
-            for arm in args.arms:
-                rows.append(_run_arm(model, arm, seed, args))
-                # keep what is done so far, in case the run is cut short
-                cells = table(rows, majority)
-                if args.json:
-                    args.json.write_text(
-                        json.dumps(
-                            {"args": vars(args), "rows": rows, "majority": majority}, indent=2, default=str
-                        )
-                    )
-                if args.markdown:
-                    args.markdown.write_text(_markdown(cells))
+            run_seed(model, seed, args, rows, notes)
     print()
-    _print_table(cells)
-    return 0
+    _print_table(table(rows))
+    print()
+    for line in verdicts(rows) + notes:
+        print(line)
+    _write(args, rows, notes)
+    return 1 if any(r.get("status") != "succeeded" for r in rows) else 0
 
 
 if __name__ == "__main__":

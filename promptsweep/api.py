@@ -108,6 +108,13 @@ class Job(BaseModel):
     error: str | None
     attempts: int
     spec: dict[str, Any]
+    summary: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the search decided: its budget `plan` (configs, rungs, steps, timed costs), "
+        "`floors` (validation scores of the cheap baselines), `finalists` (re-scored on the whole "
+        "validation split, with standard errors), `selected_trial`, and `separation` / `floor_warning` "
+        "notes.",
+    )
     trial_counts: dict[str, int] | None = Field(
         None, description="Trials per state (only on GET /jobs/{id})."
     )

@@ -341,6 +341,7 @@ def _print_job(storage: Storage, job_id: int, *, limit: int) -> None:
         console.print(f"[bold]{key:>10}[/]  {_fmt(value)}", highlight=False)
     if getattr(job, "error", None):
         console.print(f"[bold red]{'error':>10}[/]  {job.error}", highlight=False)
+    _print_job_summary(job)
     rows = _leaderboard_rows(storage, job_id, per_method=False, pareto=False)
     if rows:
         console.print(_rows_table(rows[:limit], title=f"leaderboard (top {min(limit, len(rows))})"))
@@ -350,6 +351,27 @@ def _print_job(storage: Storage, job_id: int, *, limit: int) -> None:
     if unranked:
         title = f"stopped early or failed ({len(unranked)}; last validation value)"
         console.print(_rows_table(unranked[:limit], title=title))
+
+
+def _print_job_summary(job: Any) -> None:
+    """The job's plan, floors, finalists and warnings (its stored summary), as ``run`` / ``show`` print."""
+    from promptsweep.search._planning import describe_plan
+    from promptsweep.search._selecting import describe_finalists, describe_floors
+
+    summary = getattr(job, "summary", None) or {}
+    metric = job.objective_metric or "accuracy"
+    if summary.get("plan"):
+        for line in describe_plan(summary["plan"]):
+            console.print(line, highlight=False)
+    if summary.get("floors"):
+        console.print(describe_floors(summary["floors"], metric), highlight=False)
+    for line in describe_finalists(summary.get("finalists") or [], metric):
+        console.print(line, highlight=False)
+    if summary.get("selected_trial") is not None:
+        console.print(f"selected: trial {summary['selected_trial']} (exported by default)", highlight=False)
+    for key in ("separation", "floor_warning"):
+        if summary.get(key):
+            console.print(f"[bold yellow]note:[/] {summary[key]}", highlight=False)
 
 
 @app.command()

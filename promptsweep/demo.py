@@ -72,6 +72,16 @@ def _load_spec(path: Path | None, out: Path, trials: int | None) -> Any:
     return spec.model_copy(update=update)
 
 
+def _budget_text(spec: Any) -> str:
+    b = spec.budget
+    parts = [
+        f"{b.compute_budget_s:,.0f} trial-s" if b.compute_budget_s else None,
+        f"{b.time_budget_s:,.0f} s wall" if b.time_budget_s else None,
+        f"{b.num_trials} trials" if b.num_trials else None,
+    ]
+    return ", ".join(p for p in parts if p)
+
+
 def full_test_metrics(spec: Any, adapter_dir: Path) -> tuple[dict[str, float], float, int]:
     """Evaluate an exported adapter on the spec's whole test split (no ``max_eval_examples`` cap).
 
@@ -115,7 +125,7 @@ def run_demo(
     Raises:
         PromptsweepError: the spec, the data, the database or the search failed (the message says how).
     """
-    from promptsweep.cli import _rows_table, console
+    from promptsweep.cli import _print_job_summary, _rows_table, console
     from promptsweep.dashboards import leaderboard_rows, write_report
     from promptsweep.export import export_adapter
     from promptsweep.search import run_job, submit
@@ -129,7 +139,7 @@ def run_demo(
     console.rule(f"promptsweep demo: {spec.name}")
     console.print(
         f"model {spec.model} ({spec.task}), data {spec.dataset.source}, methods {spec.space.methods}, "
-        f"{spec.budget.num_trials} trials, scheduler {spec.scheduler.name}, database {db_url}"
+        f"budget {_budget_text(spec)}, scheduler {spec.scheduler.name}, database {db_url}"
     )
     started = time.monotonic()
     job_id = submit(spec, storage)
@@ -146,6 +156,7 @@ def run_demo(
         console.print(
             _rows_table(leaderboard_rows(storage, job_id, per_method=True), title="best per method")
         )
+    _print_job_summary(job)
     summary: dict[str, Any] = {
         "job_id": job_id,
         "status": job.status.value,
@@ -162,7 +173,14 @@ def run_demo(
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
-    best = ranked[0]
+    selected = (job.summary or {}).get("selected_trial")
+    best = storage.get_trial(job_id, int(selected)) if selected is not None else ranked[0]
+    summary.update(
+        plan=(job.summary or {}).get("plan"),
+        floors=(job.summary or {}).get("floors"),
+        finalists=(job.summary or {}).get("finalists"),
+        floor_warning=(job.summary or {}).get("floor_warning"),
+    )
     summary.update(
         best_trial=best.number,
         best_method=best.variant,
@@ -185,7 +203,7 @@ def run_demo(
     val = best.value
     test = (best.test_metrics or {}).get(metric)
     console.print(
-        f"best: trial {best.number} ({best.variant}), {best.trainable_params:,} trainable parameters; "
+        f"selected: trial {best.number} ({best.variant}), {best.trainable_params:,} trainable parameters; "
         f"validation {metric} {val:.4f}"
         + (f", test {metric} {test:.4f} (the search's capped test subsample)" if test is not None else "")
     )

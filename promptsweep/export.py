@@ -64,16 +64,21 @@ class ExportResult:
 
 
 def select_trial(storage: Storage, job_id: int, trial_number: int | None = None) -> TrialRecord:
-    """Return the trial to export: ``trial_number``, or the job's best finished trial.
+    """Return the trial to export: ``trial_number``, else the trial the search selected (the job's
+    summary's ``selected_trial``), else the leaderboard's first.
 
     Raises:
         JobNotFoundError: no job ``job_id``.
         TrialNotFoundError: no trial ``trial_number`` in the job.
         ExportError: the job has no finished trial yet, or the trial saved no adapter.
     """
-    storage.get_job(job_id)
+    job = storage.get_job(job_id)
+    selected = (getattr(job, "summary", None) or {}).get("selected_trial")
     if trial_number is not None:
         trial = storage.get_trial(job_id, trial_number)
+    elif selected is not None:
+        # The search's selection (its finalists re-scored on the whole validation split).
+        trial = storage.get_trial(job_id, int(selected))
     else:
         ranked = storage.leaderboard(job_id)
         if not ranked:

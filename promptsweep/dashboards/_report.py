@@ -166,6 +166,28 @@ def _optuna_sections(storage: Storage, job: JobRecord, figures: _Figures) -> lis
     return parts
 
 
+def _summary_sections(summary: dict[str, Any]) -> list[str]:
+    """The job's plan, floors, finalists and warnings (its stored summary) as HTML."""
+    parts = []
+    for key in ("floor_warning", "separation"):
+        if summary.get(key):
+            parts.append(f'<p class="note">{html.escape(str(summary[key]))}</p>')
+    plan = summary.get("plan")
+    if plan:
+        shown = {k: v for k, v in plan.items() if k != "costs"}
+        shown.update({f"timed {k}": v for k, v in (plan.get("costs") or {}).items() if k != "config"})
+        parts += ["<h2>Budget plan</h2>", _table([{k: str(v) for k, v in shown.items()}], empty="")]
+    floors = summary.get("floors")
+    if floors:
+        rows = [{"floor": name, **m} for name, m in floors.items() if isinstance(m, dict)]
+        parts += ["<h2>Floors (validation)</h2>", _table(rows, empty="None.")]
+    finalists = summary.get("finalists")
+    if finalists:
+        rows = [{k: v for k, v in f.items() if k != "metrics"} for f in finalists]
+        parts += ["<h2>Finalists re-scored on the whole validation split</h2>", _table(rows, empty="")]
+    return parts
+
+
 def render_report(storage: Storage, job_id: int) -> str:
     """Return the HTML report of job ``job_id`` (a complete document, plotly.js inlined).
 
@@ -192,6 +214,7 @@ def render_report(storage: Storage, job_id: int) -> str:
         ),
         "<h2>Stopped early and failed trials</h2>",
         _table(unranked_rows(storage, job_id), empty="None."),
+        *_summary_sections(job.summary or {}),
     ]
     if any(t.value is not None and t.trainable_params for t in trials):
         parts.append(figures.render(_pareto_figure(job, trials, front)))

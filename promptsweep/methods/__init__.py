@@ -35,6 +35,7 @@ from promptsweep.methods._config import (
     method_parameters,
     register_method,
 )
+from promptsweep.methods._precision import PRECISIONS, cpu_bf16_supported
 from promptsweep.methods._types import DataSpec, PreparedInputs, TrainBudget, TrialResult
 
 _LAZY = {
@@ -42,15 +43,22 @@ _LAZY = {
     "train_trial": "promptsweep.methods._train",
     "evaluate_adapter": "promptsweep.methods._train",
     "load_adapter_model": "promptsweep.methods._train",
+    "bf16_supported": "promptsweep.methods._train",
+    "resolve_precision": "promptsweep.methods._train",
+    "measure_costs": "promptsweep.methods._costs",
+    "score_floors": "promptsweep.methods._floors",
+    "Floor": "promptsweep.methods._floors",
 }
 
 __all__ = [
     "DEFAULT_POOLING",
     "METHOD_REGISTRY",
     "METRICS",
+    "PRECISIONS",
     "TASK_METRICS",
     "DataSpec",
     "EncoderType",
+    "Floor",
     "MethodConfig",
     "MethodEntry",
     "PTuningConfig",
@@ -64,13 +72,18 @@ __all__ = [
     "TaskType",
     "TrainBudget",
     "TrialResult",
+    "bf16_supported",
+    "cpu_bf16_supported",
     "default_params",
     "evaluate_adapter",
     "load_adapter_model",
+    "measure_costs",
     "method_config_from_params",
     "method_parameters",
     "prepare_inputs",
     "register_method",
+    "resolve_precision",
+    "score_floors",
     "train_trial",
 ]
 

@@ -2,17 +2,18 @@
 
 A plain PyTorch loop rather than HF ``Trainer``: AdamW over the trainable parameters only, linear
 warm-up then linear decay, gradient clipping, evaluation every N steps with a ``report`` callback,
-dynamic padding per batch, bf16 autocast on GPUs that support it.
+dynamic padding per batch, bf16 where the device computes it natively (``TrainBudget.precision``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import resource
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from promptsweep.methods._modeling import (
     collate,
     generation_loss,
 )
+from promptsweep.methods._precision import PRECISIONS, cpu_bf16_supported
 from promptsweep.methods._types import PreparedInputs, TrainBudget, TrialResult
 
 log = get_logger(__name__)
@@ -47,10 +49,102 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _autocast(device: torch.device) -> Any:
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+# --------------------------------------------------------------------------------------------------
+# Precision
+
+#: The precision of the validation evaluations during training, whatever the training precision: fp32, so
+#: the recorded metrics are the ones the saved (fp32) adapter reproduces when reloaded, and the same on
+#: every device. Measured (docs/architecture.md, "Precision"): bf16 evaluation was faster but moved the
+#: eval loss by more than the reload check allows and flipped predictions near the decision boundary.
+VALIDATION_PRECISION = "fp32"
+
+#: bf16 training: the frozen floating-point weights get a bf16 copy once, swapped in for each training
+#: step, instead of autocast casting every fp32 weight at every op of every step (its cast cache keeps
+#: only tensors that require grad). Measured against autocast alone (docs/architecture.md, "Precision").
+CAST_FROZEN_WEIGHTS = True
+
+
+def bf16_supported(device: torch.device | str, *, cpu_flags: Iterable[str] | None = None) -> bool:
+    """Whether ``device`` computes bf16 natively: a CUDA GPU with ``torch.cuda.is_bf16_supported()``, a
+    CPU with AVX-512 BF16 or AMX-BF16 (:func:`~promptsweep.methods.cpu_bf16_supported`; ``cpu_flags``
+    overrides this machine's flags). Other device types (mps, xpu, ...): not measured, so no."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if dev.type == "cpu":
+        return cpu_bf16_supported(cpu_flags)
+    return False
+
+
+def resolve_precision(
+    precision: str, device: torch.device | str, *, cpu_flags: Iterable[str] | None = None
+) -> str:
+    """``"bf16"`` or ``"fp32"``: ``precision`` (``auto``/``fp32``/``bf16``) on ``device``.
+
+    ``auto`` is bf16 where :func:`bf16_supported`, else fp32. ``cpu_flags`` as for :func:`bf16_supported`.
+
+    Raises:
+        MethodConfigError: naming ``precision`` and the device, for an unknown value or for ``bf16`` on a
+            device without native bf16.
+    """
+    if precision not in PRECISIONS:
+        raise MethodConfigError(f"precision={precision!r} must be one of {PRECISIONS}")
+    if precision == "fp32":
+        return "fp32"
+    supported = bf16_supported(device, cpu_flags=cpu_flags)
+    if precision == "bf16" and not supported:
+        raise MethodConfigError(
+            f"precision='bf16' but device {str(device)!r} does not compute bf16 natively (a CPU needs "
+            "avx512_bf16 or amx_bf16, a GPU torch.cuda.is_bf16_supported()); use precision 'auto' or 'fp32'"
+        )
+    return "bf16" if supported else "fp32"
+
+
+def _autocast(device: torch.device, precision: str = "fp32") -> Any:
+    """bf16 autocast for ``precision="bf16"`` (already resolved), else autocast disabled."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return torch.autocast(device.type, enabled=False)
+
+
+class StepPrecision:
+    """How one model's training steps compute, for a resolved ``precision`` (``"bf16"``/``"fp32"``)::
+
+        with sp.weights():
+            with sp.autocast():
+                loss = train_step_loss(model, batch, inputs)
+            loss.backward()
+
+    bf16: :meth:`weights` swaps in bf16 copies of the frozen floating-point weights (made once, when
+    :data:`CAST_FROZEN_WEIGHTS`) around forward *and* backward (autograd keeps references to them), and
+    :meth:`autocast` runs the forward under bf16 autocast, which also puts the fp32 trainable parameters'
+    uses into bf16. The trainable parameters, their gradients and the optimizer state stay fp32; outside
+    :meth:`weights` the model is exactly the fp32 model (evaluation, saving). fp32: both do nothing.
+    """
+
+    def __init__(self, model: nn.Module, precision: str, device: torch.device) -> None:
+        self.precision = precision
+        self.device = device
+        cast = precision == "bf16" and CAST_FROZEN_WEIGHTS
+        frozen = [p for p in model.parameters() if not p.requires_grad and p.is_floating_point()]
+        self._frozen = frozen if cast else []
+        self._fp32 = [p.data for p in self._frozen]
+        self._bf16 = [d.to(torch.bfloat16) for d in self._fp32]
+
+    @contextlib.contextmanager
+    def weights(self) -> Iterator[None]:
+        """The frozen weights in the training precision inside, the fp32 originals after."""
+        for p, d in zip(self._frozen, self._bf16, strict=True):
+            p.data = d
+        try:
+            yield
+        finally:
+            for p, d in zip(self._frozen, self._fp32, strict=True):
+                p.data = d
+
+    def autocast(self) -> Any:
+        """The forward pass's autocast context."""
+        return _autocast(self.device, self.precision)
 
 
 def _examples(split: dict[str, Any]) -> list[dict[str, Any]]:
@@ -98,25 +192,29 @@ def evaluate_model(
     *,
     batch_size: int,
     device: torch.device,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Metrics of ``model`` on ``examples`` (see :data:`~promptsweep.methods.TASK_METRICS`).
 
     Classification / verbalizer: ``accuracy``, ``macro_f1`` (sklearn, over all classes), ``eval_loss``
     (mean cross-entropy per example, nats). Generation: ``eval_loss`` (mean per target token, nats),
     ``perplexity`` = exp(eval_loss), ``exact_match`` (greedy decoding, stripped text equality).
+    ``precision``: a resolved ``"fp32"`` (default) or ``"bf16"`` (autocast).
     """
     was_training = model.training
     model.eval()
     try:
         if inputs.task is TaskType.GENERATION:
-            return _evaluate_generation(model, inputs, examples, batch_size=batch_size, device=device)
+            return _evaluate_generation(
+                model, inputs, examples, batch_size=batch_size, device=device, precision=precision
+            )
         from sklearn.metrics import f1_score
 
         losses, preds, golds = 0.0, [], []
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
             batch = _to(collate(chunk, inputs.task, inputs.pad_token_id), device)
-            with _autocast(device):
+            with _autocast(device, precision):
                 logits = class_logits(model, batch, inputs.task, inputs.label_word_ids).float()
             losses += nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
             preds.extend(logits.argmax(dim=-1).tolist())
@@ -135,13 +233,14 @@ def _evaluate_generation(
     *,
     batch_size: int,
     device: torch.device,
+    precision: str,
 ) -> dict[str, float]:
     from promptsweep.methods._models import load_tokenizer
 
     total, tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):
         batch = _to(collate(examples[start : start + batch_size], inputs.task, inputs.pad_token_id), device)
-        with _autocast(device):
+        with _autocast(device, precision):
             loss, n = generation_loss(model, batch)
         total += loss.float().item()
         tokens += int(n)
@@ -158,7 +257,7 @@ def _evaluate_generation(
             chunk = group[start : start + batch_size]
             ids = torch.tensor([e["input_ids"] for e in chunk], dtype=torch.long, device=device)
             max_new = max(len(e["target_ids"]) for e in chunk)
-            with _autocast(device), warnings.catch_warnings():
+            with _autocast(device, precision), warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 out = model.generate(
                     input_ids=ids,
@@ -216,7 +315,8 @@ def read_adapter_meta(adapter_dir: Path | str) -> dict[str, Any]:
 
 def load_adapter_model(inputs: PreparedInputs, adapter_dir: Path | str, *, device: str | None = None) -> Any:
     """Rebuild the frozen base (with the adapter's pooling) and load the adapter with plain
-    ``peft.PeftModel.from_pretrained(base, adapter_dir)`` (inference mode)."""
+    ``peft.PeftModel.from_pretrained(base, adapter_dir)`` (inference mode). Every weight is fp32, however
+    the adapter was trained."""
     from peft import PeftModel
 
     meta = read_adapter_meta(adapter_dir)
@@ -233,18 +333,23 @@ def evaluate_adapter(
     *,
     device: str | None = None,
     batch_size: int = 64,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Reload a saved adapter with plain ``PeftModel.from_pretrained`` and evaluate one split.
 
-    Used for the selected trial's test metric only (ranking uses validation).
+    Used for the selected trial's test metric only (ranking uses validation). ``precision``: ``"fp32"``
+    (default: the precision of the recorded validation metrics), ``"bf16"`` or ``"auto"`` (bf16 autocast
+    where the device supports it).
 
     Raises:
         DataError: when ``split`` is absent from ``inputs`` or the directory is not an adapter.
+        MethodConfigError: ``precision="bf16"`` on a device without native bf16.
     """
     dev = resolve_device(device)
+    resolved = resolve_precision(precision, dev)
     model = load_adapter_model(inputs, adapter_dir, device=str(dev))
     examples = _examples(load_split(inputs, split))
-    return evaluate_model(model, inputs, examples, batch_size=batch_size, device=dev)
+    return evaluate_model(model, inputs, examples, batch_size=batch_size, device=dev, precision=resolved)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -315,8 +420,11 @@ def fit(
 ) -> dict[str, Any]:
     """Train ``model`` (a peft model on the frozen PLM) in place; the loop of :func:`train_trial`.
 
+    The training steps run in ``budget.precision`` resolved on ``device`` (:class:`StepPrecision`), the
+    validation evaluations in :data:`VALIDATION_PRECISION`.
+
     Returns a dict with ``history`` (list of (step, metrics)), ``train_seconds``, ``seen`` (train
-    examples processed), ``steps``.
+    examples processed), ``steps``, ``precision`` (the resolved one).
 
     Raises:
         TrainingError: on a NaN/inf loss (names the step and the params).
@@ -330,6 +438,8 @@ def fit(
     optimizer = _optimizer(model, config.learning_rate, budget.weight_decay)
     scheduler = _schedule(optimizer, total_steps, budget.warmup_ratio)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    precision = resolve_precision(budget.precision, device)
+    step_precision = StepPrecision(model, precision, device)
     gen = torch.Generator().manual_seed(seed)
     history: list[tuple[int, dict[str, float]]] = []
     train_seconds, seen, step, stop = 0.0, 0, 0, False
@@ -342,14 +452,15 @@ def fit(
         idx, order = order[: budget.batch_size], order[budget.batch_size :]
         started = time.perf_counter()
         batch = _to(collate([train[i] for i in idx], inputs.task, inputs.pad_token_id), device)
-        with _autocast(device):
-            loss = train_step_loss(model, batch, inputs)
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"loss became {loss.item()} at step {step + 1} (params {config.to_params()}); "
-                "lower learning_rate or check the data"
-            )
-        loss.backward()
+        with step_precision.weights():
+            with step_precision.autocast():
+                loss = train_step_loss(model, batch, inputs)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss.item()} at step {step + 1} (params {config.to_params()}); "
+                    "lower learning_rate or check the data"
+                )
+            loss.backward()
         if budget.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(trainable, budget.max_grad_norm)
         optimizer.step()
@@ -360,7 +471,14 @@ def fit(
         seen += len(idx)
         loss_sum, loss_n = loss_sum + float(loss.item()), loss_n + 1
         if step % budget.eval_every_steps == 0 or step == total_steps:
-            metrics = evaluate_model(model, inputs, val, batch_size=budget.eval_batch_size, device=device)
+            metrics = evaluate_model(
+                model,
+                inputs,
+                val,
+                batch_size=budget.eval_batch_size,
+                device=device,
+                precision=VALIDATION_PRECISION,
+            )
             metrics["train_loss"] = loss_sum / loss_n  # mean over the steps since the last evaluation
             loss_sum, loss_n = 0.0, 0
             history.append((step, metrics))
@@ -372,6 +490,7 @@ def fit(
         "seen": seen,
         "steps": step,
         "n_train": len(train),
+        "precision": precision,
     }
 
 
@@ -404,13 +523,17 @@ def train_trial(
         report: callback ``(step, metrics) -> None | bool``.
         device: ``"cpu"``, ``"cuda"``, ...; default cuda when available.
 
+    ``budget.precision`` is resolved on the device (:func:`resolve_precision`) before anything is built;
+    ``TrialResult.precision`` and the adapter's ``promptsweep_adapter.json`` record the result.
+
     Raises:
-        MethodConfigError: invalid params (before anything is built), or virtual tokens + max_length
-            beyond the model's positions.
+        MethodConfigError: invalid params (before anything is built), ``budget.precision="bf16"`` on a
+            device without native bf16, or virtual tokens + max_length beyond the model's positions.
         TrainingError: a NaN/inf loss (names the step and the params).
     """
     config: MethodConfig = method_config_from_params(params, inputs.task)
     dev = resolve_device(device)
+    resolve_precision(budget.precision, dev)  # refuse bf16 on a device without it before building anything
     out_dir = Path(output_dir)
     torch.manual_seed(seed)
     if dev.type == "cuda":
@@ -435,6 +558,7 @@ def train_trial(
             "model_dir": inputs.model_dir,
             "label_names": list(inputs.label_names),
             "seed": seed,
+            "precision": run["precision"],
             "mean_includes_virtual_tokens": _modeling.MEAN_INCLUDES_VIRTUAL_TOKENS,
             "validation_metrics": final,
             "steps": run["steps"],
@@ -453,4 +577,5 @@ def train_trial(
         epochs=run["seen"] / run["n_train"],
         adapter_dir=str(adapter_dir),
         params=config.to_params(),
+        precision=run["precision"],
     )

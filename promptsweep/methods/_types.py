@@ -10,6 +10,7 @@ from typing import Any
 
 from promptsweep.exceptions import SpecError
 from promptsweep.methods._config import TaskType
+from promptsweep.methods._precision import PRECISIONS
 
 #: Split roles, in order. ``DataSpec.splits`` maps each role to the source's split name.
 SPLIT_ROLES = ("train", "validation", "test")
@@ -116,6 +117,10 @@ class TrainBudget:
         warmup_ratio: fraction of the steps with linear warm-up, then linear decay to 0.
         weight_decay: AdamW weight decay (not applied to biases / norms).
         max_grad_norm: gradient clipping norm (``None`` or 0: no clipping).
+        precision: ``"auto"`` (bf16 where the device computes it natively - a CUDA GPU with bf16, a CPU
+            with AVX-512 BF16 or AMX - else fp32), ``"fp32"`` or ``"bf16"`` (refused on a device without
+            it). bf16 covers the frozen model's forward/backward only: the trainable parameters, their
+            gradients, the optimizer state, the saved adapter and the validation metrics stay fp32.
     """
 
     max_steps: int | None = None
@@ -126,6 +131,7 @@ class TrainBudget:
     warmup_ratio: float = 0.06
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_steps is None and self.max_epochs is None:
@@ -142,6 +148,8 @@ class TrainBudget:
             raise SpecError(f"budget.warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
         if self.weight_decay < 0:
             raise SpecError(f"budget.weight_decay={self.weight_decay!r} must be >= 0")
+        if self.precision not in PRECISIONS:
+            raise SpecError(f"budget.precision={self.precision!r} must be one of {PRECISIONS}")
 
 
 @dataclass(frozen=True)
@@ -208,6 +216,8 @@ class TrialResult:
         epochs: passes over the train split (fractional).
         adapter_dir: where the adapter was saved (PEFT files + full encoder state).
         params: the validated flat params the trial ran with.
+        precision: what the training steps computed in, ``"bf16"`` or ``"fp32"`` (``TrainBudget.precision``
+            resolved on the device); the metrics and the adapter are fp32 either way.
     """
 
     metrics: dict[str, float]
@@ -221,3 +231,4 @@ class TrialResult:
     epochs: float
     adapter_dir: str
     params: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 import socket
 import threading
@@ -38,6 +37,15 @@ from typing import Any
 from promptsweep import paths
 from promptsweep._logging import get_logger
 from promptsweep.exceptions import JobNotFoundError, PromptsweepError, SpecError
+from promptsweep.search._planning import (
+    Plan,
+    describe_plan,
+    job_plan,
+    make_sampler,
+    make_scheduler,
+    train_budget,
+)
+from promptsweep.search._selecting import describe_floors
 from promptsweep.search._spec import TASK_METRICS, JobSpec, check_resources, local_gpu_count, parse_spec
 
 _log = get_logger(__name__)
@@ -161,87 +169,6 @@ def data_spec(spec: JobSpec) -> Any:
     )
 
 
-def _train_budget(spec: JobSpec) -> Any:
-    from promptsweep.methods import TrainBudget
-
-    b = spec.budget
-    return TrainBudget(
-        max_steps=b.max_steps,
-        max_epochs=b.max_epochs,
-        eval_every_steps=b.eval_every_steps,
-        batch_size=b.batch_size,
-        eval_batch_size=b.eval_batch_size,
-        warmup_ratio=b.warmup_ratio,
-        weight_decay=b.weight_decay,
-        max_grad_norm=b.max_grad_norm,
-    )
-
-
-def total_steps(spec: JobSpec, train_examples: int) -> int:
-    """Optimizer steps a trial runs when not stopped: ``max_steps``, or ``max_epochs`` worth of
-    batches (the smaller when both are given)."""
-    b = spec.budget
-    by_epochs = math.ceil(b.max_epochs * math.ceil(train_examples / b.batch_size)) if b.max_epochs else None
-    candidates = [s for s in (b.max_steps, by_epochs) if s]
-    return max(1, min(candidates))
-
-
-def make_sampler(spec: JobSpec) -> Any:
-    """The Optuna sampler of ``spec``: TPE (``multivariate=True, group=True`` for the conditional
-    space), random, or NSGA-II; seeded with ``spec.seed``."""
-    import warnings
-
-    import optuna
-
-    s = spec.sampler
-    if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
-    if s.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=spec.seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            multivariate=True,
-            group=True,
-            n_startup_trials=s.n_startup_trials,
-            seed=spec.seed,
-            constant_liar=spec.resources.max_concurrent_trials > 1,
-        )
-
-
-def make_scheduler(spec: JobSpec, steps: int) -> Any:
-    """The Tune scheduler of ``spec`` over training steps (``None`` for ``none``).
-
-    ASHA's rungs are at ``grace * reduction_factor**k`` steps, below ``max_t = steps + 1`` (so a trial
-    that reaches its budget is never cut at its final evaluation by ``max_t`` itself).
-    """
-    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
-
-    from promptsweep.search._trainable import STEP_KEY
-
-    sched = spec.scheduler
-    mode = "max" if spec.objective.resolved_direction == "maximize" else "min"
-    grace = min(sched.grace_period_steps or spec.budget.eval_every_steps, steps)
-    if sched.name == "asha":
-        return ASHAScheduler(
-            time_attr=STEP_KEY,
-            metric=spec.objective.metric,
-            mode=mode,
-            max_t=steps + 1,
-            grace_period=grace,
-            reduction_factor=sched.reduction_factor,
-        )
-    if sched.name == "median":
-        return MedianStoppingRule(
-            time_attr=STEP_KEY,
-            metric=spec.objective.metric,
-            mode=mode,
-            grace_period=grace,
-            min_samples_required=3,
-        )
-    return None
-
-
 def ensure_ray(spec: JobSpec) -> bool:
     """Start an embedded local Ray (or connect to ``spec.ray_address``); return True if started here.
 
@@ -272,6 +199,12 @@ def ensure_ray(spec: JobSpec) -> bool:
     return True
 
 
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 def _state_counts(study: Any) -> dict[str, int]:
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
@@ -280,7 +213,7 @@ def _state_counts(study: Any) -> dict[str, int]:
     return counts
 
 
-def _create_study(spec: JobSpec, storage: Any, job_id: int) -> tuple[Any, bool]:
+def _create_study(spec: JobSpec, storage: Any, job_id: int, plan: Plan) -> tuple[Any, bool]:
     """Create the job's study once (``Storage.create_study``: idempotent, cross-process locked) and
     load it with the spec's sampler; return ``(study, fresh)`` where ``fresh`` means no trial yet."""
     import optuna
@@ -288,7 +221,7 @@ def _create_study(spec: JobSpec, storage: Any, job_id: int) -> tuple[Any, bool]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study_name = storage.create_study(job_id)
     study = optuna.load_study(
-        study_name=study_name, storage=storage.optuna_storage(), sampler=make_sampler(spec)
+        study_name=study_name, storage=storage.optuna_storage(), sampler=make_sampler(spec, plan)
     )
     fresh = not study.get_trials(deepcopy=False)
     if fresh:
@@ -382,9 +315,19 @@ def _run(
         max_length=spec.dataset.max_length,
         cache_dir=paths.cache_dir(),
     )
-    steps = total_steps(spec, int(inputs.counts.get("train", 0)) or 1)
+    # 2. the plan: stored with the job, made once (a resumed job keeps its plan); the floors.
+    plan = job_plan(spec, storage, job, inputs)
+    for line in describe_plan(plan.to_dict()):
+        _log.info("job %d %s", job_id, line.strip())
+        if progress:
+            _stderr_console().print(line, highlight=False)
+    from promptsweep.search._selecting import score_job_floors
 
-    # 2. the resource pool.
+    floors = score_job_floors(spec, storage, job_id, inputs)
+    if progress and floors:
+        _stderr_console().print(describe_floors(floors, spec.objective.metric), highlight=False)
+
+    # 3. the resource pool.
     started_ray = ensure_ray(spec)
     try:
         pool = ray.cluster_resources()
@@ -392,8 +335,8 @@ def _run(
             spec, gpus_available=float(pool.get("GPU", 0)), cpus_available=float(pool.get("CPU", 0))
         )
 
-        # 3. the study, created once; warm start on a fresh one.
-        study, fresh = _create_study(spec, storage, job_id)
+        # 4. the study, created once; warm start on a fresh one.
+        study, fresh = _create_study(spec, storage, job_id, plan)
         if fresh:
             for params in warm_start_params(spec):
                 study.enqueue_trial(to_optuna_params(params), skip_if_exists=True)
@@ -402,11 +345,11 @@ def _run(
         stale = [t.number for t in trials if t.state == TrialState.RUNNING]
         if stale:
             _log.info("job %d: resuming; re-running unfinished trial(s) %s", job_id, stale)
-        remaining = -1 if spec.budget.num_trials is None else spec.budget.num_trials - len(finished)
+        remaining = -1 if plan.configs is None else max(0, plan.configs - len(finished))
 
         if remaining != 0:
             lost = _tune(
-                spec, storage, job_id, study, job_dir, inputs, steps, stale, remaining,
+                spec, storage, job_id, study, job_dir, inputs, plan, stale, remaining,
                 progress=progress, worker_id=worker_id,
             )
             if lost:
@@ -417,7 +360,7 @@ def _run(
                     wall_seconds=time.time() - t0,
                     error=f"worker {worker_id} lost job {job_id} to a re-queue or another worker",
                 )
-        # 4. honest selection on validation; the test split for the selected trial(s) only.
+        # 5. honest selection on validation; the test split for the selected trial(s) only.
         return _select(spec, storage, job_id, study, inputs, t0)
     finally:
         if started_ray:
@@ -431,7 +374,7 @@ def _tune(
     study: Any,
     job_dir: Path,
     inputs: Any,
-    steps: int,
+    plan: Plan,
     stale: list[int],
     remaining: int,
     *,
@@ -461,7 +404,7 @@ def _tune(
         job_dir=job_dir,
     )
     display = (
-        Progress(job_id, spec.objective.metric, spec.objective.resolved_direction, spec.budget.num_trials)
+        Progress(job_id, spec.objective.metric, spec.objective.resolved_direction, plan.configs)
         if progress
         else None
     )
@@ -480,10 +423,10 @@ def _tune(
         tune.with_parameters(
             run_trial,
             inputs=inputs,
-            budget=_train_budget(spec),
+            budget=train_budget(spec, plan),
             job_dir=str(job_dir),
             seed=spec.seed,
-            total_steps=steps,
+            total_steps=plan.max_steps,
             torch_threads=r.torch_threads or max(1, int(r.cpus_per_trial)),
         ),
         resources,
@@ -502,7 +445,7 @@ def _tune(
         fn,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=make_scheduler(spec, steps),
+            scheduler=make_scheduler(spec, plan),
             num_samples=remaining,
             max_concurrent_trials=r.max_concurrent_trials,
             time_budget_s=spec.budget.time_budget_s,
@@ -544,14 +487,13 @@ def _trial_dirname(trial: Any) -> str:
 
 
 def _select(spec: JobSpec, storage: Any, job_id: int, study: Any, inputs: Any, t0: float) -> JobOutcome:
-    """Pick the best trial(s) on validation; evaluate the test split for those only."""
-    from optuna.trial import TrialState
-
-    from promptsweep.methods import evaluate_adapter
+    """Pick the best trial(s) on validation (``_selecting.select``); test split for those only."""
+    from promptsweep.search._selecting import select
 
     counts = _state_counts(study)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
+    chosen = select(spec, storage, job_id, inputs)
+    selected = chosen["selected"]
+    if not selected:
         return JobOutcome(
             job_id=job_id,
             status="failed",
@@ -560,31 +502,14 @@ def _select(spec: JobSpec, storage: Any, job_id: int, study: Any, inputs: Any, t
             error="no trial completed (see the trials' errors; resume with `promptsweep run --job "
             f"{job_id}` after fixing the cause)",
         )
-    # The storage layer's ranking decides (ties: fewer trainable parameters, then shorter training),
-    # so the trial evaluated on the test split is the one the leaderboard and `export` show first.
-    multi = len(spec.directions) > 1
-    ranked = storage.pareto_front(job_id) if multi else storage.leaderboard(job_id, limit=1)
-    selected = sorted(ranked, key=lambda r: r.number)
-    values = {t.number: list(t.values) for t in complete}
-    has_test = int(inputs.counts.get("test", 0)) > 0
-    test_metrics: dict[int, dict[str, float]] = {}
-    best_params: list[dict[str, Any]] = []
-    for record in selected:
-        best_params.append(dict(record.params))
-        if has_test and record.adapter_dir:
-            metrics = {
-                k: float(v) for k, v in evaluate_adapter(inputs, record.adapter_dir, split="test").items()
-            }
-            storage.record_trial(job_id, record.number, test_metrics=metrics)
-            test_metrics[record.number] = metrics
     return JobOutcome(
         job_id=job_id,
         status="succeeded",
         counts=counts,
         best_trials=[r.number for r in selected],
-        best_values=[values.get(r.number, []) for r in selected],
-        best_params=best_params,
-        test_metrics=test_metrics,
+        best_values=[list(r.values or [r.value]) for r in selected],
+        best_params=[dict(r.params) for r in selected],
+        test_metrics=chosen["test_metrics"],
         wall_seconds=time.time() - t0,
     )
 

@@ -15,13 +15,10 @@ import math
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -29,11 +26,14 @@ from pydantic import (
 )
 
 from promptsweep.exceptions import SpecError
-from promptsweep.methods import METHOD_REGISTRY, METRICS, TaskType, method_parameters
+from promptsweep.methods import METRICS, TaskType, method_parameters
 from promptsweep.methods import TASK_METRICS as _METHODS_TASK_METRICS
+from promptsweep.search._spec_space import (
+    METHOD_NAMES,
+    SearchSpace,
+    _Model,
+)
 
-#: The prompt methods a spec may name: the methods registry's (``promptsweep.methods.METHOD_REGISTRY``).
-METHOD_NAMES: tuple[str, ...] = tuple(m.value for m in METHOD_REGISTRY)
 #: Tasks (values of ``promptsweep.methods.TaskType``).
 TASK_NAMES: tuple[str, ...] = tuple(t.value for t in TaskType)
 #: Metric -> direction (``promptsweep.methods.METRICS``).
@@ -60,159 +60,6 @@ class _FieldError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FloatRange(_Model):
-    """A float search range ``[low, high]``; ``log`` samples on a log scale (needs ``low > 0``)."""
-
-    low: float
-    high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> FloatRange:
-        if not (math.isfinite(self.low) and math.isfinite(self.high)):
-            raise ValueError("low and high must be finite numbers")
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log-scale range needs low > 0, got low={self.low}")
-        return self
-
-
-class IntRange(_Model):
-    """An integer search range ``[low, high]`` (inclusive); ``log`` samples on a log scale."""
-
-    low: int
-    high: int
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> IntRange:
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log-scale range needs low > 0, got low={self.low}")
-        return self
-
-
-def _positive(rng: FloatRange | IntRange) -> FloatRange | IntRange:
-    if rng.low <= 0:
-        raise ValueError(f"must be positive, got low={rng.low}")
-    return rng
-
-
-#: Ranges of quantities that must be positive (learning rates, sizes, counts).
-PositiveFloatRange = Annotated[FloatRange, AfterValidator(_positive)]
-PositiveIntRange = Annotated[IntRange, AfterValidator(_positive)]
-
-
-class PromptTuningSpace(_Model):
-    """Prompt tuning (Lester et al. 2021): learning rate and init.
-
-    Lester et al. trained with learning rate 0.3 (Adafactor); with AdamW the useful range is wider and
-    lower, so the default is 1e-3 .. 3e-1 on a log scale. The PEFT benchmark shows accuracy moving
-    from 0.057 to 0.343 on learning rate and init alone, hence both are searched.
-    """
-
-    learning_rate: PositiveFloatRange = FloatRange(low=1e-3, high=3e-1, log=True)
-    prompt_init: list[Literal["random", "sample_vocab", "text"]] = ["random", "sample_vocab", "text"]
-    prompt_init_text: str | None = Field(
-        default=None, description="init text for prompt_init=text (default: built from the label words)"
-    )
-
-    @field_validator("prompt_init")
-    @classmethod
-    def _non_empty(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("needs at least one init choice")
-        return v
-
-
-class PrefixTuningSpace(_Model):
-    """Prefix tuning (Li & Liang 2021) / P-tuning v2 deep prompts (Liu et al. 2022).
-
-    P-tuning v2's released scripts use learning rates 5e-3 .. 6e-2; Li & Liang used 5e-5 .. 8e-5 with a
-    reparameterized prefix on GPT-2; the default 1e-4 .. 6e-2 covers both. ``encoder_hidden_size`` is
-    searched only when ``prefix_projection`` is true (Li & Liang used 512 / 800).
-    """
-
-    learning_rate: PositiveFloatRange = FloatRange(low=1e-4, high=6e-2, log=True)
-    prefix_projection: list[bool] = [False, True]
-    encoder_hidden_size: PositiveIntRange = IntRange(low=64, high=512, log=True)
-
-    @field_validator("prefix_projection")
-    @classmethod
-    def _non_empty(cls, v: list[bool]) -> list[bool]:
-        if not v:
-            raise ValueError("needs at least one of true/false")
-        return v
-
-
-class PTuningSpace(_Model):
-    """P-tuning (Liu et al. 2021): prompt encoder type and size, dropout, LSTM depth.
-
-    PEFT's P-tuning examples train with 1e-3 .. 1e-2; the default range is 1e-4 .. 3e-2 (log).
-    ``encoder_num_layers`` is sampled only for the LSTM encoder (PEFT's MLP is always 3 layers).
-    """
-
-    learning_rate: PositiveFloatRange = FloatRange(low=1e-4, high=3e-2, log=True)
-    encoder_type: list[Literal["LSTM", "MLP"]] = ["LSTM", "MLP"]
-    encoder_hidden_size: PositiveIntRange = IntRange(low=32, high=512, log=True)
-    encoder_dropout: FloatRange = FloatRange(low=0.0, high=0.3)
-    encoder_num_layers: PositiveIntRange = IntRange(low=1, high=2)
-
-    @field_validator("encoder_dropout")
-    @classmethod
-    def _dropout(cls, v: FloatRange) -> FloatRange:
-        if v.low < 0 or v.high >= 1:
-            raise ValueError(f"dropout must lie in [0, 1), got [{v.low}, {v.high}]")
-        return v
-
-    @field_validator("encoder_type")
-    @classmethod
-    def _non_empty(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("needs at least one encoder type")
-        return v
-
-
-class SearchSpace(_Model):
-    """The conditional search space: which methods, and each method's own ranges.
-
-    ``num_virtual_tokens`` is shared (1 .. 128 on a log scale, after Lester et al.'s 1 .. 150 sweep);
-    ``pooling`` is searched for the classification task only (``None`` otherwise).
-    """
-
-    methods: list[str] = list(METHOD_NAMES)
-    num_virtual_tokens: PositiveIntRange = IntRange(low=1, high=128, log=True)
-    pooling: list[Literal["pooler", "first_token", "mean"]] | None = ["mean", "first_token"]
-    prompt_tuning: PromptTuningSpace = PromptTuningSpace()
-    prefix_tuning: PrefixTuningSpace = PrefixTuningSpace()
-    p_tuning: PTuningSpace = PTuningSpace()
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError(f"the method list is empty; give one or more of {list(METHOD_NAMES)}")
-        unknown = [m for m in v if m not in METHOD_NAMES]
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; expected some of {list(METHOD_NAMES)}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"methods repeat: {v}")
-        return v
-
-    @field_validator("pooling")
-    @classmethod
-    def _pooling(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and not v:
-            raise ValueError("needs at least one pooling mode (or null for non-classification tasks)")
-        return v
 
 
 class DatasetSpec(_Model):
@@ -272,44 +119,67 @@ class ObjectiveSpec(_Model):
         return self.secondary is not None
 
 
-class BudgetSpec(_Model):
-    """The job's total budget and each trial's fidelity.
+#: Trial-seconds a job may spend when its spec names no budget at all (half a CPU-hour).
+DEFAULT_COMPUTE_BUDGET_S = 1800.0
 
-    Total: ``num_trials`` (trials that finish: complete, pruned or failed) and/or ``time_budget_s``
-    (wall-clock seconds of the search). Per trial: ``max_steps`` optimizer steps (or ``max_epochs``
-    when ``max_steps`` is unset), validation every ``eval_every_steps`` steps - the ASHA rungs are
-    counted in these training steps.
+
+class BudgetSpec(_Model):
+    """The job's budget: the one knob a user needs; promptsweep plans the rest.
+
+    Give how much compute the search may spend: ``compute_budget_s`` (trial-seconds: the sum of the
+    trials' running times, whatever the concurrency) and/or ``time_budget_s`` (wall-clock seconds of
+    the search, a hard cap). From it promptsweep plans (``promptsweep.search._planning``) how many
+    configs to screen, the successive-halving rungs, and how long the survivors train. Anything given
+    here explicitly is kept and overrides the plan: ``num_trials`` (configs), ``max_steps`` /
+    ``max_epochs`` (steps of a trial never stopped; both: the smaller), ``eval_every_steps``. A spec
+    without any of ``num_trials``, ``time_budget_s`` and ``compute_budget_s`` gets
+    ``compute_budget_s = 1800``.
     """
 
-    num_trials: int | None = Field(default=20, description="trials to finish; null: only the time budget")
+    num_trials: int | None = Field(default=None, description="configs to run; null: planned from the budget")
     time_budget_s: float | None = Field(default=None, description="wall-clock seconds for the whole search")
-    max_steps: int | None = 300
+    compute_budget_s: float | None = Field(
+        default=None, description="trial-seconds for the whole search (independent of concurrency)"
+    )
+    max_steps: int | None = Field(default=None, description="steps of an unstopped trial; null: planned")
     max_epochs: float | None = None
-    eval_every_steps: int = 50
+    eval_every_steps: int | None = Field(default=None, description="null: at the first rung's spacing")
     batch_size: int = 16
     eval_batch_size: int = 64
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float | None = 1.0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_budget(cls, data: Any) -> Any:
+        if isinstance(data, dict) and all(
+            data.get(k) is None for k in ("num_trials", "time_budget_s", "compute_budget_s")
+        ):
+            data = {**data, "compute_budget_s": DEFAULT_COMPUTE_BUDGET_S}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> BudgetSpec:
-        if self.num_trials is None and self.time_budget_s is None:
-            raise _FieldError("num_trials", "give num_trials or time_budget_s (or both)")
         if self.num_trials is not None and self.num_trials <= 0:
             raise _FieldError("num_trials", f"must be positive, got {self.num_trials}")
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
-            raise _FieldError("time_budget_s", f"must be positive seconds, got {self.time_budget_s}")
-        if self.max_steps is None and self.max_epochs is None:
-            raise _FieldError("max_steps", "give max_steps or max_epochs per trial")
+        for name in ("time_budget_s", "compute_budget_s"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise _FieldError(name, f"must be positive seconds, got {value}")
         if self.max_steps is not None and self.max_steps <= 0:
             raise _FieldError("max_steps", f"must be positive, got {self.max_steps}")
         if self.max_epochs is not None and self.max_epochs <= 0:
             raise _FieldError("max_epochs", f"must be positive, got {self.max_epochs}")
         for name in ("eval_every_steps", "batch_size", "eval_batch_size"):
-            if getattr(self, name) <= 0:
-                raise _FieldError(name, f"must be positive, got {getattr(self, name)}")
-        if self.max_steps is not None and self.eval_every_steps > self.max_steps:
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise _FieldError(name, f"must be positive, got {value}")
+        if (
+            self.max_steps is not None
+            and self.eval_every_steps is not None
+            and self.eval_every_steps > self.max_steps
+        ):
             raise _FieldError(
                 "eval_every_steps", f"{self.eval_every_steps} exceeds max_steps ({self.max_steps})"
             )
@@ -320,20 +190,23 @@ class SamplerSpec(_Model):
     """The Optuna sampler: ``tpe`` (multivariate, grouped: for conditional spaces), ``random``, ``nsga2``."""
 
     name: Literal["tpe", "random", "nsga2"] = "tpe"
-    n_startup_trials: int = Field(default=6, ge=0, description="TPE: random trials before modelling")
+    n_startup_trials: int | None = Field(
+        default=None, ge=0, description="TPE: random trials before modelling (null: a third of the configs)"
+    )
 
 
 class SchedulerSpec(_Model):
     """Early stopping of weak trials on the validation metric, over training steps.
 
     ``asha`` (Li et al. 2020, asynchronous successive halving): rungs at ``grace_period_steps *
-    reduction_factor**k`` steps; ``median``: the median stopping rule; ``none``: every trial runs its
-    full budget.
+    reduction_factor**k`` steps; survivors keep training in the same process. ``median``: the median
+    stopping rule; ``none``: every trial runs its full budget. Left null, the first rung and the
+    reduction factor (3) are planned from the budget.
     """
 
     name: Literal["asha", "median", "none"] = "asha"
-    grace_period_steps: int | None = Field(default=None, description="first rung (default: eval_every_steps)")
-    reduction_factor: float = Field(default=3.0, gt=1)
+    grace_period_steps: int | None = Field(default=None, description="first rung (default: planned)")
+    reduction_factor: float | None = Field(default=None, gt=1, description="default: planned (3)")
 
     @field_validator("grace_period_steps")
     @classmethod
@@ -341,6 +214,17 @@ class SchedulerSpec(_Model):
         if v is not None and v <= 0:
             raise ValueError(f"must be positive, got {v}")
         return v
+
+
+class SelectionSpec(_Model):
+    """How the winner is picked after the search (never on the test split).
+
+    Trials rank on the (capped) validation subsample; its standard error (0.02-0.025 at 300-400
+    reviews) is as large as the gaps between good configs. So the top ``finalists`` complete trials are
+    re-scored on the *whole* validation split, and the best there is selected (1: no re-scoring).
+    """
+
+    finalists: int = Field(default=3, ge=1, description="top trials re-scored on the whole validation split")
 
 
 class ResourcesSpec(_Model):
@@ -393,6 +277,13 @@ class JobSpec(_Model):
         default_factory=list, description="extra known-good configs (flat params) enqueued after the defaults"
     )
     gradient_checkpointing: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="training precision; auto: bf16 where the CPU/GPU supports it"
+    )
+    floors: bool = Field(
+        default=True, description="score the cheap baselines (majority, head-only / zero-shot) on validation"
+    )
+    selection: SelectionSpec = SelectionSpec()
     max_failures: int = Field(default=0, ge=0, description="retries of a crashing trial before it is FAIL")
     output_dir: str | None = Field(
         default=None, description="trial outputs (default: promptsweep.paths.runs_dir())"

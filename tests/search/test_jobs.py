@@ -123,7 +123,7 @@ def test_crashing_trial_is_fail_with_its_error_and_the_job_goes_on(main_job) -> 
 def test_enqueued_defaults_are_the_first_trials(main_job) -> None:
     storage, job_id, _outcome, spec = main_job
     expected = warm_start_params(spec)
-    assert [c["method"] for c in expected[:3]] == ["prompt_tuning", "prefix_tuning", "p_tuning"]
+    assert [c["method"] for c in expected[:3]] == ["prefix_tuning", "prompt_tuning", "p_tuning"]
     trials = storage.list_trials(job_id)
     for number, config in enumerate(expected[:3]):  # the paper defaults fix every parameter
         assert trials[number].params == config, number
@@ -522,3 +522,63 @@ def test_gpus_the_pool_lacks_are_refused_before_any_trial(
         run_job(job.id, storage, progress=False)
     assert storage.get_job(job.id).status.value == "failed"
     assert storage.list_trials(job.id) == []
+
+
+def test_a_budget_alone_plans_the_search_and_survivors_keep_training(
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    """A compute budget and a number of configs: the plan (timed on the job's model) sizes the trials
+    and the rungs and is stored with the job, ASHA cuts at the planned rungs, and the survivors train on
+    to max_steps in one go; the floors are scored and the finalists re-scored on the whole validation
+    split. (How many configs a budget buys is planned in tests/search/test_planning.py: a tiny model's
+    step time on a loaded machine is too noisy to pin a count here.)"""
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    spec = tiny_spec(
+        tiny_encoder,
+        reviews_dir,
+        tmp_path / "runs",
+        dataset={"max_eval_examples": 12},  # the ranked subsample; the whole validation split has 40
+        objective={"metric": "accuracy"},
+        budget={
+            "num_trials": 5,
+            "max_steps": None,
+            "eval_every_steps": None,
+            "compute_budget_s": 120,
+            "batch_size": 4,
+        },
+        sampler={"name": "tpe", "n_startup_trials": None},
+        scheduler={"name": "asha", "grace_period_steps": None, "reduction_factor": None},
+    )
+    job_id = submit(spec, storage)
+    assert "plan" not in storage.get_job(job_id).summary  # planned when the job starts (timed there)
+    outcome = run_job(job_id, storage, progress=False)
+    assert outcome.status == "succeeded"
+    summary = storage.get_job(job_id).summary
+    plan = summary["plan"]
+    # 120 training reviews at batch 4 = 30 steps an epoch: 3 epochs, one rung at a third of them
+    assert plan["planned"] == ["max_steps", "rungs", "eval_every_steps"]
+    assert (plan["max_steps"], plan["rungs"], plan["eval_every_steps"]) == (90, [30], 30)
+    assert plan["costs"]["step_s"] > 0 and plan["configs"] == 5
+    assert plan["expected_trial_seconds"] > 0
+    trials = storage.list_trials(job_id)
+    assert len(trials) == plan["configs"] == outcome.finished
+    for t in trials:
+        steps = [p.step for p in storage.list_intermediate(job_id, t.number)]
+        if t.state.value == "complete":
+            # one continuous run: every evaluation once, in order, up to the plan's max_steps
+            assert steps == [30, 60, 90] and t.steps == 90, (t.number, steps)
+        elif t.state.value == "pruned":
+            assert t.steps in plan["rungs"] and steps == [t.steps], (t.number, steps)
+    assert set(summary["floors"]) == {"majority", "head_only"}
+    for floor in summary["floors"].values():
+        assert 0 <= floor["accuracy"] <= 1
+    complete = [t for t in trials if t.state.value == "complete"]
+    finalists = summary["finalists"]
+    assert len(finalists) == min(3, len(complete))
+    assert {f["n"] for f in finalists} == {40} and {f["subsample_n"] for f in finalists} == {12}
+    assert [f["value"] for f in finalists] == sorted((f["value"] for f in finalists), reverse=True)
+    for f in finalists:
+        assert f["se"] == pytest.approx((f["value"] * (1 - f["value"]) / 40) ** 0.5)
+    assert summary["selected_trial"] == finalists[0]["number"] == outcome.best_trials[0]
+    # only the selected trial saw the test split
+    assert [t.number for t in trials if t.test_metrics] == [summary["selected_trial"]]

@@ -11,7 +11,7 @@ import pytest
 
 from promptsweep.methods import method_config_from_params
 from promptsweep.search import SearchSpace, default_spec, parse_spec, sample_params, warm_start_params
-from promptsweep.search._runner import make_sampler
+from promptsweep.search._planning import make_sampler
 from promptsweep.search._space import to_optuna_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -97,7 +97,9 @@ def test_fixed_range_is_not_registered_with_optuna() -> None:
 def test_warm_start_configs_are_paper_defaults_valid_for_their_method() -> None:
     spec = default_spec()
     configs = warm_start_params(spec)
-    assert [c["method"] for c in configs] == spec.space.methods
+    # every method once, the most reliable default first (ASHA promotes the first trial at each rung)
+    assert sorted(c["method"] for c in configs) == sorted(spec.space.methods)
+    assert configs[0]["method"] == "prefix_tuning"
     by_method = {c["method"]: c for c in configs}
     assert by_method["prompt_tuning"]["learning_rate"] == pytest.approx(3e-2)
     assert by_method["prefix_tuning"]["prefix_projection"] is False
@@ -132,12 +134,14 @@ def test_space_serializes_with_the_job() -> None:
 def test_schedulers_count_training_steps(name: str) -> None:
     from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 
-    from promptsweep.search._runner import make_scheduler
+    from promptsweep.search._planning import make_scheduler, plan_search
 
     data = default_spec().to_dict()
     data["scheduler"] = {"name": name, "grace_period_steps": 50, "reduction_factor": 3}
+    data["budget"] = {"num_trials": 10, "max_steps": 300}
     spec = parse_spec(data)
-    sched = make_scheduler(spec, steps=300)
+    plan = plan_search(spec, train_examples=1000, eval_examples=100, costs=None)
+    sched = make_scheduler(spec, plan)
     if name == "none":
         assert sched is None
         return
@@ -145,13 +149,14 @@ def test_schedulers_count_training_steps(name: str) -> None:
     if name == "asha":
         assert isinstance(sched, ASHAScheduler)
         rungs = sorted(m for m, _ in sched._brackets[0]._rungs)
-        assert rungs == [50, 150]  # grace * 3**k below max_t = 301 (the budget end is not a rung)
+        assert rungs[:2] == [50, 150] and plan.rungs == [50, 150]  # grace * 3**k below max_steps
+        assert all(r >= 300 for r in rungs[2:])  # at the budget's end, if at all: never a cut
     else:
         assert isinstance(sched, MedianStoppingRule)
 
 
 def test_sampler_choice() -> None:
-    from promptsweep.search._runner import make_sampler
+    from promptsweep.search._planning import make_sampler
 
     data = default_spec().to_dict()
     data["sampler"] = {"name": "random"}

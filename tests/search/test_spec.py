@@ -81,8 +81,11 @@ INVALID: list[tuple[str, Any, str]] = [
     ("space.p_tuning.encoder_type", ["GRU"], "space.p_tuning.encoder_type"),
     ("budget.num_trials", 0, "budget.num_trials: must be positive"),
     ("budget.time_budget_s", 0, "budget.time_budget_s: must be positive"),
+    ("budget.compute_budget_s", -5, "budget.compute_budget_s: must be positive"),
+    ("precision", "fp16", "precision: Input should be 'auto', 'fp32' or 'bf16'"),
+    ("selection.finalists", 0, "selection.finalists: Input should be greater than or equal to 1"),
     ("budget.max_steps", 0, "budget.max_steps: must be positive"),
-    ("budget.eval_every_steps", 1000, "budget.eval_every_steps: 1000 exceeds max_steps"),
+    ("budget", {"max_steps": 100, "eval_every_steps": 1000}, "budget.eval_every_steps: 1000 exceeds"),
     ("resources.cpus_per_trial", 0, "resources.cpus_per_trial"),
     ("resources.gpus_per_trial", 1.5, "resources.gpus_per_trial"),
     ("resources.max_concurrent_trials", 0, "resources.max_concurrent_trials"),
@@ -94,7 +97,6 @@ INVALID: list[tuple[str, Any, str]] = [
     ("sampler.name", "nsga2", "sampler.name: nsga2 is for multi-objective"),
     ("sampler.name", "cmaes", "sampler.name"),
     ("scheduler.name", "hyperband", "scheduler.name"),
-    ("scheduler.grace_period_steps", 10_000, "scheduler.grace_period_steps: 10000 exceeds"),
     ("ray_address", "localhost", "ray_address: expected null"),
     ("warm_start_configs", [{"method": "lora"}], "warm_start_configs[0].method"),
     (
@@ -115,12 +117,15 @@ def test_invalid_spec_names_the_field(field: str, value: Any, message: str) -> N
     assert message in str(info.value)
 
 
-def test_budget_needs_trials_or_seconds() -> None:
-    data = _set(_set(_base(), "budget.num_trials", None), "budget.time_budget_s", None)
-    with pytest.raises(SpecError, match=r"budget\.num_trials: give num_trials or time_budget_s"):
-        parse_spec(data)
-    # seconds alone are a budget
-    assert parse_spec(_set(data, "budget.time_budget_s", 60)).budget.num_trials is None
+def test_a_spec_without_any_budget_gets_the_default_compute_budget() -> None:
+    data = _set(_base(), "budget", {"batch_size": 8})
+    budget = parse_spec(data).budget
+    assert budget.compute_budget_s == 1800 and budget.num_trials is None and budget.max_steps is None
+    # any one of the three is a budget of its own, and nothing else is added
+    for key in ("num_trials", "time_budget_s", "compute_budget_s"):
+        given = parse_spec(_set(data, f"budget.{key}", 60)).budget
+        assert getattr(given, key) == 60
+        assert [k for k in ("num_trials", "time_budget_s", "compute_budget_s") if getattr(given, k)] == [key]
 
 
 def test_pooling_on_a_causal_lm_task_is_refused() -> None:

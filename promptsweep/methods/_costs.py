@@ -1,0 +1,94 @@
+"""Timing what one trial costs on this machine, before a search plans its budget (imports torch).
+
+:func:`measure_costs` builds one config the way :func:`~promptsweep.methods.train_trial` does, runs a
+few training steps and one evaluation pass, and returns the seconds per step, per validation example
+and for the set-up. The search layer plans how many configs and steps its budget pays for from these.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from promptsweep.methods._config import method_config_from_params
+from promptsweep.methods._data import load_split
+from promptsweep.methods._modeling import build_peft_model, collate
+from promptsweep.methods._train import (
+    _autocast,
+    _examples,
+    _optimizer,
+    _to,
+    check_positions,
+    evaluate_model,
+    resolve_device,
+    train_step_loss,
+)
+from promptsweep.methods._types import PreparedInputs, TrainBudget
+
+
+def measure_costs(
+    inputs: PreparedInputs,
+    params: dict[str, Any],
+    *,
+    budget: TrainBudget,
+    steps: int = 5,
+    warmup_steps: int = 2,
+    eval_examples: int = 64,
+    seed: int = 0,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Time one config of ``params``: set-up, training steps and validation examples.
+
+    Args:
+        inputs: from :func:`prepare_inputs`.
+        params: flat trial params (validated like a trial's).
+        budget: batch sizes, optimizer settings and ``precision`` as the trials will use them.
+        steps: timed training steps (the median is returned), after ``warmup_steps`` untimed ones.
+        eval_examples: validation examples timed (at most the split's size).
+        device: as for ``train_trial``.
+
+    Returns:
+        ``{"step_s", "eval_example_s", "setup_s", "precision"}``: the median seconds of one training
+        step of ``budget.batch_size`` random training examples, seconds per validation example at
+        ``budget.eval_batch_size``, seconds to build the model, and the precision used.
+    """
+    config = method_config_from_params(params, inputs.task)
+    dev = resolve_device(device)
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    model = build_peft_model(inputs, config, seed=seed)
+    check_positions(model.get_base_model(), inputs, config)
+    model = model.to(dev)
+    setup_s = time.perf_counter() - started
+
+    train = _examples(load_split(inputs, "train"))
+    val = _examples(load_split(inputs, "validation"))[: max(1, eval_examples)]
+    optimizer = _optimizer(model, config.learning_rate, budget.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    times: list[float] = []
+    model.train()
+    for i in range(warmup_steps + steps):
+        idx = torch.randint(len(train), (budget.batch_size,), generator=gen).tolist()
+        t0 = time.perf_counter()
+        batch = _to(collate([train[j] for j in idx], inputs.task, inputs.pad_token_id), dev)
+        with _autocast(dev):
+            loss = train_step_loss(model, batch, inputs)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i >= warmup_steps:
+            times.append(time.perf_counter() - t0)
+    warm = val[: budget.eval_batch_size]
+    evaluate_model(model, inputs, warm, batch_size=budget.eval_batch_size, device=dev)
+    t0 = time.perf_counter()
+    evaluate_model(model, inputs, val, batch_size=budget.eval_batch_size, device=dev)
+    eval_example_s = (time.perf_counter() - t0) / len(val)
+    return {
+        "step_s": statistics.median(times),
+        "eval_example_s": eval_example_s,
+        "setup_s": setup_s,
+        "precision": "fp32",
+    }

@@ -1,0 +1,433 @@
+"""Planning a search from its budget: how many configs, how long the longest trial, where the rungs are.
+
+A job may say only how much compute it may spend (``budget.compute_budget_s`` in trial-seconds, or
+``budget.time_budget_s`` of wall clock, which at ``max_concurrent_trials`` trials at a time is worth
+about that many trial-seconds each). :func:`plan_search` turns it into a successive-halving plan over
+Ray Tune's ASHA:
+
+- the longest trial (``max_steps``) trains :data:`TARGET_EPOCHS` epochs, or less when one such trial
+  would take more than :data:`LONGEST_TRIAL_SHARE` of the budget;
+- rungs at ``max_steps / reduction_factor**k`` steps, down to no fewer than :data:`MIN_RUNG_STEPS`;
+  a trial that passes a rung keeps training in the same process (ASHA only stops trials), with the
+  learning-rate schedule of the whole ``max_steps``: survivors never restart;
+- as many configs as the budget pays for, each config costing its expected share of the rungs
+  (``1 / reduction_factor**k`` of the configs reach rung ``k``), its evaluations and its set-up.
+
+The costs come from :class:`Costs`, timed on this job's model and data before any trial
+(``promptsweep.methods.measure_costs``). Whatever the spec gives explicitly (``num_trials``,
+``max_steps`` / ``max_epochs``, ``eval_every_steps``, ``scheduler.grace_period_steps`` /
+``reduction_factor``) is kept, and the rest is planned around it. The plan is stored with the job
+(its summary's ``plan``) and printed by ``promptsweep run`` and ``show`` before trials start.
+
+Every constant here was chosen from a measurement on this project's machines (docs/quality.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from promptsweep.exceptions import SpecError
+from promptsweep.search._spec import JobSpec
+
+#: Epochs the longest trial trains when the spec does not say: one hand-picked config (prefix tuning,
+#: lr 1e-2) reached 0.828 test accuracy after 3 epochs of 1,000 reviews, 0.77 after one.
+TARGET_EPOCHS = 3.0
+#: The fewest steps at which a rung judges a config: after 20 steps of 16 reviews a config whose
+#: learning rate moves the frozen model has left the majority class (benchmarks/bench_lr.py).
+MIN_RUNG_STEPS = 20
+#: At most this share of the budget goes to one trial trained to ``max_steps`` (so that successive
+#: halving screens about a dozen configs or more).
+LONGEST_TRIAL_SHARE = 1 / 3
+#: Cut rungs at most (ASHA's brackets; more rungs screen more configs for fewer steps each).
+MAX_RUNGS = 3
+#: Reduction factor when the spec gives none (keep the best third at each rung; Li et al. 2020).
+DEFAULT_REDUCTION_FACTOR = 3.0
+#: Share of a wall-clock budget that trials can use (Ray start, trial set-up, tails of the last trials).
+WALL_UTILIZATION = 0.85
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What one trial costs on this pool, timed before the search (one trial's CPU/GPU share).
+
+    Attributes:
+        step_s: seconds per training step (one batch, forward + backward + optimizer).
+        eval_example_s: seconds per validation example evaluated.
+        setup_s: seconds to build a trial's model before its first step.
+        precision: the precision the steps ran in (``fp32`` / ``bf16``).
+        config: the trial params that were timed.
+    """
+
+    step_s: float
+    eval_example_s: float
+    setup_s: float
+    precision: str = "fp32"
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A job's search plan (stored as its summary's ``plan``; see :func:`plan_search`).
+
+    Attributes:
+        configs: trials to run (``None``: as many as the wall-clock budget allows).
+        max_steps: steps of a trial that is never stopped.
+        epochs: ``max_steps`` in epochs of the training split.
+        rungs: steps at which ASHA stops the weaker configs (ascending; empty: no cut).
+        reduction_factor: keep ``1 / reduction_factor`` of the configs at each rung.
+        eval_every_steps: validation every N steps (a rung is judged on the first evaluation at or
+            after it).
+        reaching: expected configs reaching each rung, then ``max_steps`` (one more entry than rungs).
+        expected_trial_seconds: what the planned trials are expected to cost in all.
+        compute_budget_s: the trial-seconds planned for (``None``: no compute budget).
+        time_budget_s: the wall-clock cap (``None``: none).
+        concurrency: trials at a time.
+        planned: the settings planned here (the rest came from the spec).
+        costs: the timing the plan is based on (``None``: nothing was timed).
+    """
+
+    configs: int | None
+    max_steps: int
+    epochs: float
+    rungs: list[int]
+    reduction_factor: float
+    eval_every_steps: int
+    reaching: list[float]
+    expected_trial_seconds: float | None
+    compute_budget_s: float | None
+    time_budget_s: float | None
+    concurrency: int
+    planned: list[str]
+    costs: Costs | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (stored with the job; :meth:`from_dict` reloads it)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """The plan stored by :meth:`to_dict`."""
+        costs = data.get("costs")
+        return cls(**{**data, "costs": Costs(**costs) if costs else None})
+
+
+def describe_plan(plan: dict[str, Any]) -> list[str]:
+    """Human-readable lines for a stored plan (``promptsweep run`` / ``show``)."""
+    rungs = plan.get("rungs") or []
+    reaching = plan.get("reaching") or []
+    configs = plan.get("configs")
+    steps = [*rungs, plan["max_steps"]]
+    stages = ", ".join(
+        f"{_count(n)} to {s} steps" for n, s in zip(reaching or [None] * len(steps), steps, strict=False)
+    )
+    lines = [
+        f"plan: {configs if configs is not None else 'as many configs as time allows'} configs; "
+        f"{stages} ({plan['epochs']:.1f} epochs at most), "
+        f"validation every {plan['eval_every_steps']} steps"
+        + (f", keep 1/{plan['reduction_factor']:g} at each rung" if rungs else "")
+    ]
+    budget = []
+    if plan.get("compute_budget_s"):
+        budget.append(f"budget {plan['compute_budget_s']:,.0f} trial-s")
+    if plan.get("expected_trial_seconds"):
+        budget.append(f"expected {plan['expected_trial_seconds']:,.0f} trial-s")
+    if plan.get("time_budget_s"):
+        budget.append(f"wall cap {plan['time_budget_s']:,.0f} s")
+    budget.append(f"{plan['concurrency']} at a time")
+    costs = plan.get("costs")
+    if costs:
+        budget.append(
+            f"timed {costs['step_s']:.2f} s/step, {costs['eval_example_s'] * 1000:.1f} ms per validation "
+            f"example, {costs['setup_s']:.1f} s set-up ({costs['precision']})"
+        )
+    lines.append("      " + "; ".join(budget))
+    if plan.get("planned"):
+        lines.append(f"      planned from the budget: {', '.join(plan['planned'])}")
+    return lines
+
+
+def _count(n: float | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n:.0f}" if n >= 10 or n == int(n) else f"{n:.1f}"
+
+
+def compute_budget(spec: JobSpec) -> float | None:
+    """The trial-seconds a job may spend: ``compute_budget_s``, else ``time_budget_s`` times the
+    trials at a time (times :data:`WALL_UTILIZATION`), else ``None``."""
+    b = spec.budget
+    if b.compute_budget_s is not None:
+        return float(b.compute_budget_s)
+    if b.time_budget_s is not None:
+        return float(b.time_budget_s) * spec.resources.max_concurrent_trials * WALL_UTILIZATION
+    return None
+
+
+def _rungs(spec: JobSpec, max_steps: int, eta: float) -> tuple[list[int], bool]:
+    """ASHA's cut rungs below ``max_steps`` and whether they were planned here."""
+    s = spec.scheduler
+    if s.name != "asha":
+        return [], False
+    if s.grace_period_steps is not None:
+        rungs, r = [], float(s.grace_period_steps)
+        while round(r) < max_steps and len(rungs) < 32:
+            rungs.append(round(r))
+            r *= eta
+        return rungs, False
+    k = 0
+    while k < MAX_RUNGS and max_steps / eta ** (k + 1) >= MIN_RUNG_STEPS:
+        k += 1
+    grace = max_steps / eta**k
+    return [round(grace * eta**i) for i in range(k)], True
+
+
+def _steps_cost(lo: int, hi: int, eval_every: int, eval_s: float, step_s: float) -> float:
+    """Seconds of training steps ``lo+1 .. hi`` with a validation every ``eval_every`` steps and one
+    at ``hi`` (a rung is judged, or the trial ends, there)."""
+    evals = hi // eval_every - lo // eval_every + (1 if hi % eval_every else 0)
+    return (hi - lo) * step_s + evals * eval_s
+
+
+def plan_search(
+    spec: JobSpec, *, train_examples: int, eval_examples: int, costs: Costs | None
+) -> Plan:
+    """Plan a job's successive-halving search from its budget (see the module docstring).
+
+    Args:
+        spec: the job spec; its explicit settings are kept.
+        train_examples: examples in the training split.
+        eval_examples: examples in the validation split (what each evaluation scores).
+        costs: the timed costs of a trial (``None``: nothing timed; then only explicit settings and
+            the epoch target are used).
+
+    Raises:
+        SpecError: the budget cannot pay for one evaluation of one config, or the training split is
+            smaller than a batch (names the field and the numbers).
+    """
+    b = spec.budget
+    if train_examples < b.batch_size:
+        raise SpecError(
+            f"budget.batch_size: {b.batch_size} exceeds the {train_examples} training examples; "
+            "lower batch_size or give more data"
+        )
+    planned: list[str] = []
+    eta = spec.scheduler.reduction_factor or DEFAULT_REDUCTION_FACTOR
+    per_epoch = math.ceil(train_examples / b.batch_size)
+    compute = compute_budget(spec)
+    eval_s = eval_examples * costs.eval_example_s if costs else 0.0
+    step_s = costs.step_s if costs else 0.0
+
+    def layout(max_steps: int) -> tuple[list[int], int, list[float], float]:
+        rungs, _ = _rungs(spec, max_steps, eta)
+        every = b.eval_every_steps or (rungs[0] if rungs else min(max_steps, MIN_RUNG_STEPS))
+        bounds = [0, *rungs, max_steps]
+        reaching = [eta**-k for k in range(len(bounds) - 1)]
+        per_config = (costs.setup_s if costs else 0.0) + sum(
+            frac * _steps_cost(lo, hi, every, eval_s, step_s)
+            for frac, lo, hi in zip(reaching, bounds[:-1], bounds[1:], strict=True)
+        )
+        return rungs, every, reaching, per_config
+
+    if b.max_steps is not None or b.max_epochs is not None:
+        by_epochs = math.ceil(b.max_epochs * per_epoch) if b.max_epochs else None
+        max_steps = max(1, min(s for s in (b.max_steps, by_epochs) if s))
+    else:
+        planned.append("max_steps")
+        max_steps = max(MIN_RUNG_STEPS, math.ceil(TARGET_EPOCHS * per_epoch))
+        if compute is not None and costs is not None:
+            # Shrink until one trial trained to the end fits its share of the budget.
+            while max_steps > MIN_RUNG_STEPS:
+                full = costs.setup_s + _steps_cost(0, max_steps, layout(max_steps)[1], eval_s, step_s)
+                if full <= LONGEST_TRIAL_SHARE * compute:
+                    break
+                max_steps = max(MIN_RUNG_STEPS, math.floor(max_steps * 0.95))
+        # Rungs that land on whole evaluation steps: max_steps = grace * eta**k.
+        rungs, _ = _rungs(spec, max_steps, eta)
+        if rungs and float(eta).is_integer() and spec.scheduler.grace_period_steps is None:
+            max_steps = rungs[0] * int(eta) ** len(rungs)
+    grace = spec.scheduler.grace_period_steps
+    if grace is not None and grace > max_steps:
+        raise SpecError(
+            f"scheduler.grace_period_steps: {grace} exceeds budget.max_steps ({max_steps}"
+            f"{', planned' if 'max_steps' in planned else ''}); lower it or leave it out to plan the rungs"
+        )
+    rungs, rungs_planned = _rungs(spec, max_steps, eta)
+    if rungs_planned:
+        planned.append("rungs")
+    if b.eval_every_steps is None:
+        planned.append("eval_every_steps")
+    rungs, every, reaching, per_config = layout(max_steps)
+
+    configs = b.num_trials
+    expected = None
+    if costs is not None and compute is not None:
+        first = costs.setup_s + _steps_cost(0, rungs[0] if rungs else max_steps, every, eval_s, step_s)
+        if first > compute:
+            field_name = "compute_budget_s" if b.compute_budget_s is not None else "time_budget_s"
+            raise SpecError(
+                f"budget.{field_name}: {compute:,.0f} trial-seconds cannot finish one evaluation of one "
+                f"config (set-up {costs.setup_s:.1f} s + {rungs[0] if rungs else max_steps} steps x "
+                f"{step_s:.2f} s + {eval_examples} validation examples = {first:,.0f} s); raise the budget"
+            )
+        if configs is None:
+            planned.insert(0, "configs")
+            configs = max(1, math.floor(compute / per_config))
+    if configs is not None and costs is not None:
+        expected = configs * per_config
+    counts = [configs * f if configs is not None else f for f in reaching] if reaching else []
+    return Plan(
+        configs=configs,
+        max_steps=max_steps,
+        epochs=round(max_steps / per_epoch, 2),
+        rungs=rungs,
+        reduction_factor=eta,
+        eval_every_steps=every,
+        reaching=[round(c, 2) for c in counts],
+        expected_trial_seconds=round(expected, 1) if expected is not None else None,
+        compute_budget_s=round(compute, 1) if compute is not None else None,
+        time_budget_s=b.time_budget_s,
+        concurrency=spec.resources.max_concurrent_trials,
+        planned=planned,
+        costs=costs,
+    )
+
+
+def make_sampler(spec: JobSpec, plan: Plan | None = None) -> Any:
+    """The Optuna sampler of ``spec``: TPE (``multivariate=True, group=True`` for the conditional
+    space), random, or NSGA-II; seeded with ``spec.seed``.
+
+    TPE's random start-up (``sampler.n_startup_trials``) defaults to a third of the planned configs,
+    at least 4 (the enqueued warm-start configs count among them), so that TPE models the rest.
+    """
+    import warnings
+
+    import optuna
+
+    s = spec.sampler
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    if s.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=spec.seed)
+    startup = s.n_startup_trials
+    if startup is None:
+        configs = plan.configs if plan is not None and plan.configs else 12
+        startup = max(4, configs // 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            multivariate=True,
+            group=True,
+            n_startup_trials=startup,
+            seed=spec.seed,
+            constant_liar=spec.resources.max_concurrent_trials > 1,
+        )
+
+
+def make_scheduler(spec: JobSpec, plan: Plan) -> Any:
+    """The Tune scheduler of ``spec`` over training steps, at the plan's rungs (``None``: no cut).
+
+    ASHA (``stop_last_trials=False``: a trial ends by its own budget): rungs at ``plan.rungs``
+    (``grace * reduction_factor**k`` below ``max_steps``); a trial that passes a rung keeps running.
+    """
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+    from promptsweep.search._trainable import STEP_KEY
+
+    sched = spec.scheduler
+    mode = "max" if spec.objective.resolved_direction == "maximize" else "min"
+    if sched.name == "asha":
+        if not plan.rungs:
+            return None
+        return ASHAScheduler(
+            time_attr=STEP_KEY,
+            metric=spec.objective.metric,
+            mode=mode,
+            max_t=plan.max_steps,
+            grace_period=plan.rungs[0],
+            reduction_factor=plan.reduction_factor,
+            stop_last_trials=False,
+        )
+    if sched.name == "median":
+        return MedianStoppingRule(
+            time_attr=STEP_KEY,
+            metric=spec.objective.metric,
+            mode=mode,
+            grace_period=min(sched.grace_period_steps or plan.eval_every_steps, plan.max_steps),
+            min_samples_required=3,
+        )
+    return None
+
+
+def train_budget(spec: JobSpec, plan: Plan | None = None) -> Any:
+    """The methods layer's ``TrainBudget`` of the job's trials (steps and evaluations as planned)."""
+    from promptsweep.methods import TrainBudget
+
+    b = spec.budget
+    if plan is not None:
+        max_steps, max_epochs = plan.max_steps, None
+    else:  # unplanned (e.g. for timing): the spec's own, or one rung
+        max_steps, max_epochs = b.max_steps, b.max_epochs
+        if max_steps is None and max_epochs is None:
+            max_steps = MIN_RUNG_STEPS
+    return TrainBudget(
+        max_steps=max_steps,
+        max_epochs=max_epochs,
+        eval_every_steps=plan.eval_every_steps if plan else (b.eval_every_steps or 50),
+        batch_size=b.batch_size,
+        eval_batch_size=b.eval_batch_size,
+        warmup_ratio=b.warmup_ratio,
+        weight_decay=b.weight_decay,
+        max_grad_norm=b.max_grad_norm,
+    )
+
+
+def needs_timing(spec: JobSpec) -> bool:
+    """Whether planning ``spec`` needs the trial costs timed (the configs or the steps are planned)."""
+    b = spec.budget
+    return b.num_trials is None or (b.max_steps is None and b.max_epochs is None)
+
+
+def time_costs(spec: JobSpec, inputs: Any) -> Costs:
+    """Time one config of the job on its model and data, in this process, with one trial's threads.
+
+    The config is the first warm-start config (the job's most reliable paper default).
+    """
+    import torch
+
+    from promptsweep.methods import measure_costs
+    from promptsweep.search._space import paper_default_params, warm_start_order
+
+    params = paper_default_params(warm_start_order(spec)[0], spec)
+    threads = torch.get_num_threads()
+    r = spec.resources
+    torch.set_num_threads(r.torch_threads or max(1, int(r.cpus_per_trial)))
+    try:
+        timed = measure_costs(inputs, params, budget=train_budget(spec), seed=spec.seed)
+    finally:
+        torch.set_num_threads(threads)
+    return Costs(
+        step_s=round(float(timed["step_s"]), 4),
+        eval_example_s=round(float(timed["eval_example_s"]), 5),
+        setup_s=round(float(timed["setup_s"]), 2),
+        precision=str(timed["precision"]),
+        config=params,
+    )
+
+
+def job_plan(spec: JobSpec, storage: Any, job: Any, inputs: Any) -> Plan:
+    """The job's plan: the one stored with it (a resumed job keeps its plan), else made now
+    (timing the costs when something is planned) and stored in the job's summary."""
+    stored = (getattr(job, "summary", None) or {}).get("plan")
+    if stored:
+        return Plan.from_dict(stored)
+    costs = time_costs(spec, inputs) if needs_timing(spec) else None
+    plan = plan_search(
+        spec,
+        train_examples=int(inputs.counts.get("train", 0)),
+        eval_examples=int(inputs.counts.get("validation", 0)),
+        costs=costs,
+    )
+    storage.update_job_summary(int(job.id), plan=plan.to_dict())
+    return plan

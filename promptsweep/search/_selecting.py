@@ -1,0 +1,242 @@
+"""Selecting a job's winner after its search, honestly and with its noise shown.
+
+Trials rank on the validation split, capped at ``dataset.max_eval_examples`` reviews for speed; at
+300-400 reviews the standard error of an accuracy is 0.02-0.025, as large as the gaps between good
+configs. So :func:`select` re-scores the top ``selection.finalists`` complete trials on the *whole*
+validation split (the capped one is a stratified subsample of it), shows each finalist's value with its
+standard error, selects the best there, and says when the winner is not separated from the runner-up.
+The test split is evaluated for the selected trial(s) only, and is never told to the sampler, the
+pruner or the ranking.
+
+The job's floors (majority class, head-only or zero-shot; scored on validation before the search)
+are compared with the selected trial: a search whose winner is below a floor says so in the job's
+summary (``floor_warning``), which ``run`` / ``show`` / the report print.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from promptsweep._logging import get_logger
+from promptsweep.search._spec import JobSpec
+
+_log = get_logger(__name__)
+
+#: The head-only floor fits its head on at most this many training examples (a seeded subsample): the
+#: frozen features cost one forward pass each, and the floor must stay cheap next to the search.
+FLOOR_HEAD_TRAIN_EXAMPLES = 500
+
+#: Metrics that are proportions of examples (their standard error is sqrt(p(1-p)/n)).
+PROPORTIONS = ("accuracy", "exact_match")
+
+
+def standard_error(metric: str, value: float | None, n: int) -> float | None:
+    """The standard error of a proportion ``metric`` measured on ``n`` examples (``None`` otherwise)."""
+    if metric not in PROPORTIONS or value is None or n <= 0:
+        return None
+    return math.sqrt(max(value * (1 - value), 0.0) / n)
+
+
+def full_validation_inputs(spec: JobSpec, inputs: Any) -> Any:
+    """The job's inputs with the whole validation split (``inputs`` when validation was not capped)."""
+    from promptsweep import paths
+    from promptsweep.methods import TaskType, prepare_inputs
+    from promptsweep.search._runner import data_spec
+
+    if spec.dataset.max_eval_examples is None:
+        return inputs
+    uncapped = spec.model_copy(
+        update={"dataset": spec.dataset.model_copy(update={"max_eval_examples": None})}
+    )
+    return prepare_inputs(
+        spec.model,
+        data_spec(uncapped),
+        TaskType(spec.task),
+        max_length=spec.dataset.max_length,
+        cache_dir=paths.cache_dir(),
+    )
+
+
+def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> list[dict[str, Any]]:
+    """Re-score the top ``spec.selection.finalists`` complete trials on the whole validation split.
+
+    Returns one dict per finalist, best first by the whole-validation objective (ties: the leaderboard's
+    order): ``number``, ``variant``, ``subsample`` (the ranked value) and its ``subsample_n`` and
+    ``subsample_se``, ``value`` (whole validation) with ``n`` and ``se``, and ``metrics``.
+    """
+    from promptsweep.methods import evaluate_adapter
+
+    metric = spec.objective.metric
+    top = [r for r in storage.leaderboard(job_id, limit=spec.selection.finalists) if r.adapter_dir]
+    if not top:
+        return []
+    sub_n = int(inputs.counts.get("validation", 0))
+    full = full_validation_inputs(spec, inputs) if len(top) > 1 else inputs
+    n = int(full.counts.get("validation", 0))
+    out = []
+    for rank, record in enumerate(top):
+        if full is inputs:
+            metrics = dict(record.metrics or {})
+        else:
+            metrics = {
+                k: float(v)
+                for k, v in evaluate_adapter(full, record.adapter_dir, split="validation").items()
+            }
+        value = metrics.get(metric, record.value)
+        out.append(
+            {
+                "number": record.number,
+                "variant": str(record.variant),
+                "rank": rank,
+                "subsample": record.value,
+                "subsample_n": sub_n,
+                "subsample_se": standard_error(metric, record.value, sub_n),
+                "value": value,
+                "n": n,
+                "se": standard_error(metric, value, n),
+                "metrics": metrics,
+            }
+        )
+    sign = -1.0 if spec.objective.resolved_direction == "maximize" else 1.0
+    out.sort(key=lambda f: (sign * f["value"], f["rank"]))
+    return out
+
+
+def separation(finalists: list[dict[str, Any]]) -> str | None:
+    """A sentence saying the winner is not separated from the runner-up, or ``None`` when it is.
+
+    Separated means the gap is more than twice the standard error of the difference (unpaired, so a
+    conservative reading); without standard errors nothing is said.
+    """
+    if len(finalists) < 2:
+        return None
+    a, b = finalists[0], finalists[1]
+    if a.get("se") is None or b.get("se") is None:
+        return None
+    gap = abs(a["value"] - b["value"])
+    se = math.sqrt(a["se"] ** 2 + b["se"] ** 2)
+    if gap > 2 * se:
+        return None
+    return (
+        f"trial {a['number']} ({a['value']:.4f} +/- {a['se']:.4f}) is not separated from trial "
+        f"{b['number']} ({b['value']:.4f} +/- {b['se']:.4f}) on the whole validation split "
+        f"(n={a['n']}): the gap {gap:.4f} is within 2 standard errors ({2 * se:.4f})"
+    )
+
+
+def floor_warning(spec: JobSpec, value: float | None, floors: dict[str, Any]) -> str | None:
+    """A sentence naming each floor the selected trial's validation ``value`` does not beat."""
+    metric = spec.objective.metric
+    if value is None or not floors:
+        return None
+    maximize = spec.objective.resolved_direction == "maximize"
+    beaten_by = [
+        (name, f[metric])
+        for name, f in floors.items()
+        if isinstance(f, dict)
+        and isinstance(f.get(metric), int | float)
+        and (value <= f[metric] if maximize else value >= f[metric])
+    ]
+    if not beaten_by:
+        return None
+    names = ", ".join(f"{name} {v:.4f}" for name, v in beaten_by)
+    return (
+        f"the selected trial's validation {metric} {value:.4f} does not beat the floor(s) {names}: "
+        "the search did not pay for itself; raise the budget or widen the space"
+    )
+
+
+def score_job_floors(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, Any]:
+    """Score the job's floors on validation once (stored in the job's summary) and return them."""
+    from promptsweep.methods import score_floors
+
+    job = storage.get_job(job_id)
+    if "floors" in (job.summary or {}):
+        return dict(job.summary["floors"])
+    if not spec.floors:
+        return {}
+    started = time.perf_counter()
+    floors = score_floors(
+        inputs, split="validation", seed=spec.seed, head_train_examples=FLOOR_HEAD_TRAIN_EXAMPLES
+    )
+    storage.update_job_summary(job_id, floors=floors)
+    _log.info("job %d: floors %s (%.1f s)", job_id, floors, time.perf_counter() - started)
+    return floors
+
+
+def select(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, Any]:
+    """Pick the job's trial(s) on validation and evaluate the test split for those only.
+
+    Single objective: the finalists re-scored on the whole validation split decide. Multi-objective:
+    the Pareto front (validation metric against trainable parameters), no re-scoring.
+
+    Returns:
+        ``{"selected": [TrialRecord ...], "test_metrics": {number: metrics}, "finalists": [...]}``;
+        ``selected`` is empty when no trial completed. The job's summary gets ``selected_trial``,
+        ``finalists``, ``separation`` and ``floor_warning``.
+    """
+    from promptsweep.methods import evaluate_adapter
+
+    multi = len(spec.directions) > 1
+    finalists: list[dict[str, Any]] = []
+    if multi:
+        selected = sorted(storage.pareto_front(job_id), key=lambda r: r.number)
+    else:
+        finalists = rescore_finalists(spec, storage, job_id, inputs)
+        selected = [storage.get_trial(job_id, finalists[0]["number"])] if finalists else []
+        if not selected:
+            selected = storage.leaderboard(job_id, limit=1)
+    if not selected:
+        return {"selected": [], "test_metrics": {}, "finalists": []}
+    has_test = int(inputs.counts.get("test", 0)) > 0
+    test_metrics: dict[int, dict[str, float]] = {}
+    for record in selected:
+        if has_test and record.adapter_dir:
+            metrics = {
+                k: float(v) for k, v in evaluate_adapter(inputs, record.adapter_dir, split="test").items()
+            }
+            storage.record_trial(job_id, record.number, test_metrics=metrics)
+            test_metrics[record.number] = metrics
+    floors = (storage.get_job(job_id).summary or {}).get("floors") or {}
+    warning = None if multi else floor_warning(spec, selected[0].value, floors)
+    if warning:
+        _log.warning("job %d: %s", job_id, warning)
+    storage.update_job_summary(
+        job_id,
+        selected_trial=None if multi else selected[0].number,
+        finalists=finalists or None,
+        separation=separation(finalists),
+        floor_warning=warning,
+    )
+    return {"selected": selected, "test_metrics": test_metrics, "finalists": finalists}
+
+
+def describe_floors(floors: dict[str, Any], metric: str) -> str:
+    """One line with each floor's validation ``metric`` (``run`` / ``show``)."""
+    parts = [
+        f"{name} {f[metric]:.4f}"
+        for name, f in floors.items()
+        if isinstance(f, dict) and isinstance(f.get(metric), int | float)
+    ]
+    return f"floors (validation {metric}): " + (", ".join(parts) if parts else "none")
+
+
+def describe_finalists(finalists: list[dict[str, Any]], metric: str) -> list[str]:
+    """Lines with each finalist's value and standard error, subsample and whole validation split."""
+    if not finalists:
+        return []
+
+    def pm(value: float | None, se: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4f}" + (f" +/- {se:.4f}" if se is not None else "")
+
+    lines = [f"finalists (validation {metric}: ranked subsample -> whole split, +/- one standard error):"]
+    for f in finalists:
+        lines.append(
+            f"  trial {f['number']} ({f['variant']}): {pm(f['subsample'], f.get('subsample_se'))} "
+            f"(n={f['subsample_n']}) -> {pm(f['value'], f.get('se'))} (n={f['n']})"
+        )
+    return lines

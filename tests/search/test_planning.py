@@ -1,0 +1,138 @@
+"""Budget planning: configs, rungs and survivor steps from a compute budget (no Ray, no torch)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from promptsweep.exceptions import SpecError
+from promptsweep.search import parse_spec
+from promptsweep.search._planning import (
+    LONGEST_TRIAL_SHARE,
+    MIN_RUNG_STEPS,
+    TARGET_EPOCHS,
+    Costs,
+    Plan,
+    describe_plan,
+    plan_search,
+)
+
+COSTS = Costs(step_s=0.5, eval_example_s=0.01, setup_s=3.0, precision="bf16")
+
+
+def _spec(budget: dict[str, Any], **extra: Any) -> Any:
+    data = {"name": "plan", "budget": budget, "resources": {"max_concurrent_trials": 2}, **extra}
+    return parse_spec(data)
+
+
+def _full_trial_cost(plan: Plan, costs: Costs, eval_examples: int) -> float:
+    evals = math.ceil(plan.max_steps / plan.eval_every_steps)
+    return costs.setup_s + plan.max_steps * costs.step_s + evals * eval_examples * costs.eval_example_s
+
+
+def test_a_wall_clock_budget_alone_plans_configs_rungs_and_survivor_steps() -> None:
+    plan = plan_search(_spec({"time_budget_s": 330}), train_examples=1000, eval_examples=300, costs=COSTS)
+    assert plan.planned == ["configs", "max_steps", "rungs", "eval_every_steps"]
+    # successive halving: rungs grow by the reduction factor, the survivors train to max_steps
+    assert plan.reduction_factor == 3 and len(plan.rungs) >= 2
+    assert plan.rungs[0] >= MIN_RUNG_STEPS
+    assert all(b == a * 3 for a, b in zip(plan.rungs, [*plan.rungs[1:], plan.max_steps], strict=True))
+    assert plan.eval_every_steps == plan.rungs[0]  # every rung is judged on its own evaluation
+    assert plan.max_steps <= math.ceil(TARGET_EPOCHS * 1000 / 16) + plan.rungs[0]
+    # the budget pays for the plan, and a trial trained to the end takes at most its share
+    assert plan.compute_budget_s == pytest.approx(330 * 2 * 0.85)
+    assert plan.expected_trial_seconds <= plan.compute_budget_s
+    assert _full_trial_cost(plan, COSTS, 300) <= LONGEST_TRIAL_SHARE * plan.compute_budget_s * 1.1
+    assert plan.configs >= 9  # enough configs that some reach every rung
+    assert plan.reaching[0] == plan.configs
+    assert plan.reaching[-1] == pytest.approx(plan.configs / 9, abs=0.01)
+
+
+def test_more_budget_buys_more_configs_and_longer_survivors() -> None:
+    small = plan_search(
+        _spec({"compute_budget_s": 400}), train_examples=3200, eval_examples=400, costs=COSTS
+    )
+    large = plan_search(
+        _spec({"compute_budget_s": 4000}), train_examples=3200, eval_examples=400, costs=COSTS
+    )
+    assert large.configs > small.configs and large.max_steps > small.max_steps
+    # trial-seconds do not depend on concurrency: the same compute budget plans the same search
+    one = plan_search(
+        _spec({"compute_budget_s": 400}, resources={"max_concurrent_trials": 1}),
+        train_examples=3200,
+        eval_examples=400,
+        costs=COSTS,
+    )
+    assert (one.configs, one.max_steps, one.rungs) == (small.configs, small.max_steps, small.rungs)
+
+
+def test_slower_steps_plan_fewer_configs() -> None:
+    fast = plan_search(_spec({"time_budget_s": 600}), train_examples=1000, eval_examples=300, costs=COSTS)
+    slow_costs = Costs(step_s=1.5, eval_example_s=0.03, setup_s=3.0)
+    slow = plan_search(
+        _spec({"time_budget_s": 600}), train_examples=1000, eval_examples=300, costs=slow_costs
+    )
+    assert slow.configs < fast.configs
+
+
+def test_explicit_settings_override_the_plan() -> None:
+    spec = _spec(
+        {"time_budget_s": 600, "num_trials": 5, "max_steps": 100, "eval_every_steps": 10},
+        scheduler={"name": "asha", "grace_period_steps": 10, "reduction_factor": 2},
+    )
+    plan = plan_search(spec, train_examples=1000, eval_examples=300, costs=COSTS)
+    assert (plan.configs, plan.max_steps, plan.eval_every_steps) == (5, 100, 10)
+    assert plan.rungs == [10, 20, 40, 80] and plan.reduction_factor == 2
+    assert plan.planned == []
+
+
+def test_no_scheduler_plans_no_rungs() -> None:
+    plan = plan_search(
+        _spec({"compute_budget_s": 900}, scheduler={"name": "none"}),
+        train_examples=1000,
+        eval_examples=300,
+        costs=COSTS,
+    )
+    assert plan.rungs == [] and plan.reaching == [plan.configs]
+
+
+def test_a_budget_below_one_evaluation_of_one_config_is_refused_with_the_numbers() -> None:
+    with pytest.raises(SpecError) as info:
+        plan_search(_spec({"time_budget_s": 5}), train_examples=1000, eval_examples=300, costs=COSTS)
+    message = str(info.value)
+    assert message.startswith("budget.time_budget_s: 8 trial-seconds cannot finish one evaluation")
+    assert "300 validation examples" in message
+    with pytest.raises(SpecError, match=r"^budget\.compute_budget_s: 5 trial-seconds"):
+        plan_search(_spec({"compute_budget_s": 5}), train_examples=1000, eval_examples=300, costs=COSTS)
+
+
+def test_a_batch_larger_than_the_training_split_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"^budget\.batch_size: 16 exceeds the 10 training examples"):
+        plan_search(_spec({"time_budget_s": 600}), train_examples=10, eval_examples=300, costs=COSTS)
+
+
+def test_a_first_rung_beyond_the_planned_steps_is_refused() -> None:
+    spec = _spec({"compute_budget_s": 300}, scheduler={"name": "asha", "grace_period_steps": 10_000})
+    with pytest.raises(SpecError, match=r"^scheduler\.grace_period_steps: 10000 exceeds budget\.max_steps"):
+        plan_search(spec, train_examples=1000, eval_examples=300, costs=COSTS)
+
+
+def test_the_plan_round_trips_and_reads_as_text() -> None:
+    plan = plan_search(_spec({"time_budget_s": 330}), train_examples=1000, eval_examples=300, costs=COSTS)
+    again = Plan.from_dict(plan.to_dict())
+    assert again == plan
+    text = "\n".join(describe_plan(plan.to_dict()))
+    assert f"plan: {plan.configs} configs" in text
+    assert f"to {plan.max_steps} steps" in text and f"to {plan.rungs[0]} steps" in text
+    assert "expected" in text and "0.50 s/step" in text
+
+
+def test_asha_cuts_exactly_at_the_planned_rungs() -> None:
+    from promptsweep.search._planning import make_scheduler
+
+    plan = plan_search(_spec({"time_budget_s": 330}), train_examples=1000, eval_examples=300, costs=COSTS)
+    sched = make_scheduler(_spec({"time_budget_s": 330}), plan)
+    rungs = sorted(m for m, _ in sched._brackets[0]._rungs)
+    assert [r for r in rungs if r < plan.max_steps] == plan.rungs
