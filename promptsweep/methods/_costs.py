@@ -17,13 +17,14 @@ from promptsweep.methods._config import method_config_from_params
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import build_peft_model, collate
 from promptsweep.methods._train import (
-    _autocast,
+    StepPrecision,
     _examples,
     _optimizer,
     _to,
     check_positions,
     evaluate_model,
     resolve_device,
+    resolve_precision,
     train_step_loss,
 )
 from promptsweep.methods._types import PreparedInputs, TrainBudget
@@ -45,7 +46,8 @@ def measure_costs(
     Args:
         inputs: from :func:`prepare_inputs`.
         params: flat trial params (validated like a trial's).
-        budget: batch sizes, optimizer settings and ``precision`` as the trials will use them.
+        budget: batch sizes, optimizer settings and ``precision`` as the trials will use them (the
+            training steps run as in ``train_trial``; validation is fp32 there and here).
         steps: timed training steps (the median is returned), after ``warmup_steps`` untimed ones.
         eval_examples: validation examples timed (at most the split's size).
         device: as for ``train_trial``.
@@ -54,14 +56,19 @@ def measure_costs(
         ``{"step_s", "eval_example_s", "setup_s", "precision"}``: the median seconds of one training
         step of ``budget.batch_size`` random training examples, seconds per validation example at
         ``budget.eval_batch_size``, seconds to build the model, and the precision used.
+
+    Raises:
+        MethodConfigError: invalid params, or ``precision="bf16"`` on a device without native bf16.
     """
     config = method_config_from_params(params, inputs.task)
     dev = resolve_device(device)
+    precision = resolve_precision(budget.precision, dev)  # bf16 refused here on a device without it
     started = time.perf_counter()
     torch.manual_seed(seed)
     model = build_peft_model(inputs, config, seed=seed)
     check_positions(model.get_base_model(), inputs, config)
     model = model.to(dev)
+    step_precision = StepPrecision(model, precision, dev)
     setup_s = time.perf_counter() - started
 
     train = _examples(load_split(inputs, "train"))
@@ -74,9 +81,10 @@ def measure_costs(
         idx = torch.randint(len(train), (budget.batch_size,), generator=gen).tolist()
         t0 = time.perf_counter()
         batch = _to(collate([train[j] for j in idx], inputs.task, inputs.pad_token_id), dev)
-        with _autocast(dev):
-            loss = train_step_loss(model, batch, inputs)
-        loss.backward()
+        with step_precision.weights():
+            with step_precision.autocast():
+                loss = train_step_loss(model, batch, inputs)
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if i >= warmup_steps:
@@ -90,5 +98,5 @@ def measure_costs(
         "step_s": statistics.median(times),
         "eval_example_s": eval_example_s,
         "setup_s": setup_s,
-        "precision": "fp32",
+        "precision": precision,
     }

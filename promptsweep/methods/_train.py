@@ -470,7 +470,7 @@ def fit(
         step += 1
         seen += len(idx)
         loss_sum, loss_n = loss_sum + float(loss.item()), loss_n + 1
-        if step % budget.eval_every_steps == 0 or step == total_steps:
+        if budget.evaluates_at(step) or step == total_steps:
             metrics = evaluate_model(
                 model,
                 inputs,
@@ -508,11 +508,11 @@ def train_trial(
 
     Builds the frozen PLM + the method's PEFT adapter (dispatched through the registry), trains with
     AdamW over the trainable parameters only (warm-up + linear decay, gradient clipping), evaluates the
-    validation split every ``budget.eval_every_steps`` steps and at the end, calling ``report(step,
-    metrics)`` each time (``metrics`` also holds ``train_loss``, the mean over the steps since the last
-    evaluation). ``report`` may raise (e.g. ``optuna.TrialPruned``) to stop the trial - the exception
-    propagates and no adapter is saved - or return ``True`` to stop early gracefully (the adapter is
-    saved). The adapter goes to ``output_dir/adapter``.
+    validation split every ``budget.eval_every_steps`` steps (or at ``budget.eval_at_steps``) and at the
+    end, calling ``report(step, metrics)`` each time (``metrics`` also holds ``train_loss``, the mean
+    over the steps since the last evaluation). ``report`` may raise (e.g. ``optuna.TrialPruned``) to
+    stop the trial - the exception propagates and no adapter is saved - or return ``True`` to stop early
+    gracefully (the adapter is saved). The adapter goes to ``output_dir/adapter``.
 
     Args:
         inputs: from :func:`prepare_inputs`.

@@ -112,6 +112,8 @@ class TrainBudget:
         max_steps: optimizer steps (``None``: ``max_epochs`` decides). Both given: the smaller wins.
         max_epochs: passes over the train split (may be fractional).
         eval_every_steps: evaluate the validation split (and call ``report``) every N steps, and at the end.
+        eval_at_steps: evaluate at exactly these steps (and at the end) instead of every
+            ``eval_every_steps``: e.g. only at a successive-halving plan's rungs, where a trial is judged.
         batch_size: train examples per step.
         eval_batch_size: examples per evaluation forward pass.
         warmup_ratio: fraction of the steps with linear warm-up, then linear decay to 0.
@@ -126,12 +128,19 @@ class TrainBudget:
     max_steps: int | None = None
     max_epochs: float | None = 1.0
     eval_every_steps: int = 50
+    eval_at_steps: tuple[int, ...] | None = None
     batch_size: int = 16
     eval_batch_size: int = 64
     warmup_ratio: float = 0.06
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     precision: str = "auto"
+
+    def evaluates_at(self, step: int) -> bool:
+        """Whether the validation split is evaluated after ``step`` (the last step always is)."""
+        if self.eval_at_steps is not None:
+            return step in self.eval_at_steps
+        return step % self.eval_every_steps == 0
 
     def __post_init__(self) -> None:
         if self.max_steps is None and self.max_epochs is None:
@@ -148,6 +157,11 @@ class TrainBudget:
             raise SpecError(f"budget.warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
         if self.weight_decay < 0:
             raise SpecError(f"budget.weight_decay={self.weight_decay!r} must be >= 0")
+        if self.eval_at_steps is not None:
+            steps = tuple(self.eval_at_steps)
+            if not all(isinstance(s, int) and s >= 1 for s in steps):
+                raise SpecError(f"budget.eval_at_steps={steps!r} must be integers >= 1")
+            object.__setattr__(self, "eval_at_steps", tuple(sorted(set(steps))))
         if self.precision not in PRECISIONS:
             raise SpecError(f"budget.precision={self.precision!r} must be one of {PRECISIONS}")
 

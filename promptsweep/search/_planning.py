@@ -24,6 +24,7 @@ Every constant here was chosen from a measurement on this project's machines (do
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -78,7 +79,9 @@ class Plan:
         rungs: steps at which ASHA stops the weaker configs (ascending; empty: no cut).
         reduction_factor: keep ``1 / reduction_factor`` of the configs at each rung.
         eval_every_steps: validation every N steps (a rung is judged on the first evaluation at or
-            after it).
+            after it), unless ``eval_at_steps``.
+        eval_at_steps: validation only at these steps and at the end (the rungs, when the spacing is
+            planned: a rung is all a screening evaluation is for).
         reaching: expected configs reaching each rung, then ``max_steps`` (one more entry than rungs).
         expected_trial_seconds: what the planned trials are expected to cost in all.
         compute_budget_s: the trial-seconds planned for (``None``: no compute budget).
@@ -101,6 +104,7 @@ class Plan:
     concurrency: int
     planned: list[str]
     costs: Costs | None = None
+    eval_at_steps: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (stored with the job; :meth:`from_dict` reloads it)."""
@@ -125,7 +129,11 @@ def describe_plan(plan: dict[str, Any]) -> list[str]:
     lines = [
         f"plan: {configs if configs is not None else 'as many configs as time allows'} configs; "
         f"{stages} ({plan['epochs']:.1f} epochs at most), "
-        f"validation every {plan['eval_every_steps']} steps"
+        + (
+            "validation at each rung and the end"
+            if plan.get("eval_at_steps")
+            else f"validation every {plan['eval_every_steps']} steps"
+        )
         + (f", keep 1/{plan['reduction_factor']:g} at each rung" if rungs else "")
     ]
     budget = []
@@ -219,16 +227,20 @@ def plan_search(
     eval_s = eval_examples * costs.eval_example_s if costs else 0.0
     step_s = costs.step_s if costs else 0.0
 
-    def layout(max_steps: int) -> tuple[list[int], int, list[float], float]:
+    def layout(max_steps: int) -> tuple[list[int], int, list[float], list[float]]:
+        """Rungs, evaluation spacing, share of configs reaching each segment, each segment's cost."""
         rungs, _ = _rungs(spec, max_steps, eta)
         every = b.eval_every_steps or (rungs[0] if rungs else min(max_steps, MIN_RUNG_STEPS))
+        at_rungs = b.eval_every_steps is None and bool(rungs)
         bounds = [0, *rungs, max_steps]
         reaching = [eta**-k for k in range(len(bounds) - 1)]
-        per_config = (costs.setup_s if costs else 0.0) + sum(
-            frac * _steps_cost(lo, hi, every, eval_s, step_s)
-            for frac, lo, hi in zip(reaching, bounds[:-1], bounds[1:], strict=True)
-        )
-        return rungs, every, reaching, per_config
+        segments = [
+            (hi - lo) * step_s + eval_s if at_rungs else _steps_cost(lo, hi, every, eval_s, step_s)
+            for lo, hi in itertools.pairwise(bounds)
+        ]
+        return rungs, every, reaching, segments
+
+    setup_s = costs.setup_s if costs else 0.0
 
     if b.max_steps is not None or b.max_epochs is not None:
         by_epochs = math.ceil(b.max_epochs * per_epoch) if b.max_epochs else None
@@ -239,8 +251,7 @@ def plan_search(
         if compute is not None and costs is not None:
             # Shrink until one trial trained to the end fits its share of the budget.
             while max_steps > MIN_RUNG_STEPS:
-                full = costs.setup_s + _steps_cost(0, max_steps, layout(max_steps)[1], eval_s, step_s)
-                if full <= LONGEST_TRIAL_SHARE * compute:
+                if setup_s + sum(layout(max_steps)[3]) <= LONGEST_TRIAL_SHARE * compute:
                     break
                 max_steps = max(MIN_RUNG_STEPS, math.floor(max_steps * 0.95))
         # Rungs that land on whole evaluation steps: max_steps = grace * eta**k.
@@ -258,12 +269,14 @@ def plan_search(
         planned.append("rungs")
     if b.eval_every_steps is None:
         planned.append("eval_every_steps")
-    rungs, every, reaching, per_config = layout(max_steps)
+    rungs, every, reaching, segments = layout(max_steps)
+    per_config = setup_s + sum(f * c for f, c in zip(reaching, segments, strict=True))
+    eval_at_steps = rungs if b.eval_every_steps is None and rungs else None
 
     configs = b.num_trials
     expected = None
     if costs is not None and compute is not None:
-        first = costs.setup_s + _steps_cost(0, rungs[0] if rungs else max_steps, every, eval_s, step_s)
+        first = setup_s + segments[0]
         if first > compute:
             field_name = "compute_budget_s" if b.compute_budget_s is not None else "time_budget_s"
             raise SpecError(
@@ -284,6 +297,7 @@ def plan_search(
         rungs=rungs,
         reduction_factor=eta,
         eval_every_steps=every,
+        eval_at_steps=eval_at_steps,
         reaching=[round(c, 2) for c in counts],
         expected_trial_seconds=round(expected, 1) if expected is not None else None,
         compute_budget_s=round(compute, 1) if compute is not None else None,
@@ -375,11 +389,13 @@ def train_budget(spec: JobSpec, plan: Plan | None = None) -> Any:
         max_steps=max_steps,
         max_epochs=max_epochs,
         eval_every_steps=plan.eval_every_steps if plan else (b.eval_every_steps or 50),
+        eval_at_steps=tuple(plan.eval_at_steps) if plan and plan.eval_at_steps else None,
         batch_size=b.batch_size,
         eval_batch_size=b.eval_batch_size,
         warmup_ratio=b.warmup_ratio,
         weight_decay=b.weight_decay,
         max_grad_norm=b.max_grad_norm,
+        precision=spec.precision,
     )
 
 

@@ -46,7 +46,14 @@ from promptsweep.search._planning import (
     train_budget,
 )
 from promptsweep.search._selecting import describe_floors
-from promptsweep.search._spec import TASK_METRICS, JobSpec, check_resources, local_gpu_count, parse_spec
+from promptsweep.search._spec import (
+    TASK_METRICS,
+    JobSpec,
+    check_cpu_precision,
+    check_resources,
+    local_gpu_count,
+    parse_spec,
+)
 
 _log = get_logger(__name__)
 
@@ -103,6 +110,8 @@ def submit(spec: JobSpec | dict[str, Any], storage: Any) -> int:
     job_spec = _with_local_source_resolved(parse_spec(spec))
     if job_spec.ray_address is None and job_spec.resources.gpus_per_trial > 0:
         check_resources(job_spec, gpus_available=local_gpu_count())
+    if job_spec.ray_address is None and job_spec.resources.gpus_per_trial == 0:
+        check_cpu_precision(job_spec)
     job = storage.create_job(
         job_spec.name,
         job_spec.to_dict(),

@@ -484,3 +484,20 @@ def check_resources(spec: JobSpec, *, gpus_available: float, cpus_available: flo
         raise SpecError(
             f"resources.cpus_per_trial: {r.cpus_per_trial} CPU(s) per trial, the pool has {cpus_available}"
         )
+
+
+def check_cpu_precision(spec: JobSpec, *, cpu_flags: Any = None) -> None:
+    """Refuse ``precision: bf16`` for trials on this machine's CPU when it has no native bf16
+    (AVX-512 BF16 or AMX), without loading torch (``promptsweep.methods.cpu_bf16_supported``).
+
+    Raises:
+        SpecError: naming ``precision`` and what the CPU lacks.
+    """
+    from promptsweep.methods import cpu_bf16_supported
+    from promptsweep.methods._precision import CPU_BF16_FLAGS
+
+    if spec.precision == "bf16" and not cpu_bf16_supported(cpu_flags):
+        raise SpecError(
+            f"precision: 'bf16' needs a CPU with native bf16 ({' or '.join(sorted(CPU_BF16_FLAGS))}), "
+            "and this machine's CPU has neither; use precision 'auto' (bf16 only where supported) or 'fp32'"
+        )

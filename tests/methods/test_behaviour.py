@@ -3,6 +3,7 @@ parameter counts, the report callback, NaN handling, position limits."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,14 @@ def test_report_callback_can_stop_or_prune(prepared, tmp_path: Path) -> None:
     )
     assert [s for s, _ in calls] == [2, 4] and result.history == [(s, m) for s, m in calls]
     assert set(calls[0][1]) == {"accuracy", "macro_f1", "eval_loss", "train_loss"}
+
+    # evaluations at given steps only (a successive-halving plan's rungs), and always at the end
+    at = dataclasses.replace(TINY, max_steps=7, eval_at_steps=(3, 5, 99))
+    steps: list[int] = []
+    ran = train_trial(
+        inputs, params, budget=at, output_dir=tmp_path / "at", seed=0, report=lambda s, m: steps.append(s)
+    )
+    assert steps == [3, 5, 7] and [s for s, _ in ran.history] == steps and ran.steps == 7
 
     stopped = train_trial(
         inputs, params, budget=TINY, output_dir=tmp_path / "stop", seed=0, report=lambda step, m: True

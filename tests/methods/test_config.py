@@ -189,6 +189,12 @@ def test_data_spec_and_budget_validation() -> None:
         TrainBudget(max_steps=None, max_epochs=None)
     with pytest.raises(SpecError, match="batch_size"):
         TrainBudget(batch_size=0)
+    with pytest.raises(SpecError, match=r"budget\.eval_at_steps=\(0,\) must be integers >= 1"):
+        TrainBudget(eval_at_steps=(0,))
+    budget = TrainBudget(eval_every_steps=2, eval_at_steps=[8, 4, 4])
+    assert budget.eval_at_steps == (4, 8)
+    assert [s for s in range(1, 10) if budget.evaluates_at(s)] == [4, 8]
+    assert [s for s in range(1, 10) if TrainBudget(eval_every_steps=3).evaluates_at(s)] == [3, 6, 9]
 
 
 def test_prepared_inputs_and_results_pickle() -> None:

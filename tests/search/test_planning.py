@@ -39,7 +39,8 @@ def test_a_wall_clock_budget_alone_plans_configs_rungs_and_survivor_steps() -> N
     assert plan.reduction_factor == 3 and len(plan.rungs) >= 2
     assert plan.rungs[0] >= MIN_RUNG_STEPS
     assert all(b == a * 3 for a, b in zip(plan.rungs, [*plan.rungs[1:], plan.max_steps], strict=True))
-    assert plan.eval_every_steps == plan.rungs[0]  # every rung is judged on its own evaluation
+    assert plan.eval_every_steps == plan.rungs[0]
+    assert plan.eval_at_steps == plan.rungs  # validation where a rung judges, and at the end
     assert plan.max_steps <= math.ceil(TARGET_EPOCHS * 1000 / 16) + plan.rungs[0]
     # the budget pays for the plan, and a trial trained to the end takes at most its share
     assert plan.compute_budget_s == pytest.approx(330 * 2 * 0.85)
@@ -84,6 +85,7 @@ def test_explicit_settings_override_the_plan() -> None:
     )
     plan = plan_search(spec, train_examples=1000, eval_examples=300, costs=COSTS)
     assert (plan.configs, plan.max_steps, plan.eval_every_steps) == (5, 100, 10)
+    assert plan.eval_at_steps is None  # an explicit spacing is kept
     assert plan.rungs == [10, 20, 40, 80] and plan.reduction_factor == 2
     assert plan.planned == []
 

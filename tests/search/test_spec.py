@@ -189,3 +189,16 @@ def test_submit_refuses_a_missing_data_file_and_stores_local_paths_absolute(
     assert storage.get_job(job_id).spec["dataset"]["source"] == str(tmp_path / "data" / "my-reviews.csv")
     alias = submit(_base(), storage)  # aliases pass unchanged
     assert storage.get_job(alias).spec["dataset"]["source"] == _base()["dataset"]["source"]
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_refused_naming_precision() -> None:
+    from promptsweep.search._spec import check_cpu_precision
+
+    spec = parse_spec({"name": "p", "precision": "bf16"})
+    with pytest.raises(SpecError, match=r"^precision: 'bf16' needs a CPU with native bf16"):
+        check_cpu_precision(spec, cpu_flags=["avx2", "avx512f"])
+    check_cpu_precision(spec, cpu_flags=["avx512_bf16"])  # a CPU with it: accepted
+    check_cpu_precision(spec, cpu_flags=["amx_bf16"])
+    # auto and fp32 never need it
+    for precision in ("auto", "fp32"):
+        check_cpu_precision(parse_spec({"name": "p", "precision": precision}), cpu_flags=[])
