@@ -470,7 +470,8 @@ def fit(
         step += 1
         seen += len(idx)
         loss_sum, loss_n = loss_sum + float(loss.item()), loss_n + 1
-        if budget.evaluates_at(step) or step == total_steps:
+        past_deadline = budget.past_deadline()
+        if budget.evaluates_at(step) or step == total_steps or past_deadline:
             metrics = evaluate_model(
                 model,
                 inputs,
@@ -484,6 +485,7 @@ def fit(
             history.append((step, metrics))
             if report is not None and report(step, dict(metrics)) is True:
                 stop = True
+            stop = stop or past_deadline  # the job's wall-clock cap: end here, adapter saved
     return {
         "history": history,
         "train_seconds": train_seconds,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,9 @@ class TrainBudget:
         eval_every_steps: evaluate the validation split (and call ``report``) every N steps, and at the end.
         eval_at_steps: evaluate at exactly these steps (and at the end) instead of every
             ``eval_every_steps``: e.g. only at a successive-halving plan's rungs, where a trial is judged.
+        deadline: a wall-clock time (``time.time()`` seconds): the first step that ends past it is the
+            trial's last - evaluated, reported and saved like a trial that ran its whole budget (a
+            search's time budget ends its running trials this way, with an adapter).
         batch_size: train examples per step.
         eval_batch_size: examples per evaluation forward pass.
         warmup_ratio: fraction of the steps with linear warm-up, then linear decay to 0.
@@ -129,12 +133,17 @@ class TrainBudget:
     max_epochs: float | None = 1.0
     eval_every_steps: int = 50
     eval_at_steps: tuple[int, ...] | None = None
+    deadline: float | None = None
     batch_size: int = 16
     eval_batch_size: int = 64
     warmup_ratio: float = 0.06
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     precision: str = "auto"
+
+    def past_deadline(self) -> bool:
+        """Whether :attr:`deadline` has passed (never, without one)."""
+        return self.deadline is not None and time.time() >= self.deadline
 
     def evaluates_at(self, step: int) -> bool:
         """Whether the validation split is evaluated after ``step`` (the last step always is)."""

@@ -82,6 +82,7 @@ class Plan:
             after it), unless ``eval_at_steps``.
         eval_at_steps: validation only at these steps and at the end (the rungs, when the spacing is
             planned: a rung is all a screening evaluation is for).
+        eval_examples: validation examples per evaluation.
         reaching: expected configs reaching each rung, then ``max_steps`` (one more entry than rungs).
         expected_trial_seconds: what the planned trials are expected to cost in all.
         compute_budget_s: the trial-seconds planned for (``None``: no compute budget).
@@ -105,6 +106,7 @@ class Plan:
     planned: list[str]
     costs: Costs | None = None
     eval_at_steps: list[int] | None = None
+    eval_examples: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (stored with the job; :meth:`from_dict` reloads it)."""
@@ -276,12 +278,13 @@ def plan_search(
     configs = b.num_trials
     expected = None
     if costs is not None and compute is not None:
-        first = setup_s + segments[0]
+        first_eval = rungs[0] if eval_at_steps else min(every, max_steps)
+        first = setup_s + first_eval * step_s + eval_s
         if first > compute:
             field_name = "compute_budget_s" if b.compute_budget_s is not None else "time_budget_s"
             raise SpecError(
                 f"budget.{field_name}: {compute:,.0f} trial-seconds cannot finish one evaluation of one "
-                f"config (set-up {costs.setup_s:.1f} s + {rungs[0] if rungs else max_steps} steps x "
+                f"config (set-up {costs.setup_s:.1f} s + {first_eval} steps x "
                 f"{step_s:.2f} s + {eval_examples} validation examples = {first:,.0f} s); raise the budget"
             )
         if configs is None:
@@ -298,6 +301,7 @@ def plan_search(
         reduction_factor=eta,
         eval_every_steps=every,
         eval_at_steps=eval_at_steps,
+        eval_examples=eval_examples,
         reaching=[round(c, 2) for c in counts],
         expected_trial_seconds=round(expected, 1) if expected is not None else None,
         compute_budget_s=round(compute, 1) if compute is not None else None,
@@ -397,6 +401,17 @@ def train_budget(spec: JobSpec, plan: Plan | None = None) -> Any:
         max_grad_norm=b.max_grad_norm,
         precision=spec.precision,
     )
+
+
+def deadline_grace(plan: Plan) -> float:
+    """Seconds after a job's wall-clock cap before Ray Tune's own time budget kills what still runs:
+    a running trial ends at its next step with one validation and a save (``TrainBudget.deadline``),
+    so three times that, plus 30 s, at least 60 s."""
+    costs = plan.costs
+    if costs is None:
+        return 60.0
+    per_trial = costs.step_s + costs.eval_example_s * (plan.eval_examples or 2000) + costs.setup_s
+    return max(60.0, 3 * per_trial + 30.0)
 
 
 def needs_timing(spec: JobSpec) -> bool:

@@ -39,6 +39,7 @@ from promptsweep._logging import get_logger
 from promptsweep.exceptions import JobNotFoundError, PromptsweepError, SpecError
 from promptsweep.search._planning import (
     Plan,
+    deadline_grace,
     describe_plan,
     job_plan,
     make_sampler,
@@ -404,6 +405,10 @@ def _tune(
 
     r = spec.resources
     modes = ["max" if d == "maximize" else "min" for d in spec.directions]
+    # The wall-clock cap: no trial starts after it, and running trials end at their next step with an
+    # evaluation and a saved adapter (TrainBudget.deadline); Tune's own time budget is the backstop.
+    cap = spec.budget.time_budget_s
+    deadline = time.time() + cap if cap else None
     searcher = PromptsweepSearch(
         study=study,
         space_fn=functools.partial(sample_params, space=spec.space),
@@ -411,6 +416,7 @@ def _tune(
         modes=modes,
         resume_numbers=stale,
         job_dir=job_dir,
+        deadline=deadline,
     )
     display = (
         Progress(job_id, spec.objective.metric, spec.objective.resolved_direction, plan.configs)
@@ -432,7 +438,7 @@ def _tune(
         tune.with_parameters(
             run_trial,
             inputs=inputs,
-            budget=train_budget(spec, plan),
+            budget=dataclasses.replace(train_budget(spec, plan), deadline=deadline),
             job_dir=str(job_dir),
             seed=spec.seed,
             total_steps=plan.max_steps,
@@ -457,7 +463,7 @@ def _tune(
             scheduler=make_scheduler(spec, plan),
             num_samples=remaining,
             max_concurrent_trials=r.max_concurrent_trials,
-            time_budget_s=spec.budget.time_budget_s,
+            time_budget_s=cap + deadline_grace(plan) if cap else None,
             reuse_actors=True,
             trial_dirname_creator=_trial_dirname,
             trial_name_creator=_trial_dirname,
@@ -481,7 +487,7 @@ def _tune(
     if stopper.lost:
         # The job's new holder re-runs the unfinished trials; leave them as they are.
         return True
-    reason = "the job was cancelled" if stopper.cancelled else "the search stopped (time budget)"
+    reason = "the job was cancelled" if stopper.cancelled else "the search stopped (time budget backstop)"
     unended = recorder.finish_unended(searcher, reason)
     if unended:
         _log.info("job %d: trial(s) %s stopped early: %s", job_id, unended, reason)

@@ -24,6 +24,7 @@ It also:
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from promptsweep._logging import get_logger
@@ -88,8 +90,11 @@ class PromptsweepSearch(OptunaSearch):
         modes: list[str],
         resume_numbers: Iterable[int] = (),
         job_dir: str | Path | None = None,
+        deadline: float | None = None,
     ) -> None:
         self._given_study = study
+        #: The job's wall-clock cap (``time.time()``): no trial starts after it.
+        self._deadline = deadline
         self._job_dir = job_dir
         self._space_fn = space_fn
         self._resume = deque(resume_numbers)
@@ -142,7 +147,15 @@ class PromptsweepSearch(OptunaSearch):
         return study.ask()
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        """Return ``{"params": ..., "trial_number": ...}`` for Tune trial ``trial_id``."""
+        """Return ``{"params": ..., "trial_number": ...}`` for Tune trial ``trial_id``; ``FINISHED``
+        (no new trial) once the job's wall-clock cap has passed and no interrupted trial waits."""
+        if (
+            trial_id not in self._ot_trials
+            and not self._resume
+            and self._deadline is not None
+            and time.time() >= self._deadline
+        ):
+            return Searcher.FINISHED
         if trial_id not in self._ot_trials:
             self._ot_trials[trial_id] = self._next_trial()
         ot_trial = self._ot_trials[trial_id]

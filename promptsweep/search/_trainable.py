@@ -74,8 +74,10 @@ def run_trial(
     out.mkdir(parents=True)
 
     def report(step: int, metrics: dict[str, float]) -> None:
-        if step >= total_steps:
-            return  # the final evaluation goes out with the final result below
+        if step >= total_steps or budget.past_deadline():
+            # The final evaluation (the budget's end, or the job's wall-clock cap) goes out with the
+            # final result below, so that the scheduler never stops a trial at its last evaluation.
+            return
         tune.report({STEP_KEY: int(step), **{k: float(v) for k, v in metrics.items()}})
 
     try:
