@@ -179,21 +179,9 @@ def _hand_fitted(model: str) -> dict[str, Any]:
 
 def _inputs(spec: Any, *, capped: bool = True) -> Any:
     """The job's prepared inputs (cached on disk); ``capped=False``: whole validation and test splits."""
-    from promptsweep import paths
-    from promptsweep.methods import TaskType, prepare_inputs
-    from promptsweep.search import data_spec
+    from promptsweep.search import job_inputs
 
-    if not capped:
-        spec = spec.model_copy(
-            update={"dataset": spec.dataset.model_copy(update={"max_eval_examples": None})}
-        )
-    return prepare_inputs(
-        spec.model,
-        data_spec(spec),
-        TaskType(spec.task),
-        max_length=spec.dataset.max_length,
-        cache_dir=paths.cache_dir(),
-    )
+    return job_inputs(spec, capped=capped)
 
 
 def _single_spec(

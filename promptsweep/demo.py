@@ -92,21 +92,11 @@ def full_test_metrics(spec: Any, adapter_dir: Path) -> tuple[dict[str, float], f
     """
     import transformers
 
-    from promptsweep.methods import TaskType, evaluate_adapter, prepare_inputs
-    from promptsweep.paths import cache_dir
-    from promptsweep.search import data_spec
+    from promptsweep.methods import evaluate_adapter
+    from promptsweep.search import job_inputs
 
     transformers.logging.set_verbosity_error()  # long reviews are truncated to max_length on purpose
-    uncapped = spec.model_copy(
-        update={"dataset": spec.dataset.model_copy(update={"max_eval_examples": None})}
-    )
-    inputs = prepare_inputs(
-        spec.model,
-        data_spec(uncapped),
-        TaskType(spec.task),
-        max_length=spec.dataset.max_length,
-        cache_dir=cache_dir(),
-    )
+    inputs = job_inputs(spec, capped=False)
     metrics = evaluate_adapter(inputs, adapter_dir, split="test")
     return metrics, float(inputs.majority_accuracy["test"]), int(inputs.counts["test"])
 

@@ -2,7 +2,8 @@
 
 - :class:`JobSpec`, :func:`load_spec`, :func:`parse_spec`, :func:`default_spec` - the typed job spec
   (YAML/JSON); invalid specs raise :class:`~promptsweep.exceptions.SpecError` naming the field.
-- :func:`data_spec` - the :class:`promptsweep.methods.DataSpec` a job's spec prepares its data with.
+- :func:`data_spec` - the :class:`promptsweep.methods.DataSpec` a job's spec prepares its data with;
+  :func:`job_inputs` - the prepared inputs themselves (capped, or the whole validation/test splits).
 - :func:`sample_params` - the define-by-run space (method first, each method's own parameters under it).
 - :func:`submit` - queue a job; :func:`run_job` - run/resume it (Ray Tune + Optuna, trials recorded in
   storage as they happen); :func:`run_worker` - run queued jobs.
@@ -10,7 +11,7 @@
 Importing this package loads neither ray nor torch: they load when a job runs.
 """
 
-from promptsweep.search._runner import JobOutcome, data_spec, run_job, run_worker, submit
+from promptsweep.search._runner import JobOutcome, data_spec, job_inputs, run_job, run_worker, submit
 from promptsweep.search._space import sample_params, warm_start_params
 from promptsweep.search._spec import (
     JobSpec,
@@ -28,6 +29,7 @@ __all__ = [
     "data_spec",
     "default_spec",
     "default_spec_path",
+    "job_inputs",
     "load_spec",
     "parse_spec",
     "run_job",

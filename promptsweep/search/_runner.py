@@ -179,6 +179,25 @@ def data_spec(spec: JobSpec) -> Any:
     )
 
 
+def job_inputs(spec: JobSpec, *, capped: bool = True) -> Any:
+    """The :class:`promptsweep.methods.PreparedInputs` of a job with ``spec`` (prepared once, cached on
+    disk). ``capped=False``: the whole validation and test splits (no ``dataset.max_eval_examples``;
+    the capped splits are stratified subsamples of these), e.g. to re-score finalists or an export."""
+    from promptsweep.methods import TaskType, prepare_inputs
+
+    if not capped and spec.dataset.max_eval_examples is not None:
+        spec = spec.model_copy(
+            update={"dataset": spec.dataset.model_copy(update={"max_eval_examples": None})}
+        )
+    return prepare_inputs(
+        spec.model,
+        data_spec(spec),
+        TaskType(spec.task),
+        max_length=spec.dataset.max_length,
+        cache_dir=paths.cache_dir(),
+    )
+
+
 def ensure_ray(spec: JobSpec) -> bool:
     """Start an embedded local Ray (or connect to ``spec.ray_address``); return True if started here.
 
@@ -309,7 +328,6 @@ def _run(
     import ray
     from optuna.trial import TrialState
 
-    from promptsweep.methods import TaskType, prepare_inputs
     from promptsweep.search._space import to_optuna_params, warm_start_params
 
     job_id = int(job.id)
@@ -318,13 +336,7 @@ def _run(
     job_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. model files + tokenized data, once per job (cached on disk by the methods layer).
-    inputs = prepare_inputs(
-        spec.model,
-        data_spec(spec),
-        TaskType(spec.task),
-        max_length=spec.dataset.max_length,
-        cache_dir=paths.cache_dir(),
-    )
+    inputs = job_inputs(spec)
     # 2. the plan: stored with the job, made once (a resumed job keeps its plan); the floors.
     plan = job_plan(spec, storage, job, inputs)
     for line in describe_plan(plan.to_dict()):

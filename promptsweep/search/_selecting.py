@@ -39,26 +39,6 @@ def standard_error(metric: str, value: float | None, n: int) -> float | None:
     return math.sqrt(max(value * (1 - value), 0.0) / n)
 
 
-def full_validation_inputs(spec: JobSpec, inputs: Any) -> Any:
-    """The job's inputs with the whole validation split (``inputs`` when validation was not capped)."""
-    from promptsweep import paths
-    from promptsweep.methods import TaskType, prepare_inputs
-    from promptsweep.search._runner import data_spec
-
-    if spec.dataset.max_eval_examples is None:
-        return inputs
-    uncapped = spec.model_copy(
-        update={"dataset": spec.dataset.model_copy(update={"max_eval_examples": None})}
-    )
-    return prepare_inputs(
-        spec.model,
-        data_spec(uncapped),
-        TaskType(spec.task),
-        max_length=spec.dataset.max_length,
-        cache_dir=paths.cache_dir(),
-    )
-
-
 def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> list[dict[str, Any]]:
     """Re-score the top ``spec.selection.finalists`` complete trials on the whole validation split.
 
@@ -67,13 +47,15 @@ def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> 
     ``subsample_se``, ``value`` (whole validation) with ``n`` and ``se``, and ``metrics``.
     """
     from promptsweep.methods import evaluate_adapter
+    from promptsweep.search._runner import job_inputs
 
     metric = spec.objective.metric
     top = [r for r in storage.leaderboard(job_id, limit=spec.selection.finalists) if r.adapter_dir]
     if not top:
         return []
     sub_n = int(inputs.counts.get("validation", 0))
-    full = full_validation_inputs(spec, inputs) if len(top) > 1 else inputs
+    capped = spec.dataset.max_eval_examples is not None
+    full = job_inputs(spec, capped=False) if len(top) > 1 and capped else inputs
     n = int(full.counts.get("validation", 0))
     out = []
     for rank, record in enumerate(top):
