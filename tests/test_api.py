@@ -110,6 +110,18 @@ def test_job_trials_and_leaderboard(db: str, client: TestClient) -> None:
     assert [t["number"] for t in pareto] == [0, 1]
 
 
+def test_job_shows_its_summary(db: str, client: TestClient) -> None:
+    """What the search decided (plan, floors, selection) is part of the job's answer."""
+    storage = Storage(db)
+    job_id = seed_job(storage)
+    assert client.get(f"/jobs/{job_id}").json()["summary"] == {}
+    plan = {"configs": 9, "max_steps": 189, "rungs": [21, 63]}
+    storage.update_job_summary(job_id, plan=plan, floors={"majority": {"accuracy": 0.65}}, selected_trial=1)
+    summary = client.get(f"/jobs/{job_id}").json()["summary"]
+    assert summary == {"plan": plan, "floors": {"majority": {"accuracy": 0.65}}, "selected_trial": 1}
+    assert "summary" in client.get("/openapi.json").json()["components"]["schemas"]["Job"]["properties"]
+
+
 def test_cancel(client: TestClient) -> None:
     job_id = client.post("/jobs", json=_spec()).json()["id"]
     resp = client.post(f"/jobs/{job_id}/cancel")

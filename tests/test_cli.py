@@ -113,6 +113,51 @@ def test_show_prints_status_counts_and_leaderboard(seeded: tuple[str, int]) -> N
     assert "stopped early or failed (2" in out and "0.6100" in out and "loss became nan" in out
 
 
+def test_show_prints_the_plan_floors_finalists_and_warnings(seeded: tuple[str, int], tmp_path: Path) -> None:
+    from promptsweep.search import parse_spec
+    from promptsweep.search._planning import Costs, plan_search
+
+    db, job_id = seeded
+    plan = plan_search(
+        parse_spec(
+            {"name": "p", "budget": {"time_budget_s": 300}, "resources": {"max_concurrent_trials": 2}}
+        ),
+        train_examples=1000,
+        eval_examples=300,
+        costs=Costs(step_s=0.5, eval_example_s=0.01, setup_s=3.0, precision="bf16"),
+    )
+    finalist = {
+        "number": 1,
+        "variant": "prefix_tuning",
+        "subsample": 0.76,
+        "subsample_n": 300,
+        "subsample_se": 0.0247,
+        "value": 0.79,
+        "n": 800,
+        "se": 0.0144,
+    }
+    Storage(db).update_job_summary(
+        job_id,
+        plan=plan.to_dict(),
+        floors={"majority": {"accuracy": 0.65}, "head_only": {"accuracy": 0.8}},
+        finalists=[finalist],
+        selected_trial=1,
+        floor_warning="the selected trial's validation accuracy 0.7600 does not beat the floor(s) head_only",
+    )
+    code, out = invoke("--db", db, "show", str(job_id))
+    assert code == 0, out
+    assert f"plan: {plan.configs} configs" in out and f"to {plan.max_steps} steps" in out
+    assert "expected" in out and "0.50 s/step" in out and "planned from the budget: configs" in out
+    assert "floors (validation accuracy): majority 0.6500, head_only 0.8000" in out
+    assert "0.7600 +/- 0.0247 (n=300) -> 0.7900 +/- 0.0144 (n=800)" in out
+    assert "selected: trial 1" in out and "does not beat the floor(s) head_only" in out
+    # and the report shows the same decisions
+    code, _ = invoke("--db", db, "report", str(job_id), "--out", str(tmp_path / "r.html"))
+    html = (tmp_path / "r.html").read_text()
+    assert code == 0 and "Budget plan" in html and "Floors (validation)" in html and "Finalists" in html
+    assert "does not beat the floor" in html
+
+
 @pytest.mark.parametrize("args", [["show", "99"], ["leaderboard", "99"], ["report", "99", "--out", "r.html"]])
 def test_unknown_job_is_one_clear_error(db: str, args: list[str], tmp_path: Path) -> None:
     Storage(db)  # an existing, empty database
