@@ -5,7 +5,9 @@
 1. reads and validates the job's stored spec (:class:`~promptsweep.exceptions.SpecError` before any
    trial);
 2. prepares the model files and the tokenized dataset **once** (``promptsweep.methods.prepare_inputs``);
-   trials get the resulting paths, not a rebuild;
+   trials get the resulting paths, not a rebuild; plans the search from the budget (``_planning``:
+   a timed step, the configs, rungs and survivor steps; stored in the job's summary) and scores the
+   floors on validation (``_selecting``);
 3. starts (or connects to) Ray: an embedded local instance sized by the spec (``num_cpus``, no
    dashboard, a small object store), or ``auto`` / ``ray://`` for a cluster; refuses GPUs the pool lacks;
 4. creates the job's Optuna study **once** on the job's database (``Storage.optuna_storage()``), so
@@ -46,7 +48,7 @@ from promptsweep.search._planning import (
     make_scheduler,
     train_budget,
 )
-from promptsweep.search._selecting import describe_floors
+from promptsweep.search._selecting import describe_floors, score_job_floors
 from promptsweep.search._spec import (
     TASK_METRICS,
     JobSpec,
@@ -343,8 +345,6 @@ def _run(
         _log.info("job %d %s", job_id, line.strip())
         if progress:
             _stderr_console().print(line, highlight=False)
-    from promptsweep.search._selecting import score_job_floors
-
     floors = score_job_floors(spec, storage, job_id, inputs)
     if progress and floors:
         _stderr_console().print(describe_floors(floors, spec.objective.metric), highlight=False)
