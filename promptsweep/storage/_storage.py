@@ -22,6 +22,7 @@ from promptsweep.storage import _migrations
 from promptsweep.storage._engine import (
     SQLITE_BUSY_TIMEOUT_S,
     create_storage_engine,
+    describe_error,
     is_sqlite,
     mask_url,
     parse_url,
@@ -91,7 +92,12 @@ class Storage(JobsMixin, QueueMixin, TrialsMixin):
         self._optuna: Any = None
         if check_schema:
             try:
-                _migrations.check_schema(self._engine, self.display_url)
+                # Under the cross-process lock: a fresh SQLite file's first connection switches it to
+                # WAL, which needs the file alone (a racing opener got "database is locked" without
+                # waiting its busy timeout); and on both backends "no revision yet, but promptsweep's
+                # tables" must not be judged while another process is creating them.
+                with self._cross_process_lock():
+                    _migrations.check_schema(self._engine, self.display_url)
             except BaseException:
                 self._engine.dispose()
                 raise
@@ -155,14 +161,21 @@ class Storage(JobsMixin, QueueMixin, TrialsMixin):
     # -- Optuna -----------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _cross_process_lock(self) -> Iterator[None]:
-        # Serializes Optuna table/study creation across processes (optuna#5385: racing create_study
-        # corrupted a SQLite file). PostgreSQL: a session advisory lock; SQLite: flock on a side file.
+        # Serializes the schema check on open, and Optuna table/study creation (optuna#5385: racing
+        # create_study corrupted a SQLite file), across processes. PostgreSQL: a session advisory
+        # lock; SQLite: flock on a side file (none when the folder cannot hold one: SQLite's own
+        # error then names the database).
         path = sqlite_path(self._url)
         if self._is_sqlite and path is None:
             yield
             return
         if self._is_sqlite:
-            with open(f"{path}.promptsweep-lock", "a+b") as handle:
+            try:
+                handle = open(f"{path}.promptsweep-lock", "a+b")  # noqa: SIM115 - closed below
+            except OSError:
+                yield
+                return
+            with handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 try:
                     yield
@@ -170,10 +183,18 @@ class Storage(JobsMixin, QueueMixin, TrialsMixin):
                     fcntl.flock(handle, fcntl.LOCK_UN)
             return
         from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
 
-        with self._engine.connect() as conn:
+        conn = None
+        try:
+            conn = self._engine.connect()
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _migrations._PG_LOCK_KEY + 1})
             conn.commit()
+        except SQLAlchemyError as exc:
+            if conn is not None:
+                conn.close()
+            raise StorageError(f"cannot open database {self.display_url!r}: {describe_error(exc)}") from exc
+        with conn:
             try:
                 yield
             finally:

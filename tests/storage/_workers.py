@@ -6,6 +6,20 @@ import time
 from typing import Any
 
 
+def open_storage(url: str, start: Any, out: Any) -> None:
+    """Import, say "ready", wait for ``start``, open ``url`` (creating its schema if it has none) and
+    put its schema revision on ``out`` (or the error, as one line)."""
+    from promptsweep.storage import Storage
+
+    out.put("ready")
+    start.wait(60)
+    try:
+        with Storage(url) as storage:
+            out.put(storage.schema_revision())
+    except Exception as exc:  # reported to the test, which shows it
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
 def claim_all(url: str, worker_id: str, start: Any, out: Any) -> None:
     """Claim jobs until none is left; put the claimed ids on ``out``."""
     from promptsweep.storage import Storage

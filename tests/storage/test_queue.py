@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -11,6 +12,7 @@ import time
 import pytest
 
 from promptsweep.storage import JobStatus, Storage
+from promptsweep.storage._migrations import HEAD_REVISION
 from tests.storage import _workers
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -54,14 +56,38 @@ def test_fifty_concurrent_submits_make_fifty_distinct_jobs(db_url: str) -> None:
     assert all(j.status is JobStatus.QUEUED for j in stored)
 
 
-@pytest.mark.xfail(
-    reason="open: on SQLite one of 6 threads opening a fresh file got 'database is locked' in two CI runs "
-    "of 2026-11-29 (the WAL switch on first open seems not to wait on the busy timeout); not yet fixed",
-    strict=False,
-)
 def test_concurrent_first_open_creates_the_schema_once(db_url: str) -> None:
+    # Before the fix, on SQLite one of 6 threads opening a fresh file got "database is locked": the
+    # first connection's switch to WAL needs the file alone and does not wait on the busy timeout.
     revisions = _run_threads(lambda _i: Storage(db_url).schema_revision(), 6)
-    assert set(revisions) == {"0002_queue_intermediate"}
+    assert set(revisions) == {HEAD_REVISION}
+    with Storage(db_url) as storage:
+        assert storage.list_jobs() == []
+        assert storage.sqlite_file is None or _journal_mode(storage.sqlite_file) == "wal"
+
+
+def test_processes_opening_a_fresh_database_at_once_create_the_schema_once(db_url: str) -> None:
+    start, out = SPAWN.Event(), SPAWN.Queue()
+    openers = [SPAWN.Process(target=_workers.open_storage, args=(db_url, start, out)) for _ in range(4)]
+    for p in openers:
+        p.start()
+    try:
+        assert [out.get(timeout=120) for _ in openers] == ["ready"] * len(openers)  # imported, waiting
+        start.set()
+        results = [out.get(timeout=120) for _ in openers]
+    finally:
+        for p in openers:
+            p.join(30)
+    assert results == [HEAD_REVISION] * len(openers), results
+    with Storage(db_url) as storage:
+        assert storage.create_job("after the race", {}).id == 1
+
+
+def _journal_mode(path: str) -> str:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
 
 
 def test_claims_are_fifo_and_exclusive(storage: Storage) -> None:
