@@ -15,7 +15,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,6 +215,17 @@ def _leaderboard_rows(
 # --------------------------------------------------------------------------------------------- commands
 
 
+def _stop_on_ctrl_c() -> None:
+    """Make Ctrl-C (SIGINT) raise KeyboardInterrupt here, whatever this process inherited.
+
+    A process started with SIGINT ignored (a non-interactive shell's background job: ``cmd &`` in a
+    script or a CI runner) keeps it ignored, and Python then installs no handler, so a foreground
+    ``run`` would not stop on Ctrl-C / ``kill -INT`` and its job would run on to the end.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @app.command()
 def version() -> None:
     """Print promptsweep's version."""
@@ -246,11 +259,13 @@ def run(
         console.print(f"job [bold]{job}[/] submitted to {storage.display_url}; running it here")
     else:
         console.print(f"resuming job [bold]{job}[/] from {storage.display_url}")
+    _stop_on_ctrl_c()
     try:
         outcome = run_job(job, storage, progress=progress)
     except KeyboardInterrupt:
         err_console.print(
-            f"[bold red]interrupted:[/] job {job}'s unfinished trials re-run when you resume it: "
+            f"[bold red]interrupted:[/] job {job} is interrupted; its unfinished trials re-run when you "
+            "resume it: "
             f"promptsweep run --job {job} (on the same database, {storage.display_url})",
             highlight=False,
             soft_wrap=True,

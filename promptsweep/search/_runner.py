@@ -303,7 +303,7 @@ def run_job(
         reason = f"interrupted (Ctrl-C); resume with `promptsweep run --job {job_id}`"
         _log.warning("job %d %s", job_id, reason)
         try:
-            storage.set_job_status(job_id, "failed", error=reason)
+            storage.set_job_status(job_id, "interrupted", error=reason)
         except Exception:  # pragma: no cover
             _log.exception("could not mark job %d interrupted", job_id)
         raise

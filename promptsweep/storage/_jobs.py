@@ -174,10 +174,10 @@ class JobsMixin(StorageBase):
         """Set a job's status (and error text); keeps the times true.
 
         ``running`` sets ``started_at`` (first time) and the heartbeat, and clears an earlier run's
-        error; ``queued`` frees the job from its worker; ``succeeded``/``failed``/``cancelled`` set
-        ``finished_at``. A ``cancelled`` job stays cancelled when a worker that was still running it
-        reports ``succeeded`` or ``failed`` (the user's cancel wins; the record returned says
-        ``cancelled``); ``running`` or ``queued`` re-open it.
+        error; ``queued`` and ``interrupted`` free the job from its worker; ``succeeded``/``failed``/
+        ``cancelled`` set ``finished_at``. A ``cancelled`` job stays cancelled when a worker that was
+        still running it reports ``succeeded`` or ``failed`` (the user's cancel wins; the record
+        returned says ``cancelled``); ``running`` or ``queued`` re-open it.
 
         Raises:
             ValueError: unknown status. JobNotFoundError: unknown job.
@@ -198,7 +198,7 @@ class JobsMixin(StorageBase):
                 row.started_at = row.started_at or now
                 row.heartbeat_at = self._clock()
                 row.finished_at = None
-            elif new is JobStatus.QUEUED:
+            elif new in (JobStatus.QUEUED, JobStatus.INTERRUPTED):
                 row.worker_id = None
                 row.heartbeat_at = None
                 row.finished_at = None
@@ -208,7 +208,7 @@ class JobsMixin(StorageBase):
             return job_record(row)
 
     def cancel_job(self, job_id: int) -> JobRecord:
-        """Cancel a ``queued`` or ``running`` job (a running job's worker sees it at its next
+        """Cancel a ``queued``, ``running`` or ``interrupted`` job (a running job's worker sees it at its next
         :meth:`heartbeat`). A finished job is returned unchanged.
 
         Raises:
@@ -216,7 +216,7 @@ class JobsMixin(StorageBase):
         """
         with self._writing("cancel job") as session:
             row = self._job_row(session, job_id, for_update=True)
-            if row.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
+            if row.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value, JobStatus.INTERRUPTED.value):
                 row.status = JobStatus.CANCELLED.value
                 row.finished_at = utcnow()
                 session.flush()

@@ -19,7 +19,9 @@ class JobStatus(StrEnum):
     """Life cycle of a search job: ``queued`` → ``running`` → ``succeeded`` | ``failed`` | ``cancelled``.
 
     A ``running`` job whose worker stops heartbeating goes back to ``queued`` (see
-    :meth:`Storage.requeue_stale`); ``queued`` and ``running`` jobs can be ``cancelled``.
+    :meth:`Storage.requeue_stale`). A run stopped by Ctrl-C leaves its job ``interrupted``: not
+    finished, not in the queue, resumed by ``promptsweep run --job N``. ``queued``, ``running`` and
+    ``interrupted`` jobs can be ``cancelled``.
     """
 
     QUEUED = "queued"
@@ -27,6 +29,7 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
 
     @property
     def is_finished(self) -> bool:

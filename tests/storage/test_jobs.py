@@ -90,6 +90,24 @@ def test_set_job_status_keeps_times_true(storage: Storage) -> None:
     assert done.started_at == running.started_at and done.finished_at >= done.started_at
 
 
+def test_an_interrupted_job_is_neither_finished_nor_queued_and_can_be_resumed_or_cancelled(
+    storage: Storage,
+) -> None:
+    first, second = storage.create_job("a", SPEC), storage.create_job("b", SPEC)
+    claimed = storage.claim_job("w1")
+    assert claimed.id == first.id
+    stopped = storage.set_job_status(first.id, "interrupted", error="interrupted (Ctrl-C)")
+    assert stopped.status is JobStatus.INTERRUPTED and not stopped.status.is_finished
+    assert stopped.finished_at is None and stopped.worker_id is None and stopped.heartbeat_at is None
+    assert storage.heartbeat(first.id, "w1") is False  # its old worker must stop
+    assert storage.claim_job("w2").id == second.id  # not taken back by a worker
+    assert storage.claim_job("w3") is None
+    resumed = storage.set_job_status(first.id, "running")
+    assert resumed.status is JobStatus.RUNNING and resumed.error is None
+    storage.set_job_status(first.id, "interrupted")
+    assert storage.cancel_job(first.id).status is JobStatus.CANCELLED
+
+
 def test_a_new_run_clears_the_last_runs_error(storage: Storage) -> None:
     job = storage.create_job("t", SPEC)
     storage.set_job_status(job.id, "running")
