@@ -10,8 +10,10 @@ Ray Tune's ASHA:
 - rungs at ``max_steps / reduction_factor**k`` steps, down to no fewer than :data:`MIN_RUNG_STEPS`;
   a trial that passes a rung keeps training in the same process (ASHA only stops trials), with the
   learning-rate schedule of the whole ``max_steps``: survivors never restart;
-- as many configs as the budget pays for, each config costing its expected share of the rungs
-  (``1 / reduction_factor**k`` of the configs reach rung ``k``), its evaluations and its set-up.
+- as many configs as the budget pays for, at their expected cost under Ray Tune's ASHA as it really
+  decides (:func:`simulate_asha`: the first trial to reach a rung always goes on, so with few configs
+  many more than ``1 / reduction_factor**k`` of them reach rung ``k``; the ideal count planned 11
+  configs for 900 trial-s where 4 ran and the wall cap ended the job), their evaluations and set-up.
 
 The costs come from :class:`Costs`, timed on this job's model and data before any trial
 (``promptsweep.methods.measure_costs``). Whatever the spec gives explicitly (``num_trials``,
@@ -49,6 +51,10 @@ LONGEST_TRIAL_SHARE = 0.6
 MAX_RUNGS = 3
 #: Reduction factor when the spec gives none (keep the best third at each rung; Li et al. 2020).
 DEFAULT_REDUCTION_FACTOR = 3.0
+#: Seeded draws :func:`simulate_asha` averages a plan's cost over (fewer for many configs, so that a
+#: draw times configs stays under ``ASHA_EVENTS``; at least 4).
+ASHA_RUNS = 64
+ASHA_EVENTS = 4096
 #: Share of a wall-clock budget that trials can use (Ray start, trial set-up, tails of the last trials).
 WALL_UTILIZATION = 0.85
 
@@ -204,9 +210,7 @@ def _steps_cost(lo: int, hi: int, eval_every: int, eval_s: float, step_s: float)
     return (hi - lo) * step_s + evals * eval_s
 
 
-def plan_search(
-    spec: JobSpec, *, train_examples: int, eval_examples: int, costs: Costs | None
-) -> Plan:
+def plan_search(spec: JobSpec, *, train_examples: int, eval_examples: int, costs: Costs | None) -> Plan:
     """Plan a job's successive-halving search from its budget (see the module docstring).
 
     Args:
@@ -276,7 +280,14 @@ def plan_search(
     if b.eval_every_steps is None:
         planned.append("eval_every_steps")
     rungs, every, reaching, segments = layout(max_steps)
-    per_config = setup_s + sum(f * c for f, c in zip(reaching, segments, strict=True))
+    concurrency = spec.resources.max_concurrent_trials
+
+    def expected_cost(n: int) -> tuple[float, list[float]]:
+        """Trial-seconds of ``n`` configs and the share of them reaching each segment."""
+        if not rungs:
+            return n * (setup_s + sum(segments)), [1.0]
+        return simulate_asha(n, concurrency, segments, setup_s, eta)
+
     eval_at_steps = rungs if b.eval_every_steps is None and rungs else None
 
     configs = b.num_trials
@@ -293,9 +304,11 @@ def plan_search(
             )
         if configs is None:
             planned.insert(0, "configs")
-            configs = max(1, math.floor(compute / per_config))
+            configs = _most_configs(compute, expected_cost, setup_s + segments[0])
     if configs is not None and costs is not None:
-        expected = configs * per_config
+        expected, reaching = expected_cost(configs)
+    elif configs is not None and rungs:
+        reaching = simulate_asha(configs, concurrency, [1.0] * len(segments), 0.0, eta)[1]
     counts = [configs * f if configs is not None else f for f in reaching] if reaching else []
     return Plan(
         configs=configs,
@@ -314,6 +327,95 @@ def plan_search(
         planned=planned,
         costs=costs,
     )
+
+
+def _most_configs(compute: float, cost: Any, least_per_config: float) -> int:
+    """The most configs whose expected cost (``cost(n)[0]``, rising with ``n``) fits ``compute``
+    (at least one): a binary search up to what the first rung alone would allow."""
+    lo, hi = 1, max(1, math.floor(compute / least_per_config))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost(mid)[0] <= compute:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def simulate_asha(
+    configs: int,
+    concurrency: int,
+    segments: list[float],
+    setup_s: float,
+    reduction_factor: float,
+    *,
+    runs: int = ASHA_RUNS,
+) -> tuple[float, list[float]]:
+    """Expected trial-seconds of ``configs`` configs under Ray Tune's ASHA, and the share of configs
+    that train each segment (before the first rung, between rungs, after the last one).
+
+    Ray's ASHA (``ray.tune.schedulers.async_hyperband._Bracket``) stops a trial at a rung when its
+    value is below the ``1 - 1/reduction_factor`` percentile of the values *already recorded* there,
+    so the first trial to reach a rung always continues, and the next few are judged against one or
+    two values: with few configs far more than ``1/reduction_factor`` of them go on, and the ideal
+    successive-halving count (``configs / reduction_factor**k``) under-counts the cost. This replays
+    that rule: ``concurrency`` trials at a time, each taking ``setup_s`` and then ``segments[k]``
+    seconds per segment (its evaluation included), values drawn at random (a config's rank is the same
+    at every rung), averaged over ``runs`` seeded draws, so a plan is reproducible.
+    """
+    import random
+
+    rng = random.Random(0)
+    total, reached = 0.0, [0] * len(segments)
+    runs = max(4, min(runs, ASHA_EVENTS // configs))  # many configs average out in fewer draws
+    for _ in range(runs):
+        cost, counts = replay_asha(
+            [rng.random() for _ in range(configs)], concurrency, segments, setup_s, reduction_factor
+        )
+        total += cost
+        reached = [a + b for a, b in zip(reached, counts, strict=True)]
+    return total / runs, [r / (runs * configs) for r in reached]
+
+
+def replay_asha(
+    values: list[float], concurrency: int, segments: list[float], setup_s: float, reduction_factor: float
+) -> tuple[float, list[int]]:
+    """One run of :func:`simulate_asha` with the configs' values given (higher is better; started in
+    this order): its trial-seconds and how many configs trained each segment."""
+    import bisect
+    import heapq
+
+    last = len(segments) - 1
+    share = 1 - 1 / reduction_factor
+    total, reached = 0.0, [0] * len(segments)
+    recorded: list[list[float]] = [[] for _ in range(last)]  # each rung's values so far, ascending
+    # (time trial i ends its segment k, i, k); a slot freed by a stop or an end starts the next trial
+    events = [(setup_s + segments[0], i, 0) for i in range(min(concurrency, len(values)))]
+    heapq.heapify(events)
+    started = len(events)
+    while events:
+        now, i, k = heapq.heappop(events)
+        reached[k] += 1
+        total += segments[k] + (setup_s if k == 0 else 0.0)
+        go_on = k < last
+        if go_on:
+            if recorded[k]:
+                go_on = values[i] >= _percentile(recorded[k], share)
+            bisect.insort(recorded[k], values[i])
+        if go_on:
+            heapq.heappush(events, (now + segments[k + 1], i, k + 1))
+        elif started < len(values):
+            heapq.heappush(events, (now + setup_s + segments[0], started, 0))
+            started += 1
+    return total, reached
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """``numpy.percentile(ordered, 100 * q)`` (linear interpolation) of an ascending list."""
+    pos = q * (len(ordered) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def make_sampler(spec: JobSpec, plan: Plan | None = None) -> Any:
