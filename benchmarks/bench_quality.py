@@ -60,6 +60,9 @@ Usage:
 
     .venv/bin/python benchmarks/bench_quality.py --models minilm smollm2 --cpu-budget 900 \\
         --seeds 0 1 2 --out /tmp/bq --json /tmp/bq/results.json --markdown /tmp/bq/table.md --quiet
+
+A run cut short (or run in parts) goes on with ``--resume /tmp/bq/results.json`` (and a new
+``--json``): its succeeded runs are kept and the rest run.
 """
 
 from __future__ import annotations
@@ -400,7 +403,14 @@ def run_seed(
         }
 
     ctx: dict[str, Any] = {}
+    done = {r["arm"]: r for r in args.done if r["model"] == model and r["seed"] == seed}
     for arm in [a for a in ARMS if a in args.arms and a not in FLOOR_ARMS]:
+        if arm in done:  # --resume: kept from the earlier run
+            row = done[arm]
+            if arm == "search":
+                ctx["plan"], ctx["val_floors"] = row.get("plan"), row.get("val_floors")
+            keep(row)
+            continue
         if arm == "best_default" and "hand" in args.arms and _first_default(model) == _hand_fitted(model):
             note = f"{model}: best_default is the hand config ({_hand_fitted(model)}): skipped, see hand"
             if note not in notes:
@@ -423,6 +433,9 @@ def run_seed(
             ctx["val_floors"] = row.get("val_floors")
         keep(row)
     wanted = [f for f in FLOOR_ARMS if f in args.arms and f in _model_floors(model)]
+    for name in [f for f in wanted if f in done]:
+        keep(done[name])
+    wanted = [f for f in wanted if f not in done]
     if wanted:
         try:
             floor_rows = _run_floors(model, seed, wanted, args, ctx)
@@ -569,9 +582,8 @@ def _markdown(cells: list[list[str]], lines: list[str], notes: list[str]) -> str
 
 def _write(args: argparse.Namespace, rows: list[dict[str, Any]], notes: list[str]) -> None:
     if args.json:
-        args.json.write_text(
-            json.dumps({"args": vars(args), "rows": rows, "notes": notes}, indent=2, default=str)
-        )
+        kept = {k: v for k, v in vars(args).items() if k != "done"}
+        args.json.write_text(json.dumps({"args": kept, "rows": rows, "notes": notes}, indent=2, default=str))
     if args.markdown:
         args.markdown.write_text(_markdown(table(rows), verdicts(rows), notes))
 
@@ -596,11 +608,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, default=None, help="write every run's numbers as JSON")
     parser.add_argument("--quiet", action="store_true", help="no live progress table")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="earlier --json files: their succeeded runs (model, seed, arm) are kept, not re-run "
+        "(the last file wins); a kept search run's plan still pins random and defaults",
+    )
     args = parser.parse_args(argv)
     if args.cpu_budget <= 0:
         parser.error("--cpu-budget: must be positive")
     args.out = Path(args.out or tempfile.mkdtemp(prefix="bench-quality-")).absolute()
     args.out.mkdir(parents=True, exist_ok=True)
+    done: dict[tuple, dict[str, Any]] = {}
+    for path in args.resume:
+        for row in json.loads(path.read_text())["rows"]:
+            if row.get("status") == "succeeded":
+                done[(row["model"], row["seed"], row["arm"])] = dict(row, resumed_from=str(path))
+    args.done = list(done.values())
 
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
