@@ -6,7 +6,8 @@
 ``GET /jobs/{id}``                          one job, with trial counts and its best trial
 ``GET /jobs/{id}/trials``                   every trial of the job
 ``GET /jobs/{id}/leaderboard``              ranked trials (``?per_method=true`` / ``?pareto=true``)
-``POST /jobs/{id}/cancel``                  cancel a queued or running job
+``POST /jobs/{id}/cancel``                  cancel a queued, running or interrupted job
+``POST /jobs/{id}/retry``                   queue a failed or interrupted job again
 ``GET /jobs/{id}/adapter``                  a zip of the best adapter (``?trial=N`` for another)
 ``GET /openapi.json``, ``/docs``            the OpenAPI schema and its browsable page
 ==========================================  =====================================================
@@ -38,6 +39,7 @@ from promptsweep._logging import get_logger
 from promptsweep.exceptions import (
     ExportError,
     JobNotFoundError,
+    JobStateError,
     PromptsweepError,
     SchemaVersionError,
     SpecError,
@@ -115,6 +117,13 @@ class Job(BaseModel):
         "validation split, with standard errors), `selected_trial`, and `separation` / `floor_warning` "
         "notes.",
     )
+    history: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="What happened to the job and when, oldest first: `at` (UTC), `event` (`submitted`, "
+        "`claimed`, `running`, `interrupted`, `requeued`, `cancelled`, `retried`, `succeeded`, "
+        "`failed`), `detail`.",
+    )
+    spec_hash: str = Field("", description="SHA-256 of the stored spec in canonical JSON (sorted keys).")
     trial_counts: dict[str, int] | None = Field(
         None, description="Trials per state (only on GET /jobs/{id})."
     )
@@ -200,6 +209,7 @@ def create_app(
         return JSONResponse(status_code=status.HTTP_404_NOT_FOUND, content={"detail": detail})
 
     @app.exception_handler(ExportError)
+    @app.exception_handler(JobStateError)
     async def _conflict(request: Request, exc: PromptsweepError) -> JSONResponse:
         return _error_response(status.HTTP_409_CONFLICT, exc)
 
@@ -294,10 +304,26 @@ def create_app(
             trials = store.leaderboard(job_id)
         return [_trial(t, rank=i + 1) for i, t in enumerate(trials)]
 
-    @router.post("/jobs/{job_id}/cancel", response_model=Job)
+    @router.post(
+        "/jobs/{job_id}/cancel",
+        response_model=Job,
+        responses={409: {"description": "The job has finished (the answer names its status)."}},
+    )
     def cancel(job_id: int) -> Job:
-        """Cancel a queued or running job (a running job stops after its current trials)."""
+        """Cancel a queued, running or interrupted job. A running job's worker stops it within
+        seconds; its running trials are recorded stopped early ("the job was cancelled")."""
         store.cancel_job(job_id)
+        return _job(job_id)
+
+    @router.post(
+        "/jobs/{job_id}/retry",
+        response_model=Job,
+        responses={409: {"description": "The job is neither failed nor interrupted (names its status)."}},
+    )
+    def retry(job_id: int) -> Job:
+        """Put a failed or interrupted job back in the queue; the next worker resumes it (finished
+        trials kept, unfinished ones re-run)."""
+        store.retry_job(job_id)
         return _job(job_id)
 
     @router.get(

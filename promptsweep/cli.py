@@ -352,11 +352,13 @@ def _print_job(storage: Storage, job_id: int, *, limit: int) -> None:
     summary = _job_line(job_summary(storage, job))
     summary["task"] = job.task
     summary["study"] = job.study_name
+    summary["spec hash"] = job.spec_hash[:16]
     for key, value in summary.items():
         console.print(f"[bold]{key:>10}[/]  {_fmt(value)}", highlight=False)
     if getattr(job, "error", None):
         console.print(f"[bold red]{'error':>10}[/]  {job.error}", highlight=False)
     _print_job_summary(job)
+    _print_history(job.history)
     rows = _leaderboard_rows(storage, job_id, per_method=False, pareto=False)
     if rows:
         console.print(_rows_table(rows[:limit], title=f"leaderboard (top {min(limit, len(rows))})"))
@@ -366,6 +368,18 @@ def _print_job(storage: Storage, job_id: int, *, limit: int) -> None:
     if unranked:
         title = f"stopped early or failed ({len(unranked)}; last validation value)"
         console.print(_rows_table(unranked[:limit], title=title))
+
+
+def _print_history(history: list[dict[str, Any]], *, last: int = 12) -> None:
+    """The job's last events: time (UTC), event, detail."""
+    if not history:
+        return
+    skipped = len(history) - last
+    console.print("history" + (f" (last {last} of {len(history)})" if skipped > 0 else "") + ":")
+    for event in history[-last:]:
+        when = str(event.get("at", ""))[:19].replace("T", " ")
+        detail = f"  {event['detail']}" if event.get("detail") else ""
+        console.print(f"  {when}  {event.get('event')}{detail}", highlight=False, soft_wrap=True)
 
 
 def _print_job_summary(job: Any) -> None:
@@ -387,6 +401,29 @@ def _print_job_summary(job: Any) -> None:
     for key in ("separation", "floor_warning"):
         if summary.get(key):
             console.print(f"[bold yellow]note:[/] {summary[key]}", highlight=False)
+
+
+@app.command()
+@_handle_errors
+def cancel(ctx: typer.Context, job: int = typer.Argument(..., help="Job id.")) -> None:
+    """Cancel a queued, running or interrupted job (a worker running it stops within seconds; its
+    running trials are recorded stopped early)."""
+    record = _state(ctx).storage(must_exist=True).cancel_job(job)
+    console.print(f"job {job} {record.status.value}", highlight=False)
+
+
+@app.command()
+@_handle_errors
+def retry(ctx: typer.Context, job: int = typer.Argument(..., help="Job id.")) -> None:
+    """Put a failed or interrupted job back in the queue: the next `promptsweep worker` resumes it
+    (finished trials are kept, unfinished ones re-run)."""
+    storage = _state(ctx).storage(must_exist=True)
+    record = storage.retry_job(job)
+    console.print(
+        f"job {job} {record.status.value}: a `promptsweep worker` on {storage.display_url} resumes it",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -40,6 +40,10 @@ class JobNotFoundError(StorageError, LookupError):
     """No job with the given id exists."""
 
 
+class JobStateError(StorageError):
+    """A verb (cancel, retry, ...) does not apply to the job in its current state (names the state)."""
+
+
 class TrialNotFoundError(StorageError, LookupError):
     """No trial with the given job id and trial number exists."""
 

@@ -129,10 +129,32 @@ def test_cancel(client: TestClient) -> None:
     assert client.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
 
 
+def test_cancel_a_finished_job_and_retry_a_queued_one_are_409_naming_the_state(
+    client: TestClient, db: str
+) -> None:
+    job_id = client.post("/jobs", json=_spec()).json()["id"]
+    resp = client.post(f"/jobs/{job_id}/retry")
+    assert resp.status_code == 409 and resp.json()["detail"].startswith(f"job {job_id} is queued:")
+    client.post(f"/jobs/{job_id}/cancel")
+    resp = client.post(f"/jobs/{job_id}/cancel")
+    assert resp.status_code == 409 and resp.json()["detail"].startswith(f"job {job_id} is cancelled:")
+    with Storage(db) as storage:
+        failed = storage.create_job("f", _spec()).id
+        storage.set_job_status(failed, "failed", error="boom")
+    resp = client.post(f"/jobs/{failed}/retry")
+    assert resp.status_code == 200 and resp.json()["status"] == "queued"
+    job = client.get(f"/jobs/{failed}").json()
+    assert [e["event"] for e in job["history"]] == ["submitted", "failed", "retried"]
+    assert len(job["spec_hash"]) == 64
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "409" in paths["/jobs/{job_id}/retry"]["post"]["responses"]
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
         ("get", "/jobs/99"),
+        ("post", "/jobs/99/retry"),
         ("get", "/jobs/99/trials"),
         ("get", "/jobs/99/leaderboard"),
         ("get", "/jobs/99/adapter"),

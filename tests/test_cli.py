@@ -31,6 +31,8 @@ COMMANDS = (
     "dashboard",
     "serve",
     "db",
+    "cancel",
+    "retry",
 )
 
 
@@ -158,7 +160,16 @@ def test_show_prints_the_plan_floors_finalists_and_warnings(seeded: tuple[str, i
     assert "does not beat the floor" in html
 
 
-@pytest.mark.parametrize("args", [["show", "99"], ["leaderboard", "99"], ["report", "99", "--out", "r.html"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", "99"],
+        ["leaderboard", "99"],
+        ["report", "99", "--out", "r.html"],
+        ["cancel", "99"],
+        ["retry", "99"],
+    ],
+)
 def test_unknown_job_is_one_clear_error(db: str, args: list[str], tmp_path: Path) -> None:
     Storage(db)  # an existing, empty database
     code, out = invoke("--db", db, *args)
@@ -217,6 +228,29 @@ def test_submit_rejects_an_invalid_spec_naming_the_field(db: str, tmp_path: Path
     assert code == 1
     assert "budget.num_trials" in out
     assert Storage(db).list_jobs() == []  # nothing queued
+
+
+def test_cancel_and_retry_change_the_state_or_name_why_not(db: str) -> None:
+    storage = Storage(db)
+    queued = storage.create_job("q", {}).id
+    code, out = invoke("--db", db, "retry", str(queued))
+    assert (
+        code == 1 and f"error: job {queued} is queued: only a failed or interrupted job can be retried" in out
+    )
+    assert storage.get_job(queued).status.value == "queued"  # unchanged
+    code, out = invoke("--db", db, "cancel", str(queued))
+    assert code == 0 and f"job {queued} cancelled" in out
+    code, out = invoke("--db", db, "cancel", str(queued))
+    assert code == 1 and f"job {queued} is cancelled: only a queued, running or interrupted job" in out
+    failed = storage.create_job("f", {}).id
+    storage.set_job_status(failed, "failed", error="boom")
+    code, out = invoke("--db", db, "retry", str(failed))
+    assert code == 0 and f"job {failed} queued" in out
+    assert storage.get_job(failed).status.value == "queued"
+    code, out = invoke("--db", db, "show", str(failed))
+    assert code == 0 and "spec hash" in out and storage.get_job(failed).spec_hash[:16] in out
+    events = [line.split()[2] for line in out.split("history:")[1].strip().splitlines()]  # date time event
+    assert events == ["submitted", "failed", "retried"] and "retried  was failed: boom" in out
 
 
 def test_submit_queues_a_job(db: str) -> None:

@@ -9,8 +9,15 @@ with the package (``promptsweep db upgrade`` → :func:`upgrade_database`).
 Importing this package loads SQLAlchemy only (no Alembic, Optuna, torch or ray).
 """
 
-from promptsweep.exceptions import JobNotFoundError, SchemaVersionError, StorageError, TrialNotFoundError
+from promptsweep.exceptions import (
+    JobNotFoundError,
+    JobStateError,
+    SchemaVersionError,
+    StorageError,
+    TrialNotFoundError,
+)
 from promptsweep.storage._engine import SQLITE_BUSY_TIMEOUT_S, mask_url
+from promptsweep.storage._jobs import spec_hash
 from promptsweep.storage._migrations import HEAD_REVISION, UPGRADE_COMMAND
 from promptsweep.storage._records import (
     BestResult,
@@ -36,6 +43,7 @@ __all__ = [
     "IntermediateRecord",
     "JobNotFoundError",
     "JobRecord",
+    "JobStateError",
     "JobStatus",
     "MethodVariant",
     "SchemaVersionError",
@@ -46,5 +54,6 @@ __all__ = [
     "TrialState",
     "mask_url",
     "method_variant",
+    "spec_hash",
     "upgrade_database",
 ]

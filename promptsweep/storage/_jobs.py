@@ -7,12 +7,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
 
 from promptsweep._logging import get_logger
+from promptsweep.exceptions import JobStateError
 from promptsweep.storage._base import StorageBase
 from promptsweep.storage._models import JobModel
 from promptsweep.storage._records import Direction, JobRecord, JobStatus, as_utc, utcnow
@@ -45,7 +48,29 @@ def job_record(row: JobModel) -> JobRecord:
         heartbeat_at=as_utc(row.heartbeat_at),
         attempts=row.attempts or 0,
         summary=dict(row.summary or {}),
+        history=list(row.history or []),
+        spec_hash=row.spec_hash or spec_hash(row.spec or {}),
     )
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """The SHA-256 (hex) of a stored spec in canonical JSON: sorted keys, no spaces, UTF-8."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_CANCELLABLE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value, JobStatus.INTERRUPTED.value)
+_RETRYABLE = (JobStatus.FAILED.value, JobStatus.INTERRUPTED.value)
+#: The newest events a job's history keeps (a job re-queued forever must not grow without bound).
+MAX_HISTORY = 200
+
+
+def add_event(row: JobModel, event: str, detail: str | None = None) -> None:
+    """Append ``event`` (with the time, UTC, and an optional ``detail``) to the job row's history."""
+    entry: dict[str, Any] = {"at": utcnow().isoformat(), "event": event}
+    if detail:
+        entry["detail"] = detail[:1000]
+    row.history = [*(row.history or []), entry][-MAX_HISTORY:]
 
 
 def _spec_dict(spec: Any) -> dict[str, Any]:
@@ -140,7 +165,9 @@ class JobsMixin(StorageBase):
                 task=task_name,
                 created_at=utcnow(),
                 attempts=0,
+                spec_hash=spec_hash(spec_dict),
             )
+            add_event(row, "submitted")
             session.add(row)
             session.flush()
             row.study_name = f"{STUDY_NAME_PREFIX}{row.id}"
@@ -190,6 +217,7 @@ class JobsMixin(StorageBase):
                 _logger.info("Job %d was cancelled; not marking it %s.", job_id, new.value)
                 return job_record(row)
             row.status = new.value
+            add_event(row, new.value, error)
             if error is not None:
                 row.error = error
             if new is JobStatus.RUNNING:
@@ -208,18 +236,45 @@ class JobsMixin(StorageBase):
             return job_record(row)
 
     def cancel_job(self, job_id: int) -> JobRecord:
-        """Cancel a ``queued``, ``running`` or ``interrupted`` job (a running job's worker sees it at its next
-        :meth:`heartbeat`). A finished job is returned unchanged.
+        """Cancel a ``queued``, ``running`` or ``interrupted`` job (a running job's worker sees it at
+        its next :meth:`heartbeat`).
 
         Raises:
-            JobNotFoundError: unknown job.
+            JobNotFoundError: unknown job. JobStateError: the job has finished (names its status).
         """
         with self._writing("cancel job") as session:
             row = self._job_row(session, job_id, for_update=True)
-            if row.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value, JobStatus.INTERRUPTED.value):
-                row.status = JobStatus.CANCELLED.value
-                row.finished_at = utcnow()
-                session.flush()
+            if row.status not in _CANCELLABLE:
+                raise JobStateError(
+                    f"job {job_id} is {row.status}: only a queued, running or interrupted job can be "
+                    "cancelled"
+                )
+            row.status = JobStatus.CANCELLED.value
+            row.finished_at = utcnow()
+            add_event(row, "cancelled", "by the user")
+            session.flush()
+            return job_record(row)
+
+    def retry_job(self, job_id: int) -> JobRecord:
+        """Put a ``failed`` or ``interrupted`` job back in the queue (``queued``): the next worker
+        that claims it resumes it (its finished trials are kept; unfinished ones re-run).
+
+        Raises:
+            JobNotFoundError: unknown job. JobStateError: the job is in another state (names it).
+        """
+        with self._writing("retry job") as session:
+            row = self._job_row(session, job_id, for_update=True)
+            if row.status not in _RETRYABLE:
+                raise JobStateError(
+                    f"job {job_id} is {row.status}: only a failed or interrupted job can be retried"
+                )
+            add_event(row, "retried", f"was {row.status}" + (f": {row.error}" if row.error else ""))
+            row.status = JobStatus.QUEUED.value
+            row.error = None
+            row.worker_id = None
+            row.heartbeat_at = None
+            row.finished_at = None
+            session.flush()
             return job_record(row)
 
     def update_job_summary(self, job_id: int, **parts: Any) -> JobRecord:

@@ -80,6 +80,9 @@ class JobModel(Base):
     # Revision 0003: what the search layer keeps about the job as a whole (its plan, baselines,
     # finalists, selected trial); storage does not interpret the keys.
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Revision 0004: what happened to the job and when; the SHA-256 of its spec (canonical JSON).
+    history: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    spec_hash: Mapped[str | None] = mapped_column(String(64))
 
     trials: Mapped[list[TrialModel]] = relationship(back_populates="job", cascade="all, delete-orphan")
 

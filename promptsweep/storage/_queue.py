@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 
 from promptsweep._logging import get_logger
 from promptsweep.storage._base import StorageBase
-from promptsweep.storage._jobs import job_record
+from promptsweep.storage._jobs import add_event, job_record
 from promptsweep.storage._models import JobModel
 from promptsweep.storage._records import JobRecord, JobStatus, utcnow
 from promptsweep.storage._validate import check_id, check_text
@@ -69,7 +69,10 @@ class QueueMixin(StorageBase):
                     )
             if job_id is None:
                 return None
-            record = job_record(self._job_row(session, job_id))
+            row = self._job_row(session, job_id)
+            add_event(row, "claimed", f"by worker {worker_id}, attempt {row.attempts}")
+            session.flush()
+            record = job_record(row)
         _logger.info("Worker %s claimed job %d.", worker_id, record.id)
         return record
 
@@ -125,7 +128,10 @@ class QueueMixin(StorageBase):
                 .returning(JobModel.id)
                 .execution_options(synchronize_session=False)
             ).all()
-        ids = sorted(r[0] for r in rows)
+            ids = sorted(r[0] for r in rows)
+            for job_id in ids:
+                add_event(self._job_row(session, job_id), "requeued", f"no heartbeat for {timeout_s:g} s")
+            session.flush()
         if ids:
             _logger.warning("Re-queued jobs %s: no heartbeat for %.0f s.", ids, timeout_s)
         return ids

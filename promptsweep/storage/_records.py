@@ -159,6 +159,11 @@ class JobRecord:
         summary: what the search layer recorded about the job as a whole (JSON object, e.g. its budget
             plan, baselines, finalists, selected trial; ``{}`` until something is recorded), merged
             key by key by :meth:`Storage.update_job_summary`.
+        history: what happened to the job and when, oldest first: ``{"at": ISO time (UTC), "event":
+            "submitted" | "claimed" | "running" | "interrupted" | "requeued" | "cancelled" |
+            "retried" | "succeeded" | "failed", "detail": text or absent}``.
+        spec_hash: the SHA-256 of the stored spec in canonical JSON (sorted keys): two jobs with the
+            same hash ran the same spec.
     """
 
     id: int
@@ -180,6 +185,8 @@ class JobRecord:
     heartbeat_at: datetime | None
     attempts: int
     summary: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    spec_hash: str = ""
 
     @property
     def directions(self) -> list[str]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC
+from datetime import UTC, datetime
 
 import pytest
 
-from promptsweep.exceptions import JobNotFoundError, StorageError
+from promptsweep.exceptions import JobNotFoundError, JobStateError, StorageError
 from promptsweep.storage import Direction, JobRecord, JobStatus, Storage
 
 SPEC = {
@@ -106,6 +106,66 @@ def test_an_interrupted_job_is_neither_finished_nor_queued_and_can_be_resumed_or
     assert resumed.status is JobStatus.RUNNING and resumed.error is None
     storage.set_job_status(first.id, "interrupted")
     assert storage.cancel_job(first.id).status is JobStatus.CANCELLED
+
+
+def test_retry_queues_a_failed_or_interrupted_job_and_refuses_other_states(storage: Storage) -> None:
+    for status in ("queued", "running", "succeeded", "cancelled"):
+        job = storage.create_job(status, SPEC)
+        if status == "cancelled":
+            storage.cancel_job(job.id)
+        elif status != "queued":
+            storage.set_job_status(job.id, status)
+        with pytest.raises(JobStateError, match=f"job {job.id} is {status}: only a failed or interrupted"):
+            storage.retry_job(job.id)
+        assert storage.get_job(job.id).status == status  # unchanged
+        if status in ("queued", "running"):
+            storage.cancel_job(job.id)  # out of the queue for the claim below
+    other = storage.create_job("r2", SPEC)
+    assert storage.claim_job("w").id == other.id
+    storage.set_job_status(other.id, "failed", error="OutOfMemoryError: boom")
+    retried = storage.retry_job(other.id)
+    assert retried.status is JobStatus.QUEUED and retried.error is None and retried.finished_at is None
+    assert storage.claim_job("w2").id == other.id  # a worker takes it
+    with pytest.raises(JobNotFoundError):
+        storage.retry_job(404)
+
+
+def test_the_history_records_each_change_with_its_time(storage: Storage) -> None:
+    job = storage.create_job("h", SPEC)
+    storage.claim_job("w1")
+    storage.set_job_status(job.id, "interrupted", error="interrupted (Ctrl-C)")
+    storage.retry_job(job.id)
+    storage.claim_job("w2")
+    storage.set_job_status(job.id, "failed", error="boom")
+    storage.retry_job(job.id)
+    storage.cancel_job(job.id)
+    history = storage.get_job(job.id).history
+    assert [e["event"] for e in history] == [
+        "submitted",
+        "claimed",
+        "interrupted",
+        "retried",
+        "claimed",
+        "failed",
+        "retried",
+        "cancelled",
+    ]
+    assert (
+        history[1]["detail"] == "by worker w1, attempt 1"
+        and history[4]["detail"] == "by worker w2, attempt 2"
+    )
+    assert history[3]["detail"] == "was interrupted: interrupted (Ctrl-C)"
+    times = [datetime.fromisoformat(e["at"]) for e in history]
+    assert times == sorted(times) and all(t.tzinfo is not None for t in times)
+    assert storage.get_job(job.id).summary == {}  # the history is not part of the summary
+
+
+def test_the_spec_hash_names_the_spec_whatever_its_key_order(storage: Storage) -> None:
+    a = storage.create_job("a", {"model": "minilm", "budget": {"num_trials": 2, "max_steps": 10}})
+    b = storage.create_job("b", {"budget": {"max_steps": 10, "num_trials": 2}, "model": "minilm"})
+    c = storage.create_job("c", {"budget": {"max_steps": 11, "num_trials": 2}, "model": "minilm"})
+    assert a.spec_hash == b.spec_hash == storage.get_job(a.id).spec_hash
+    assert c.spec_hash != a.spec_hash and len(a.spec_hash) == 64
 
 
 def test_a_new_run_clears_the_last_runs_error(storage: Storage) -> None:

@@ -25,6 +25,7 @@ from promptsweep.storage import (
     Storage,
     TrialState,
     method_variant,
+    spec_hash,
     upgrade_database,
 )
 from promptsweep.storage._engine import create_storage_engine
@@ -39,12 +40,13 @@ from promptsweep.storage._models import VERSION_TABLE, Base
 
 ASSETS = Path(__file__).with_name("assets")
 SECOND_REVISION = "0002_queue_intermediate"
+THIRD_REVISION = "0003_job_summary"
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_head_constant_matches_the_shipped_scripts() -> None:
     assert script_head() == HEAD_REVISION
-    assert script_revisions() == [HEAD_REVISION, SECOND_REVISION, BASE_REVISION]
+    assert script_revisions() == [HEAD_REVISION, THIRD_REVISION, SECOND_REVISION, BASE_REVISION]
 
 
 def test_migrations_ship_as_package_data() -> None:
@@ -122,6 +124,13 @@ def _assert_committed_rows(storage: Storage) -> None:
     )
     assert done.direction == "maximize" and queued.direction == "minimize"
     assert done.summary == {} and queued.summary == {}  # no summary yet (revision 0003: NULL)
+    # revision 0004: no history before it; the spec's hash computed by the migration
+    assert done.history == [] and queued.history == []
+    assert done.spec_hash == spec_hash(done.spec) and len(done.spec_hash) == 64
+    assert done.spec_hash != queued.spec_hash
+    with storage._engine.connect() as conn:  # stored by the migration, not only computed on read
+        stored = dict(conn.execute(sa.text("SELECT id, spec_hash FROM promptsweep_jobs")).all())
+    assert stored == {1: done.spec_hash, 2: queued.spec_hash}
     trials = storage.list_trials(1)
     assert [(t.number, t.state, t.value) for t in trials] == [
         (0, TrialState.COMPLETE, 0.71),

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from promptsweep.storage import JobStatus, Storage
+from promptsweep.storage import JobStateError, JobStatus, Storage
 from promptsweep.storage._migrations import HEAD_REVISION
 from tests.storage import _workers
 
@@ -188,7 +188,9 @@ def test_cancel_queued_and_running_jobs(storage: Storage) -> None:
     assert storage.requeue_stale(timeout_s=0) == []  # nor re-queued
     done = storage.create_job("done", {})
     storage.set_job_status(done.id, "succeeded")
-    assert storage.cancel_job(done.id).status is JobStatus.SUCCEEDED  # finished jobs stay as they are
+    with pytest.raises(JobStateError, match=f"job {done.id} is succeeded"):
+        storage.cancel_job(done.id)  # a finished job is refused, and stays as it is
+    assert storage.get_job(done.id).status is JobStatus.SUCCEEDED
 
 
 def test_heartbeat_only_from_the_holding_worker(storage: Storage) -> None:
@@ -241,14 +243,27 @@ def test_cancel_and_a_finishing_worker_racing_keep_the_first_committed(storage: 
                 if first == "cancel"
                 else (lambda: storage.cancel_job(job.id))
             )
-            thread = threading.Thread(target=lambda: result.setdefault("record", late()))
+
+            def call() -> None:
+                try:
+                    result["record"] = late()
+                except JobStateError as exc:  # the late cancel sees the job finished
+                    result["refused"] = str(exc)
+
+            thread = threading.Thread(target=call)
             thread.start()
             time.sleep(0.5)  # the late call is now waiting for the row
             tx.commit()
         thread.join(30)
     finally:
         engine.dispose()
-    assert result["record"].status == status
+    if first == "cancel":
+        assert result["record"].status == status  # the cancel wins over the late finish
+    else:
+        assert (
+            result["refused"]
+            == f"job {job.id} is succeeded: only a queued, running or interrupted job can be cancelled"
+        )
     assert storage.get_job(job.id).status == status
 
 
