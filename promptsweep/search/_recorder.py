@@ -20,7 +20,7 @@ from ray.tune.stopper import Stopper
 from promptsweep._logging import get_logger
 from promptsweep.search._progress import Progress
 from promptsweep.search._searcher import end_state
-from promptsweep.search._trainable import DONE_KEY, NUMBER_KEY, PARAMS_KEY, STEP_KEY
+from promptsweep.search._trainable import DONE_KEY, ERROR_KEY, NUMBER_KEY, PARAMS_KEY, STEP_KEY
 
 _log = get_logger(__name__)
 
@@ -93,6 +93,8 @@ class TrialRecorder(Callback):
         self._started: dict[str, float] = {}
         self._numbers: dict[str, int] = {}
         self._last: dict[str, dict[str, Any]] = {}
+        #: Tune trial id -> why its process died, for each restart (``max_failures``).
+        self._restarts: dict[str, list[str]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the Tuner's state; the database, the study and the live
@@ -154,8 +156,12 @@ class TrialRecorder(Callback):
         self._finish(trial.trial_id, dict(trial.last_result or {}), error=_error_text(trial))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Only a trial whose process died gets here: training errors end the trial (ERROR_KEY).
         number = self._number(trial)
-        self._record(number, state="running", error=f"retrying after: {_error_text(trial)}")
+        why = _error_text(trial)
+        lines = [ln for ln in why.splitlines() if ln.strip()]
+        self._restarts.setdefault(trial.trial_id, []).append(lines[-1][:300] if lines else why[:300])
+        self._record(number, state="running", error=f"retrying after: {why}")
 
     def finish_unended(self, searcher: Any, reason: str) -> list[int]:
         """End the trials Tune left running when the search stopped as a whole (the job's time
@@ -173,6 +179,8 @@ class TrialRecorder(Callback):
         self, trial_id: str, result: dict[str, Any], error: str | None, reason: str | None = None
     ) -> None:
         number = self._numbers[trial_id]
+        if error is None and result.get(ERROR_KEY):  # training raised: FAIL, not retried
+            error = str(result[ERROR_KEY])
         state = end_state(result, error is not None).name.lower()
         metrics = validation_metrics(result, self.task_metrics)
         values = None
@@ -183,6 +191,10 @@ class TrialRecorder(Callback):
             else:
                 values = [float(v) for v in vals]
         started = self._started.pop(trial_id, None)
+        restarts = self._restarts.pop(trial_id, [])
+        if restarts:
+            note = f"its process was restarted {len(restarts)} time(s), last after: {restarts[-1]}"
+            error = f"{error}\n{note}" if error else note
         fields: dict[str, Any] = dict(
             state=state,
             values=values,

@@ -39,6 +39,7 @@ from promptsweep._logging import get_logger
 from promptsweep.search._trainable import (
     DONE_KEY,
     ERROR_FILE,
+    ERROR_KEY,
     NUMBER_KEY,
     PARAMS_KEY,
     STEP_KEY,
@@ -50,7 +51,7 @@ _log = get_logger(__name__)
 
 def end_state(result: dict[str, Any] | None, error: bool) -> TrialState:
     """The Optuna state of a trial that ended with ``result`` (its last result) and ``error``."""
-    if error:
+    if error or (result and result.get(ERROR_KEY)):
         return TrialState.FAIL
     if result and result.get(DONE_KEY):
         return TrialState.COMPLETE
@@ -91,10 +92,14 @@ class PromptsweepSearch(OptunaSearch):
         resume_numbers: Iterable[int] = (),
         job_dir: str | Path | None = None,
         deadline: float | None = None,
+        max_failed: int | None = None,
     ) -> None:
         self._given_study = study
         #: The job's wall-clock cap (``time.time()``): no trial starts after it.
         self._deadline = deadline
+        #: The job's failure budget: no trial starts once this many trials of the study failed.
+        self._max_failed = max_failed
+        self._failed = sum(1 for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL)
         self._job_dir = job_dir
         self._space_fn = space_fn
         self._resume = deque(resume_numbers)
@@ -148,14 +153,13 @@ class PromptsweepSearch(OptunaSearch):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """Return ``{"params": ..., "trial_number": ...}`` for Tune trial ``trial_id``; ``FINISHED``
-        (no new trial) once the job's wall-clock cap has passed and no interrupted trial waits."""
-        if (
-            trial_id not in self._ot_trials
-            and not self._resume
-            and self._deadline is not None
-            and time.time() >= self._deadline
-        ):
-            return Searcher.FINISHED
+        (no new trial) once the job's wall-clock cap has passed or its failure budget is spent, and
+        no interrupted trial waits."""
+        if trial_id not in self._ot_trials and not self._resume:
+            if self._deadline is not None and time.time() >= self._deadline:
+                return Searcher.FINISHED
+            if self._max_failed is not None and self._failed >= self._max_failed:
+                return Searcher.FINISHED
         if trial_id not in self._ot_trials:
             self._ot_trials[trial_id] = self._next_trial()
         ot_trial = self._ot_trials[trial_id]
@@ -206,12 +210,16 @@ class PromptsweepSearch(OptunaSearch):
             if value is not None and step is not None and int(step) not in self._reported_steps(ot_trial):
                 ot_trial.report(float(value), int(step))
         if state == TrialState.FAIL:
-            reason = trial_error_text(self._job_dir, ot_trial.number) if error else None
+            reason = (result or {}).get(ERROR_KEY) or (
+                trial_error_text(self._job_dir, ot_trial.number) if error else None
+            )
             reason = reason or "the trial ended without its objective values"
             try:
                 self._ot_study._storage.set_trial_user_attr(ot_trial._trial_id, "error", reason[-1000:])
             except Exception:  # pragma: no cover - the reason is a courtesy for the dashboard
                 _log.exception("could not store the error of trial %d", ot_trial.number)
+        if state == TrialState.FAIL:
+            self._failed += 1
         try:
             self._ot_study.tell(ot_trial, values, state=state)
         except Exception as exc:  # e.g. a trial told already by an earlier process

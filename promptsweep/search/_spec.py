@@ -149,6 +149,11 @@ class BudgetSpec(_Model):
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float | None = 1.0
+    max_failed_trials: int | None = Field(
+        default=None,
+        description="failed trials after which the job stops and ends failed; null: half the planned "
+        "configs, at least 3",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -171,7 +176,7 @@ class BudgetSpec(_Model):
             raise _FieldError("max_steps", f"must be positive, got {self.max_steps}")
         if self.max_epochs is not None and self.max_epochs <= 0:
             raise _FieldError("max_epochs", f"must be positive, got {self.max_epochs}")
-        for name in ("eval_every_steps", "batch_size", "eval_batch_size"):
+        for name in ("eval_every_steps", "batch_size", "eval_batch_size", "max_failed_trials"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise _FieldError(name, f"must be positive, got {value}")
@@ -284,7 +289,12 @@ class JobSpec(_Model):
         default=True, description="score the cheap baselines (majority, head-only / zero-shot) on validation"
     )
     selection: SelectionSpec = SelectionSpec()
-    max_failures: int = Field(default=0, ge=0, description="retries of a crashing trial before it is FAIL")
+    max_failures: int = Field(
+        default=1,
+        ge=0,
+        description="retries of a trial whose process died (killed, out of memory, node lost); an "
+        "exception raised by training (NaN loss, invalid config, bad data) is FAIL at once",
+    )
     output_dir: str | None = Field(
         default=None, description="trial outputs (default: promptsweep.paths.runs_dir())"
     )

@@ -12,6 +12,7 @@ The worker never opens the database: the driver is the only writer.
 
 from __future__ import annotations
 
+import os
 import shutil
 import traceback
 from pathlib import Path
@@ -23,9 +24,14 @@ DONE_KEY = "promptsweep_done"
 STEP_KEY = "step"
 #: Written in the trial directory when training raises: the traceback (last 8,000 characters).
 ERROR_FILE = "error.txt"
+#: In the final result of a trial whose training raised: the error's last lines. Reported instead of
+#: raising, so that Tune does not retry it (``max_failures`` is for a process that died).
+ERROR_KEY = "promptsweep_error"
 #: The config keys a Ray trial carries.
 PARAMS_KEY = "params"
 NUMBER_KEY = "trial_number"
+#: Written in the trial directory when the trial starts: the process id of the Ray worker running it.
+PID_FILE = "pid"
 
 
 def trial_dir(job_dir: str | Path, number: int) -> Path:
@@ -55,9 +61,10 @@ def run_trial(
             and reported with the final result).
         torch_threads: intra-op threads for torch (default: Ray's CPU share of the trial).
 
-    Raises:
-        Whatever training raises (``TrainingError`` on a NaN/inf loss, OOM, ...): Tune records the
-        trial as errored and the driver records it FAIL.
+    A Python exception from training (``TrainingError`` on a NaN/inf loss, an invalid config, a data
+    error) is not raised: the trial ends with a result carrying :data:`ERROR_KEY` (the traceback's
+    last lines) and the driver records it FAIL at once. Tune retries (``max_failures``) only a trial
+    whose process died: killed, out of memory, or its node lost.
     """
     import torch
     from ray import tune
@@ -72,8 +79,13 @@ def run_trial(
     if out.exists():  # a re-run of an interrupted trial starts clean
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    (out / PID_FILE).write_text(str(os.getpid()), encoding="utf-8")  # whoever must kill it (chaos tests)
+
+    last_step = 0
 
     def report(step: int, metrics: dict[str, float]) -> None:
+        nonlocal last_step
+        last_step = max(last_step, int(step))
         if step >= total_steps or budget.past_deadline():
             # The final evaluation (the budget's end, or the job's wall-clock cap) goes out with the
             # final result below, so that the scheduler never stops a trial at its last evaluation.
@@ -86,7 +98,9 @@ def run_trial(
         # The driver copies the reason into the Optuna study (user attr "error") and our tables.
         text = "".join(traceback.format_exception(exc))
         (out / ERROR_FILE).write_text(text[-8000:], encoding="utf-8")
-        raise
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        tune.report({STEP_KEY: last_step, ERROR_KEY: "\n".join(lines[-12:])[-2000:]})
+        return
     final: dict[str, Any] = {STEP_KEY: int(max(result.steps, 1)), DONE_KEY: 1}
     final.update({k: float(v) for k, v in result.metrics.items()})
     final.update(

@@ -1,0 +1,179 @@
+"""Running a job's trials: the Ray Tune ``Tuner`` over the planned search, and its failure budget.
+
+:func:`tune_job` builds the ``Tuner`` (``tune.with_resources`` with fractional GPUs,
+``max_concurrent_trials``, ASHA / median stopping over training steps, ``FailureConfig`` retries for
+trials whose process died) with :class:`PromptsweepSearch` asking Optuna and :class:`TrialRecorder`
+writing every trial to storage as it happens. The search starts no new trial after the job's
+wall-clock cap or once :func:`max_failed_trials` trials failed; :func:`failure_budget_spent` then
+names the count and the last error for the job's status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from promptsweep._logging import get_logger
+from promptsweep.search._planning import Plan, deadline_grace, make_scheduler, train_budget
+from promptsweep.search._spec import TASK_METRICS, JobSpec
+
+_log = get_logger(__name__)
+
+#: The failure budget when the spec gives none: half the planned configs, at least this many.
+MIN_FAILED_TRIALS = 3
+
+
+def max_failed_trials(spec: JobSpec, plan: Plan) -> int:
+    """The job's failure budget: ``budget.max_failed_trials``, else half the planned configs (at least
+    :data:`MIN_FAILED_TRIALS`; a plan without a config count gets that)."""
+    given = spec.budget.max_failed_trials
+    if given is not None:
+        return int(given)
+    return max(MIN_FAILED_TRIALS, math.ceil((plan.configs or 0) / 2))
+
+
+def failure_budget_spent(spec: JobSpec, plan: Plan, study: Any) -> str | None:
+    """Why the job fails for its failed trials (the count, the budget, the last error), or ``None``."""
+    from optuna.trial import TrialState
+
+    failed = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+    limit = max_failed_trials(spec, plan)
+    if len(failed) < limit:
+        return None
+    last = failed[-1]
+    error = str(last.user_attrs.get("error") or "no error text").strip().splitlines()
+    return (
+        f"{len(failed)} trials failed (budget.max_failed_trials = {limit}); the search stopped. "
+        f"Last error (trial {last.number}): {error[-1] if error else ''}"
+    )
+
+
+def tune_job(
+    spec: JobSpec,
+    storage: Any,
+    job_id: int,
+    study: Any,
+    job_dir: Path,
+    inputs: Any,
+    plan: Plan,
+    stale: list[int],
+    remaining: int,
+    *,
+    progress: bool,
+    worker_id: str | None = None,
+) -> bool:
+    """Run the Tuner: ``remaining`` trials (-1: until the time budget), re-running ``stale`` first.
+
+    Returns ``True`` when the run stopped because ``worker_id`` no longer holds the job.
+    """
+    from ray import tune
+
+    from promptsweep.search._progress import Progress
+    from promptsweep.search._recorder import CancelStopper, TrialRecorder
+    from promptsweep.search._searcher import PromptsweepSearch
+    from promptsweep.search._space import sample_params
+    from promptsweep.search._trainable import run_trial
+
+    r = spec.resources
+    modes = ["max" if d == "maximize" else "min" for d in spec.directions]
+    # The wall-clock cap: no trial starts after it, and running trials end at their next step with an
+    # evaluation and a saved adapter (TrainBudget.deadline); Tune's own time budget is the backstop.
+    cap = spec.budget.time_budget_s
+    deadline = time.time() + cap if cap else None
+    searcher = PromptsweepSearch(
+        study=study,
+        space_fn=functools.partial(sample_params, space=spec.space),
+        metrics=spec.metric_names,
+        modes=modes,
+        resume_numbers=stale,
+        job_dir=job_dir,
+        deadline=deadline,
+        max_failed=max_failed_trials(spec, plan),
+    )
+    display = (
+        Progress(job_id, spec.objective.metric, spec.objective.resolved_direction, plan.configs)
+        if progress
+        else None
+    )
+    recorder = TrialRecorder(
+        storage=storage,
+        job_id=job_id,
+        metric_names=spec.metric_names,
+        task_metrics=TASK_METRICS[spec.task],
+        study=study,
+        progress=display,
+    )
+    resources = {"cpu": r.cpus_per_trial}
+    if r.gpus_per_trial:
+        resources["gpu"] = r.gpus_per_trial
+    fn = tune.with_resources(
+        tune.with_parameters(
+            run_trial,
+            inputs=inputs,
+            budget=dataclasses.replace(train_budget(spec, plan), deadline=deadline),
+            job_dir=str(job_dir),
+            seed=spec.seed,
+            total_steps=plan.max_steps,
+            torch_threads=r.torch_threads or max(1, int(r.cpus_per_trial)),
+        ),
+        resources,
+    )
+    # A multi-objective job's second value (trainable_params) exists only in the final result; the
+    # searcher checks every objective itself when a trial ends (missing -> FAIL).
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # Ctrl-C must interrupt the job (run_job then leaves unfinished trials to a resume); Tune's own
+    # handler would end the search as if its budget were spent and mark them stopped early.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    # Tune's own console output (the legacy engine at verbose=0 prints nothing): our table shows progress.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    stopper = CancelStopper(storage, job_id, worker_id=worker_id)
+    run_name = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    tuner = tune.Tuner(
+        fn,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=make_scheduler(spec, plan),
+            num_samples=remaining,
+            max_concurrent_trials=r.max_concurrent_trials,
+            time_budget_s=cap + deadline_grace(plan) if cap else None,
+            reuse_actors=True,
+            trial_dirname_creator=_trial_dirname,
+            trial_name_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=run_name,
+            storage_path=str(job_dir / "ray"),
+            callbacks=[recorder],
+            stop=stopper,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=0,
+        ),
+    )
+    if display is not None:
+        with display:
+            tuner.fit()
+    else:
+        tuner.fit()
+    # Tune ends a search stopped as a whole (time budget, cancel) without ending its running trials.
+    if stopper.lost:
+        # The job's new holder re-runs the unfinished trials; leave them as they are.
+        return True
+    reason = "the job was cancelled" if stopper.cancelled else "the search stopped (time budget backstop)"
+    unended = recorder.finish_unended(searcher, reason)
+    if unended:
+        _log.info("job %d: trial(s) %s stopped early: %s", job_id, unended, reason)
+    return False
+
+
+def _trial_dirname(trial: Any) -> str:
+    """Tune's per-trial directory name: the Optuna trial number and the Tune trial id."""
+    from promptsweep.search._trainable import NUMBER_KEY
+
+    return f"trial-{int(trial.config.get(NUMBER_KEY, -1)):04d}-{trial.trial_id}"
