@@ -302,11 +302,47 @@ def submit(
 def worker(
     ctx: typer.Context,
     once: bool = typer.Option(False, "--once", help="Run at most one queued job, then exit."),
+    stale_after: float = typer.Option(
+        300.0,
+        "--stale-after",
+        envvar="PROMPTSWEEP_STALE_AFTER_S",
+        help="Seconds without a heartbeat after which a running job's worker counts as dead and the "
+        "job is re-queued.",
+    ),
+    max_attempts: int = typer.Option(
+        3,
+        "--max-attempts",
+        envvar="PROMPTSWEEP_MAX_JOB_ATTEMPTS",
+        help="Times a job may be taken before a dead worker's job is failed instead of re-queued.",
+    ),
 ) -> None:
     """Claim queued jobs from the database and run them (until interrupted, or one with --once)."""
     from promptsweep.search import run_worker
 
-    run_worker(_state(ctx).storage(), once=once)
+    if not stale_after > 0:
+        raise typer.BadParameter(f"must be positive seconds, got {stale_after}", param_hint="--stale-after")
+    if max_attempts < 1:
+        raise typer.BadParameter(f"must be at least 1, got {max_attempts}", param_hint="--max-attempts")
+    storage = _state(ctx).storage()
+    ran = run_worker(storage, once=once, stale_after_s=stale_after, max_job_attempts=max_attempts)
+    if once and ran == 0:
+        running = storage.list_jobs(status="running")
+        held = "; ".join(
+            f"job {j.id} by {j.worker_id or 'a foreground run'}, last heartbeat "
+            + (f"{j.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC" if j.heartbeat_at else "never")
+            for j in running
+        )
+        console.print(
+            f"no queued job to claim in {storage.display_url}"
+            + (
+                f"; running: {held} (a running job's worker counts as dead after {stale_after:g} s "
+                "without a heartbeat; then the next worker re-queues and resumes it)"
+                if running
+                else ""
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()

@@ -330,9 +330,22 @@ def test_dashboard_command_serves_and_attaches_adapters(tmp_path: Path) -> None:
     assert "attached 1 trial adapter" in out and f"http://127.0.0.1:{port}/" in out
 
 
-def test_worker_once_on_an_empty_queue_returns(db: str) -> None:
+def test_worker_once_on_an_empty_queue_says_so_and_names_what_runs(db: str) -> None:
     code, out = invoke("--db", db, "worker", "--once")
     assert code == 0, out
+    assert "no queued job to claim" in out and "running:" not in out
+    storage = Storage(db)
+    job = storage.create_job("held", {})
+    storage.claim_job("w-elsewhere")
+    code, out = invoke("--db", db, "worker", "--once", "--stale-after", "600")
+    assert code == 0, out
+    assert f"no queued job to claim in {storage.display_url}; running: job {job.id} by w-elsewhere" in out
+    assert "after 600 s without a heartbeat" in out
+    assert storage.get_job(job.id).status.value == "running"  # alive: not re-queued
+    code, out = invoke("--db", db, "worker", "--once", "--stale-after", "0")
+    assert code == 2 and "--stale-after" in out
+    code, out = invoke("--db", db, "worker", "--once", env={"PROMPTSWEEP_MAX_JOB_ATTEMPTS": "0"})
+    assert code == 2 and "--max-attempts" in out
 
 
 def test_run_needs_exactly_one_of_spec_and_job(db: str) -> None:

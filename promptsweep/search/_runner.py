@@ -25,12 +25,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,13 @@ from promptsweep.search._spec import (
 )
 
 _log = get_logger(__name__)
+
+#: Seconds between a held job's heartbeats.
+HEARTBEAT_S = 30.0
+#: Seconds without a heartbeat after which a worker re-queues a running job (``PROMPTSWEEP_STALE_AFTER_S``).
+STALE_AFTER_S = 300.0
+#: Times a job may be taken (claimed or held) before a dead worker's job is failed, not re-queued.
+MAX_JOB_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -262,7 +271,12 @@ def _create_study(spec: JobSpec, storage: Any, job_id: int, plan: Plan) -> tuple
 
 
 def run_job(
-    job_id: int, storage: Any, *, progress: bool = True, worker_id: str | None = None
+    job_id: int,
+    storage: Any,
+    *,
+    progress: bool = True,
+    worker_id: str | None = None,
+    heartbeat_s: float = HEARTBEAT_S,
 ) -> JobOutcome:
     """Run (or resume) job ``job_id`` to the end of its budget, recording every trial as it happens.
 
@@ -273,6 +287,8 @@ def run_job(
         worker_id: the worker that claimed the job (``Storage.claim_job``). The run stops when the job
             is no longer running under it (re-queued after missed heartbeats, or claimed by another
             worker) and then leaves the job's status to its new holder (outcome status ``"lost"``).
+            ``None`` (a foreground run): the job is held as ``run@HOST-PID`` (``Storage.hold_job``)
+            and heartbeated every ``heartbeat_s`` seconds, so a worker re-queues it if this process dies.
 
     Returns:
         The :class:`JobOutcome`: state counts, the selected trial(s) by validation objective, their test
@@ -291,8 +307,14 @@ def run_job(
     try:
         spec = parse_spec(dict(job.spec), source=f"of job {job_id}")
         if worker_id is None:
-            storage.set_job_status(job_id, "running")
-        outcome = _run(job, spec, storage, progress=progress, t0=t0, worker_id=worker_id)
+            # In the foreground: held and heartbeated like a worker's job, so that a worker re-queues
+            # and resumes it if this process dies.
+            worker_id = f"run@{_process_id()}"
+            storage.hold_job(job_id, worker_id)
+            with heartbeating(storage, job_id, worker_id, heartbeat_s):
+                outcome = _run(job, spec, storage, progress=progress, t0=t0, worker_id=worker_id)
+        else:
+            outcome = _run(job, spec, storage, progress=progress, t0=t0, worker_id=worker_id)
     except KeyboardInterrupt:
         # Ctrl-C: the unfinished trials stay RUNNING in the study and our tables, so that resuming
         # re-runs them under their own numbers (as after a killed process).
@@ -367,8 +389,17 @@ def _run(
 
         if remaining != 0:
             lost = tune_job(
-                spec, storage, job_id, study, job_dir, inputs, plan, stale, remaining,
-                progress=progress, worker_id=worker_id,
+                spec,
+                storage,
+                job_id,
+                study,
+                job_dir,
+                inputs,
+                plan,
+                stale,
+                remaining,
+                progress=progress,
+                worker_id=worker_id,
             )
             if lost:
                 return JobOutcome(
@@ -382,7 +413,10 @@ def _run(
         spent = failure_budget_spent(spec, plan, study)
         if spent:
             return JobOutcome(
-                job_id=job_id, status="failed", counts=_state_counts(study), wall_seconds=time.time() - t0,
+                job_id=job_id,
+                status="failed",
+                counts=_state_counts(study),
+                wall_seconds=time.time() - t0,
                 error=spent,
             )
         # 6. honest selection on validation; the test split for the selected trial(s) only.
@@ -424,29 +458,78 @@ def _select(spec: JobSpec, storage: Any, job_id: int, study: Any, inputs: Any, t
 # worker
 
 
+def _process_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@contextlib.contextmanager
+def heartbeating(storage: Any, job_id: int, worker_id: str, every_s: float = HEARTBEAT_S) -> Iterator[None]:
+    """Heartbeat ``job_id`` for ``worker_id`` from a thread while the block runs (stops by itself
+    when the job is no longer held by ``worker_id``: ``run_job``'s stopper then ends the search)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                if not storage.heartbeat(job_id, worker_id):
+                    _log.warning("job %d is no longer held by %s; stopping it", job_id, worker_id)
+                    return
+            except Exception:  # pragma: no cover - the next beat retries
+                _log.exception("heartbeat failed for job %d", job_id)
+
+    thread = threading.Thread(target=beat, daemon=True, name=f"promptsweep-heartbeat-{job_id}")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _stale_default() -> float:
+    """The stale-heartbeat timeout: ``$PROMPTSWEEP_STALE_AFTER_S`` seconds, else :data:`STALE_AFTER_S`.
+
+    Raises:
+        SpecError: the variable is not a positive number (names it).
+    """
+    raw = os.environ.get("PROMPTSWEEP_STALE_AFTER_S")
+    if raw is None or not raw.strip():
+        return STALE_AFTER_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise SpecError(f"PROMPTSWEEP_STALE_AFTER_S: expected positive seconds, got {raw!r}")
+    return value
+
+
 def run_worker(
     storage: Any,
     once: bool = False,
     *,
     poll_s: float = 5.0,
-    heartbeat_s: float = 30.0,
-    stale_after_s: float = 300.0,
+    heartbeat_s: float = HEARTBEAT_S,
+    stale_after_s: float | None = None,
+    max_job_attempts: int = MAX_JOB_ATTEMPTS,
     progress: bool = False,
 ) -> int:
     """Run queued jobs from ``storage`` one after another; return how many jobs this worker ran.
 
     Each claimed job is heartbeated from a thread while it runs; jobs whose worker stopped
-    heartbeating for ``stale_after_s`` seconds are requeued (and resumed by whoever claims them).
+    heartbeating for ``stale_after_s`` seconds (default ``$PROMPTSWEEP_STALE_AFTER_S``, else 300)
+    are re-queued and resumed by whoever claims them, or failed once taken ``max_job_attempts`` times.
 
     Args:
-        once: run at most one job, then return (return immediately when the queue is empty).
+        once: run at most one job, then return (return 0 at once when the queue is empty).
         poll_s: seconds between polls of an empty queue.
     """
-    worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    stale_s = _stale_default() if stale_after_s is None else float(stale_after_s)
+    worker_id = f"{_process_id()}-{uuid.uuid4().hex[:6]}"
     ran = 0
     while True:
         try:
-            storage.requeue_stale(stale_after_s)
+            storage.requeue_stale(stale_s, max_attempts=max_job_attempts)
         except Exception:  # pragma: no cover - best effort
             _log.exception("requeue_stale failed")
         job = storage.claim_job(worker_id)
@@ -455,31 +538,15 @@ def run_worker(
                 return ran
             time.sleep(poll_s)
             continue
-        stop = threading.Event()
-
-        def beat(job_id: int = int(job.id), stop: threading.Event = stop) -> None:
-            while not stop.wait(heartbeat_s):
-                try:
-                    if not storage.heartbeat(job_id, worker_id):
-                        # run_job's stopper sees the same row and stops the search.
-                        _log.warning("job %d is no longer held by %s; stopping it", job_id, worker_id)
-                        return
-                except Exception:  # pragma: no cover
-                    _log.exception("heartbeat failed for job %d", job_id)
-
-        thread = threading.Thread(target=beat, daemon=True, name=f"promptsweep-heartbeat-{job.id}")
-        thread.start()
         try:
-            run_job(int(job.id), storage, progress=progress, worker_id=worker_id)
+            with heartbeating(storage, int(job.id), worker_id, heartbeat_s):
+                run_job(int(job.id), storage, progress=progress, worker_id=worker_id)
         except SpecError as exc:
             _log.error("job %d refused: %s", job.id, exc)
         except PromptsweepError as exc:  # bad data, model, ...: the job is marked failed with the reason
             _log.error("job %d failed: %s", job.id, exc)
         except Exception:
             _log.exception("job %d failed", job.id)
-        finally:
-            stop.set()
-            thread.join(timeout=5)
         ran += 1
         if once:
             return ran

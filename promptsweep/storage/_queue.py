@@ -102,28 +102,47 @@ class QueueMixin(StorageBase):
             self._job_row(session, job_id)
             return False
 
-    def requeue_stale(self, timeout_s: float) -> list[int]:
+    def requeue_stale(self, timeout_s: float, *, max_attempts: int | None = None) -> list[int]:
         """Put back in the queue every ``running`` job whose worker's last heartbeat is older than
         ``timeout_s`` seconds (a dead worker; judged by the PostgreSQL server's clock, or on SQLite by
         this process's); its next claim resumes it. Returns their ids.
 
-        Only jobs held by a worker (:meth:`claim_job`) are re-queued: a job run in the foreground
-        (``set_job_status(id, "running")`` without a claim) sends no heartbeats and is left alone.
+        Only jobs held by a worker (:meth:`claim_job`, :meth:`hold_job`) are re-queued. A job that
+        was already taken ``max_attempts`` times is marked ``failed`` instead ("gave up after N
+        attempts"), so that a job that kills its workers is not re-queued forever.
 
         Raises:
-            ValueError: ``timeout_s`` is negative.
+            ValueError: ``timeout_s`` is negative, ``max_attempts`` below 1.
         """
         if not timeout_s >= 0:
             raise ValueError(f"timeout_s must be ≥ 0 seconds, got {timeout_s!r}")
+        if max_attempts is not None and max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts!r}")
         cutoff = self._clock() - timedelta(seconds=float(timeout_s))
+        stale = (
+            JobModel.status == JobStatus.RUNNING.value,
+            JobModel.worker_id.is_not(None),
+            func.coalesce(JobModel.heartbeat_at, JobModel.started_at, JobModel.created_at) < cutoff,
+        )
+        gave_up: list[int] = []
         with self._writing("requeue stale jobs") as session:
+            if max_attempts is not None:
+                for row in session.scalars(select(JobModel).where(*stale, JobModel.attempts >= max_attempts)):
+                    row.status = JobStatus.FAILED.value
+                    row.error = (
+                        f"gave up after {row.attempts} attempts (max_job_attempts = {max_attempts}): "
+                        f"its worker stopped heartbeating each time, the last one ({row.worker_id}) "
+                        f"for over {timeout_s:g} s; `promptsweep retry {row.id}` queues it again"
+                    )
+                    row.worker_id = None
+                    row.heartbeat_at = None
+                    row.finished_at = utcnow()
+                    add_event(row, "failed", row.error)
+                    gave_up.append(row.id)
+                session.flush()
             rows = session.execute(
                 update(JobModel)
-                .where(
-                    JobModel.status == JobStatus.RUNNING.value,
-                    JobModel.worker_id.is_not(None),
-                    func.coalesce(JobModel.heartbeat_at, JobModel.started_at, JobModel.created_at) < cutoff,
-                )
+                .where(*stale)
                 .values(status=JobStatus.QUEUED.value, worker_id=None, heartbeat_at=None)
                 .returning(JobModel.id)
                 .execution_options(synchronize_session=False)
@@ -132,6 +151,32 @@ class QueueMixin(StorageBase):
             for job_id in ids:
                 add_event(self._job_row(session, job_id), "requeued", f"no heartbeat for {timeout_s:g} s")
             session.flush()
+        if gave_up:
+            _logger.warning("Jobs %s failed: their workers died %d times.", gave_up, max_attempts)
         if ids:
             _logger.warning("Re-queued jobs %s: no heartbeat for %.0f s.", ids, timeout_s)
         return ids
+
+    def hold_job(self, job_id: int, worker_id: str) -> JobRecord:
+        """Take job ``job_id`` for ``worker_id`` whatever its state (``promptsweep run`` in the
+        foreground): ``running``, held and heartbeated like a claimed job, so that a worker re-queues
+        it if this process dies. Counts as an attempt.
+
+        Raises:
+            ValueError: bad ``worker_id``. JobNotFoundError: unknown job.
+        """
+        if not isinstance(worker_id, str) or not worker_id:
+            raise ValueError(f"worker_id must be a non-empty string, got {worker_id!r}")
+        check_text(JobModel.__table__.c.worker_id, "worker_id", worker_id)
+        with self._writing("hold job") as session:
+            row = self._job_row(session, job_id, for_update=True)
+            row.status = JobStatus.RUNNING.value
+            row.worker_id = worker_id
+            row.heartbeat_at = self._clock()
+            row.started_at = row.started_at or utcnow()
+            row.finished_at = None
+            row.error = None
+            row.attempts = (row.attempts or 0) + 1
+            add_event(row, "running", f"in the foreground as {worker_id}, attempt {row.attempts}")
+            session.flush()
+            return job_record(row)

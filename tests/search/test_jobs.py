@@ -21,7 +21,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from promptsweep.search import parse_spec, run_job, submit, warm_start_params
+from promptsweep.search import parse_spec, run_job, run_worker, submit, warm_start_params
 from promptsweep.search._spec import local_gpu_count
 from promptsweep.storage import Storage
 from tests.search.conftest import tiny_spec
@@ -295,13 +295,25 @@ def test_killed_job_resumes_without_duplicates(
         s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) for s in before.values()
     )
 
-    outcome = run_job(job_id, storage, progress=False)  # resume, in this process's Ray
+    if how == "SIGKILL":
+        # The dead foreground run held its job and heartbeated like a worker: a worker reaps it
+        # (no heartbeat for 1 s here) and resumes it, in this process's Ray.
+        job = storage.get_job(job_id)
+        assert job.status.value == "running" and job.worker_id.startswith("run@"), job
+        time.sleep(1.5)
+        assert run_worker(storage, once=True, stale_after_s=1.0) == 1
+        assert storage.get_job(job_id).attempts == 2
+        outcome = None
+    else:
+        outcome = run_job(job_id, storage, progress=False)  # `run --job N`, in this process's Ray
 
     study = _study(storage, job_id)
     numbers = [t.number for t in study.trials]
     assert numbers == list(range(num_trials))  # nothing duplicated, nothing extra
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) for t in study.trials)
-    assert outcome.finished == num_trials and finished_before < num_trials
+    assert storage.get_job(job_id).status.value == "succeeded"
+    assert outcome is None or outcome.finished == num_trials
+    assert finished_before < num_trials
     rows = storage.list_trials(job_id)
     assert [r.number for r in rows] == list(range(num_trials))
     for number, params in interrupted.items():  # the unfinished trial re-ran under its own number

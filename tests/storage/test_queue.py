@@ -296,3 +296,32 @@ def test_heartbeats_are_judged_by_the_database_clock(storage: Storage, monkeypat
     skew(0)
     time.sleep(0.3)
     assert storage.requeue_stale(timeout_s=0.1) == [job.id]  # a truly silent worker still goes
+
+
+def test_a_job_whose_workers_keep_dying_fails_after_max_attempts(storage: Storage) -> None:
+    job = storage.create_job("kills its workers", {})
+    for attempt in (1, 2):
+        assert storage.claim_job(f"w{attempt}").attempts == attempt
+        time.sleep(0.05)
+        assert storage.requeue_stale(timeout_s=0, max_attempts=3) == [job.id]  # re-queued
+    assert storage.claim_job("w3").attempts == 3
+    time.sleep(0.05)
+    assert storage.requeue_stale(timeout_s=0, max_attempts=3) == []  # not again: failed
+    failed = storage.get_job(job.id)
+    assert failed.status is JobStatus.FAILED and failed.worker_id is None
+    assert failed.error.startswith("gave up after 3 attempts (max_job_attempts = 3)") and "w3" in failed.error
+    assert [e["event"] for e in failed.history][-3:] == ["requeued", "claimed", "failed"]
+    assert storage.claim_job("w4") is None
+    with pytest.raises(ValueError, match="max_attempts"):
+        storage.requeue_stale(1, max_attempts=0)
+
+
+def test_a_held_foreground_job_is_reaped_like_a_workers_job(storage: Storage) -> None:
+    job = storage.create_job("foreground", {})
+    held = storage.hold_job(job.id, "run@host-1")
+    assert (held.status, held.worker_id, held.attempts) == (JobStatus.RUNNING, "run@host-1", 1)
+    assert storage.heartbeat(job.id, "run@host-1") is True
+    assert storage.requeue_stale(timeout_s=60) == []  # heartbeating: alive
+    time.sleep(0.05)
+    assert storage.requeue_stale(timeout_s=0) == [job.id]  # its process died: re-queued
+    assert storage.claim_job("worker").id == job.id
