@@ -402,28 +402,24 @@ def _run(
                 worker_id=worker_id,
             )
             if lost:
-                return JobOutcome(
-                    job_id=job_id,
-                    status="lost",
-                    counts=_state_counts(study),
-                    wall_seconds=time.time() - t0,
-                    error=f"worker {worker_id} lost job {job_id} to a re-queue or another worker",
-                )
+                why = f"worker {worker_id} lost job {job_id} to a re-queue or another worker"
+                return _ended(job_id, study, t0, "lost", why)
         # 5. past the failure budget the job fails (its finished trials are kept).
         spent = failure_budget_spent(spec, plan, study)
         if spent:
-            return JobOutcome(
-                job_id=job_id,
-                status="failed",
-                counts=_state_counts(study),
-                wall_seconds=time.time() - t0,
-                error=spent,
-            )
+            return _ended(job_id, study, t0, "failed", spent)
         # 6. honest selection on validation; the test split for the selected trial(s) only.
         return _select(spec, storage, job_id, study, inputs, t0)
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _ended(job_id: int, study: Any, t0: float, status: str, error: str) -> JobOutcome:
+    """The outcome of a run that ends without a selection (``lost``, ``failed``)."""
+    return JobOutcome(
+        job_id=job_id, status=status, counts=_state_counts(study), wall_seconds=time.time() - t0, error=error
+    )
 
 
 def _select(spec: JobSpec, storage: Any, job_id: int, study: Any, inputs: Any, t0: float) -> JobOutcome:
