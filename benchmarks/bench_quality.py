@@ -623,7 +623,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     done: dict[tuple, dict[str, Any]] = {}
     for path in args.resume:
-        for row in json.loads(path.read_text())["rows"]:
+        earlier = json.loads(path.read_text())
+        budget = earlier.get("args", {}).get("cpu_budget")
+        if budget is not None and float(budget) != float(args.cpu_budget):
+            parser.error(f"--resume {path}: its runs had --cpu-budget {budget}, not {args.cpu_budget}")
+        for row in earlier["rows"]:
             if row.get("status") == "succeeded":
                 done[(row["model"], row["seed"], row["arm"])] = dict(row, resumed_from=str(path))
     args.done = list(done.values())

@@ -20,6 +20,10 @@ code 1 when any run failed. Nothing here is timed against a target.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the rest of the suite (tests/, without these tests) in parallel, again and again",
     )
+    parser.add_argument(
+        "--suite-log", type=Path, default=None, help="with --with-suite: append the suite's output here"
+    )
     args = parser.parse_args(argv)
     if args.times < 1:
         parser.error("--times: must be at least 1")
@@ -56,8 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal suite, suite_runs
         if args.with_suite and (suite is None or suite.poll() is not None):
             deselect = [f"--deselect={t}" for t in args.tests]
+            log = open(args.suite_log, "a") if args.suite_log else subprocess.DEVNULL  # noqa: SIM115
             suite = subprocess.Popen(
-                _pytest("tests", *deselect), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                _pytest("tests", *deselect),
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: its Ray children end with it
             )
             suite_runs += 1
 
@@ -69,16 +81,26 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.time()
                 proc = subprocess.run(_pytest(test), cwd=ROOT, capture_output=True, text=True)
                 seconds = time.time() - t0
-                ok = proc.returncode == 0
+                summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+                # a pass is a run that passed and skipped or xfailed nothing
+                ok = (
+                    proc.returncode == 0
+                    and " passed" in summary
+                    and not re.search(r"skipped|xfailed|xpassed|deselected", summary)
+                )
                 results[test].append((ok, seconds))
                 status = "pass" if ok else "FAIL"
                 print(f"[{i + 1}/{args.times}] {status} {seconds:6.1f} s  {test}", flush=True)
                 if not ok:
                     print("\n".join(proc.stdout.splitlines()[-25:]), flush=True)
     finally:
-        if suite is not None and suite.poll() is None:
-            suite.terminate()
-            suite.wait(60)
+        if suite is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(suite.pid, signal.SIGTERM)
+            try:
+                suite.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(suite.pid, signal.SIGKILL)
 
     print()
     print(f"with the rest of the suite in parallel: {'yes' if args.with_suite else 'no'}", end="")

@@ -215,6 +215,10 @@ def _leaderboard_rows(
 # --------------------------------------------------------------------------------------------- commands
 
 
+#: The shortest stale-heartbeat timeout ``worker --stale-after`` takes: two heartbeats of 30 s.
+MIN_STALE_AFTER_S = 60.0
+
+
 def _stop_on_ctrl_c() -> None:
     """Make Ctrl-C (SIGINT) raise KeyboardInterrupt here, whatever this process inherited.
 
@@ -319,8 +323,12 @@ def worker(
     """Claim queued jobs from the database and run them (until interrupted, or one with --once)."""
     from promptsweep.search import run_worker
 
-    if not stale_after > 0:
-        raise typer.BadParameter(f"must be positive seconds, got {stale_after}", param_hint="--stale-after")
+    if not stale_after >= MIN_STALE_AFTER_S:
+        raise typer.BadParameter(
+            f"must be at least {MIN_STALE_AFTER_S:g} s (two heartbeats: a live worker beats every "
+            f"30 s), got {stale_after:g}",
+            param_hint="--stale-after",
+        )
     if max_attempts < 1:
         raise typer.BadParameter(f"must be at least 1, got {max_attempts}", param_hint="--max-attempts")
     storage = _state(ctx).storage()

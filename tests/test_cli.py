@@ -342,8 +342,8 @@ def test_worker_once_on_an_empty_queue_says_so_and_names_what_runs(db: str) -> N
     assert f"no queued job to claim in {storage.display_url}; running: job {job.id} by w-elsewhere" in out
     assert "after 600 s without a heartbeat" in out
     assert storage.get_job(job.id).status.value == "running"  # alive: not re-queued
-    code, out = invoke("--db", db, "worker", "--once", "--stale-after", "0")
-    assert code == 2 and "--stale-after" in out
+    code, out = invoke("--db", db, "worker", "--once", "--stale-after", "20")
+    assert code == 2 and "--stale-after" in out and "at least 60 s" in out
     code, out = invoke("--db", db, "worker", "--once", env={"PROMPTSWEEP_MAX_JOB_ATTEMPTS": "0"})
     assert code == 2 and "--max-attempts" in out
 

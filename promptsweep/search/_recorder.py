@@ -191,21 +191,18 @@ class TrialRecorder(Callback):
             else:
                 values = [float(v) for v in vals]
         started = self._started.pop(trial_id, None)
+        if error is None and state == "pruned":
+            error = f"stopped early at step {result.get(STEP_KEY)}: {reason or 'by the scheduler'}"
+        shown = error  # the progress table shows the error itself, not the restart note
         restarts = self._restarts.pop(trial_id, [])
-        if restarts:
+        if restarts:  # kept on the trial, a complete one included: its process died on the way
             note = f"its process was restarted {len(restarts)} time(s), last after: {restarts[-1]}"
             error = f"{error}\n{note}" if error else note
         fields: dict[str, Any] = dict(
             state=state,
             values=values,
             metrics=metrics,
-            error=error
-            if error is not None
-            else (
-                f"stopped early at step {result.get(STEP_KEY)}: {reason or 'by the scheduler'}"
-                if state == "pruned"
-                else None
-            ),
+            error=error,
             steps=int(result[STEP_KEY]) if result.get(STEP_KEY) is not None else None,
             finished_at=_now(),
         )
@@ -222,7 +219,7 @@ class TrialRecorder(Callback):
             fields["train_seconds"] = time.time() - started
         self._record(number, **fields)
         if self.progress:
-            self.progress.trial_finished(number, state, metrics, error)
+            self.progress.trial_finished(number, state, metrics, shown)
 
 
 class CancelStopper(Stopper):

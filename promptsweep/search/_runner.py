@@ -46,7 +46,7 @@ from promptsweep.search._planning import (
     job_plan,
     make_sampler,
 )
-from promptsweep.search._running import failure_budget_spent, tune_job
+from promptsweep.search._running import failed_trials, failure_budget_spent, tune_job
 from promptsweep.search._selecting import describe_floors, score_job_floors
 from promptsweep.search._spec import (
     JobSpec,
@@ -309,8 +309,8 @@ def run_job(
         if worker_id is None:
             # In the foreground: held and heartbeated like a worker's job, so that a worker re-queues
             # and resumes it if this process dies.
-            worker_id = f"run@{_process_id()}"
-            storage.hold_job(job_id, worker_id)
+            worker_id = f"run@{_process_id()}-{uuid.uuid4().hex[:6]}"
+            storage.hold_job(job_id, worker_id, live_within_s=_stale_default())
             with heartbeating(storage, job_id, worker_id, heartbeat_s):
                 outcome = _run(job, spec, storage, progress=progress, t0=t0, worker_id=worker_id)
         else:
@@ -321,7 +321,7 @@ def run_job(
         reason = f"interrupted (Ctrl-C); resume with `promptsweep run --job {job_id}`"
         _log.warning("job %d %s", job_id, reason)
         try:
-            storage.set_job_status(job_id, "interrupted", error=reason)
+            storage.set_job_status(job_id, "interrupted", error=reason, holder=worker_id)
         except Exception:  # pragma: no cover
             _log.exception("could not mark job %d interrupted", job_id)
         raise
@@ -329,7 +329,7 @@ def run_job(
         reason = f"{type(exc).__name__}: {exc}"
         _log.error("job %d failed: %s (resume with `promptsweep run --job %d`)", job_id, reason, job_id)
         try:
-            storage.set_job_status(job_id, "failed", error=reason)
+            storage.set_job_status(job_id, "failed", error=reason, holder=worker_id)
         except Exception:  # pragma: no cover
             _log.exception("could not mark job %d failed", job_id)
         raise
@@ -338,7 +338,7 @@ def run_job(
     if storage.get_job(job_id).status.value == "cancelled":
         _log.warning("job %d was cancelled while it ran; its finished trials are kept", job_id)
         return dataclasses.replace(outcome, status="cancelled")
-    storage.set_job_status(job_id, outcome.status, error=outcome.error)
+    storage.set_job_status(job_id, outcome.status, error=outcome.error, holder=worker_id)
     return outcome
 
 
@@ -386,6 +386,7 @@ def _run(
         if stale:
             _log.info("job %d: resuming; re-running unfinished trial(s) %s", job_id, stale)
         remaining = -1 if plan.configs is None else max(0, plan.configs - len(finished))
+        failed_before = len(failed_trials(study))
 
         if remaining != 0:
             lost = tune_job(
@@ -405,7 +406,7 @@ def _run(
                 why = f"worker {worker_id} lost job {job_id} to a re-queue or another worker"
                 return _ended(job_id, study, t0, "lost", why)
         # 5. past the failure budget the job fails (its finished trials are kept).
-        spent = failure_budget_spent(spec, plan, study)
+        spent = failure_budget_spent(spec, plan, study, before=failed_before)
         if spent:
             return _ended(job_id, study, t0, "failed", spent)
         # 6. honest selection on validation; the test split for the selected trial(s) only.

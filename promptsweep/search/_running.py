@@ -38,18 +38,26 @@ def max_failed_trials(spec: JobSpec, plan: Plan) -> int:
     return max(MIN_FAILED_TRIALS, math.ceil((plan.configs or 0) / 2))
 
 
-def failure_budget_spent(spec: JobSpec, plan: Plan, study: Any) -> str | None:
-    """Why the job fails for its failed trials (the count, the budget, the last error), or ``None``."""
+def failed_trials(study: Any) -> list[Any]:
+    """The study's FAIL trials, by number."""
     from optuna.trial import TrialState
 
-    failed = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+
+
+def failure_budget_spent(spec: JobSpec, plan: Plan, study: Any, *, before: int = 0) -> str | None:
+    """Why this run fails for its failed trials (the count, the budget, the last error), or ``None``.
+    ``before``: the study's failed trials when the run started (the budget is per run, so a retried
+    or resumed job gets a fresh one)."""
+    failed = failed_trials(study)[before:]
     limit = max_failed_trials(spec, plan)
     if len(failed) < limit:
         return None
     last = failed[-1]
     error = str(last.user_attrs.get("error") or "no error text").strip().splitlines()
     return (
-        f"{len(failed)} trials failed (budget.max_failed_trials = {limit}); the search stopped. "
+        f"{len(failed)} trials failed (budget.max_failed_trials = {limit}); the search stopped "
+        "(`promptsweep retry` gives it a fresh failure budget). "
         f"Last error (trial {last.number}): {error[-1] if error else ''}"
     )
 

@@ -97,9 +97,10 @@ class PromptsweepSearch(OptunaSearch):
         self._given_study = study
         #: The job's wall-clock cap (``time.time()``): no trial starts after it.
         self._deadline = deadline
-        #: The job's failure budget: no trial starts once this many trials of the study failed.
+        #: The failure budget of this run: no trial starts once this many trials failed in it (a
+        #: retried or resumed job gets a fresh one).
         self._max_failed = max_failed
-        self._failed = sum(1 for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL)
+        self._failed = 0
         self._job_dir = job_dir
         self._space_fn = space_fn
         self._resume = deque(resume_numbers)

@@ -63,8 +63,7 @@ def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> 
             metrics = dict(record.metrics or {})
         else:
             metrics = {
-                k: float(v)
-                for k, v in evaluate_adapter(full, record.adapter_dir, split="validation").items()
+                k: float(v) for k, v in evaluate_adapter(full, record.adapter_dir, split="validation").items()
             }
         value = metrics.get(metric, record.value)
         out.append(

@@ -197,14 +197,18 @@ class JobsMixin(StorageBase):
         with self._read("list jobs") as session:
             return [job_record(r) for r in session.scalars(query)]
 
-    def set_job_status(self, job_id: int, status: str | JobStatus, error: str | None = None) -> JobRecord:
+    def set_job_status(
+        self, job_id: int, status: str | JobStatus, error: str | None = None, *, holder: str | None = None
+    ) -> JobRecord:
         """Set a job's status (and error text); keeps the times true.
 
         ``running`` sets ``started_at`` (first time) and the heartbeat, and clears an earlier run's
         error; ``queued`` and ``interrupted`` free the job from its worker; ``succeeded``/``failed``/
         ``cancelled`` set ``finished_at``. A ``cancelled`` job stays cancelled when a worker that was
-        still running it reports ``succeeded`` or ``failed`` (the user's cancel wins; the record
-        returned says ``cancelled``); ``running`` or ``queued`` re-open it.
+        still running it reports ``succeeded``, ``failed`` or ``interrupted`` (the user's cancel wins;
+        the record returned says ``cancelled``); ``running`` or ``queued`` re-open it. With
+        ``holder``, the change is made only while the job is ``running`` under that holder (a run
+        whose job was re-queued or taken over writes nothing over the new holder's status).
 
         Raises:
             ValueError: unknown status. JobNotFoundError: unknown job.
@@ -213,8 +217,15 @@ class JobsMixin(StorageBase):
         now = utcnow()
         with self._writing("set job status") as session:
             row = self._job_row(session, job_id, for_update=True)
-            if row.status == JobStatus.CANCELLED.value and new in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            if row.status == JobStatus.CANCELLED.value and new in (
+                JobStatus.SUCCEEDED,
+                JobStatus.FAILED,
+                JobStatus.INTERRUPTED,
+            ):
                 _logger.info("Job %d was cancelled; not marking it %s.", job_id, new.value)
+                return job_record(row)
+            if holder is not None and (row.status != JobStatus.RUNNING.value or row.worker_id != holder):
+                _logger.info("Job %d is no longer held by %s; not marking it %s.", job_id, holder, new.value)
                 return job_record(row)
             row.status = new.value
             add_event(row, new.value, error)
@@ -274,6 +285,7 @@ class JobsMixin(StorageBase):
             row.worker_id = None
             row.heartbeat_at = None
             row.finished_at = None
+            row.attempts = 0  # a fresh allowance of worker deaths (max_job_attempts)
             session.flush()
             return job_record(row)
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from promptsweep._logging import get_logger
+from promptsweep.exceptions import JobStateError
 from promptsweep.storage._base import StorageBase
 from promptsweep.storage._jobs import add_event, job_record
 from promptsweep.storage._models import JobModel
@@ -127,10 +128,11 @@ class QueueMixin(StorageBase):
         gave_up: list[int] = []
         with self._writing("requeue stale jobs") as session:
             if max_attempts is not None:
-                for row in session.scalars(select(JobModel).where(*stale, JobModel.attempts >= max_attempts)):
+                doomed = select(JobModel).where(*stale, JobModel.attempts >= max_attempts)
+                for row in session.scalars(doomed.with_for_update(skip_locked=True)):
                     row.status = JobStatus.FAILED.value
                     row.error = (
-                        f"gave up after {row.attempts} attempts (max_job_attempts = {max_attempts}): "
+                        f"gave up after {row.attempts} attempts (--max-attempts {max_attempts}): "
                         f"its worker stopped heartbeating each time, the last one ({row.worker_id}) "
                         f"for over {timeout_s:g} s; `promptsweep retry {row.id}` queues it again"
                     )
@@ -157,26 +159,46 @@ class QueueMixin(StorageBase):
             _logger.warning("Re-queued jobs %s: no heartbeat for %.0f s.", ids, timeout_s)
         return ids
 
-    def hold_job(self, job_id: int, worker_id: str) -> JobRecord:
-        """Take job ``job_id`` for ``worker_id`` whatever its state (``promptsweep run`` in the
-        foreground): ``running``, held and heartbeated like a claimed job, so that a worker re-queues
-        it if this process dies. Counts as an attempt.
+    def hold_job(self, job_id: int, worker_id: str, *, live_within_s: float | None = None) -> JobRecord:
+        """Take job ``job_id`` for ``worker_id`` (``promptsweep run`` in the foreground): ``running``,
+        held and heartbeated like a claimed job, so that a worker re-queues it if this process dies.
+        Not counted as an attempt (attempts count worker claims).
 
         Raises:
             ValueError: bad ``worker_id``. JobNotFoundError: unknown job.
+            JobStateError: the job is finished, or running under another holder whose last heartbeat
+                is younger than ``live_within_s`` seconds (names the holder).
         """
         if not isinstance(worker_id, str) or not worker_id:
             raise ValueError(f"worker_id must be a non-empty string, got {worker_id!r}")
         check_text(JobModel.__table__.c.worker_id, "worker_id", worker_id)
         with self._writing("hold job") as session:
             row = self._job_row(session, job_id, for_update=True)
+            if row.status in (JobStatus.SUCCEEDED.value, JobStatus.CANCELLED.value):
+                raise JobStateError(f"job {job_id} is {row.status}: there is nothing left to run")
+            if (
+                live_within_s is not None
+                and row.status == JobStatus.RUNNING.value
+                and row.worker_id not in (None, worker_id)
+                and row.heartbeat_at is not None
+            ):
+                fresh = session.scalar(
+                    select(JobModel.id).where(
+                        JobModel.id == job_id,
+                        JobModel.heartbeat_at >= self._clock() - timedelta(seconds=float(live_within_s)),
+                    )
+                )
+                if fresh is not None:
+                    raise JobStateError(
+                        f"job {job_id} is running under {row.worker_id} (it heartbeated within "
+                        f"{live_within_s:g} s); cancel it, or wait until that worker stops"
+                    )
             row.status = JobStatus.RUNNING.value
             row.worker_id = worker_id
             row.heartbeat_at = self._clock()
             row.started_at = row.started_at or utcnow()
             row.finished_at = None
             row.error = None
-            row.attempts = (row.attempts or 0) + 1
-            add_event(row, "running", f"in the foreground as {worker_id}, attempt {row.attempts}")
+            add_event(row, "running", f"in the foreground as {worker_id}")
             session.flush()
             return job_record(row)

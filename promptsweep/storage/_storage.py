@@ -176,7 +176,11 @@ class Storage(JobsMixin, QueueMixin, TrialsMixin):
                 yield
                 return
             with handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                except OSError:  # e.g. ENOLCK on a network file system: go on unlocked
+                    yield
+                    return
                 try:
                     yield
                 finally:

@@ -114,8 +114,13 @@ def test_a_job_past_its_failure_budget_stops_and_fails_naming_the_count_and_the_
     outcome = run_job(job_id, storage, progress=False)
     job = storage.get_job(job_id)
     assert outcome.status == "failed" and job.status.value == "failed"
-    assert job.error.startswith("2 trials failed (budget.max_failed_trials = 2); the search stopped.")
+    assert job.error.startswith("2 trials failed (budget.max_failed_trials = 2); the search stopped")
     assert "Last error (trial 1)" in job.error and "num_virtual_tokens" in job.error
     # no trial started once the budget was spent (one at a time: exactly two ran)
     assert [r.state.value for r in storage.list_trials(job_id)] == ["fail", "fail"]
     assert [e["event"] for e in job.history][-1] == "failed"
+    # a retried job gets a fresh failure budget: two more trials run (and fail) before it stops
+    storage.retry_job(job_id)
+    assert run_job(job_id, storage, progress=False).status == "failed"
+    assert [r.state.value for r in storage.list_trials(job_id)] == ["fail"] * 4
+    assert "Last error (trial 3)" in storage.get_job(job_id).error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -130,6 +131,48 @@ def test_retry_queues_a_failed_or_interrupted_job_and_refuses_other_states(stora
         storage.retry_job(404)
 
 
+def test_a_late_ctrl_c_or_a_lost_holder_writes_nothing_over_the_job(storage: Storage) -> None:
+    job = storage.create_job("c", SPEC)
+    storage.claim_job("w1")
+    storage.cancel_job(job.id)
+    # Ctrl-C after the user's cancel: the cancel wins
+    assert storage.set_job_status(job.id, "interrupted", holder="w1").status is JobStatus.CANCELLED
+    assert storage.set_job_status(job.id, "interrupted").status is JobStatus.CANCELLED
+    other = storage.create_job("d", SPEC)
+    storage.claim_job("w1")
+    time.sleep(0.05)
+    storage.requeue_stale(0)
+    storage.claim_job("w2")  # the job changed hands
+    kept = storage.set_job_status(other.id, "failed", error="w1's late error", holder="w1")
+    assert (kept.status, kept.worker_id, kept.error) == (JobStatus.RUNNING, "w2", None)
+    done = storage.set_job_status(other.id, "succeeded", holder="w2")
+    assert done.status is JobStatus.SUCCEEDED
+
+
+def test_retry_gives_a_job_that_killed_its_workers_a_fresh_allowance(storage: Storage) -> None:
+    job = storage.create_job("k", SPEC)
+    storage.claim_job("w1")
+    time.sleep(0.05)
+    storage.requeue_stale(0, max_attempts=1)
+    assert storage.get_job(job.id).status is JobStatus.FAILED
+    assert storage.retry_job(job.id).attempts == 0
+    assert storage.claim_job("w2").attempts == 1
+
+
+def test_hold_refuses_a_job_another_holder_keeps_alive(storage: Storage) -> None:
+    job = storage.create_job("h", SPEC)
+    storage.claim_job("w-live")
+    with pytest.raises(JobStateError, match="running under w-live"):
+        storage.hold_job(job.id, "run@me", live_within_s=300)
+    assert storage.get_job(job.id).worker_id == "w-live"  # unchanged
+    time.sleep(0.05)
+    held = storage.hold_job(job.id, "run@me", live_within_s=0.01)  # its heartbeat is older: dead
+    assert (held.worker_id, held.attempts) == ("run@me", 1)  # a foreground hold is not an attempt
+    storage.set_job_status(job.id, "succeeded", holder="run@me")
+    with pytest.raises(JobStateError, match="is succeeded"):
+        storage.hold_job(job.id, "run@me")
+
+
 def test_the_history_records_each_change_with_its_time(storage: Storage) -> None:
     job = storage.create_job("h", SPEC)
     storage.claim_job("w1")
@@ -152,7 +195,7 @@ def test_the_history_records_each_change_with_its_time(storage: Storage) -> None
     ]
     assert (
         history[1]["detail"] == "by worker w1, attempt 1"
-        and history[4]["detail"] == "by worker w2, attempt 2"
+        and history[4]["detail"] == "by worker w2, attempt 1"
     )
     assert history[3]["detail"] == "was interrupted: interrupted (Ctrl-C)"
     times = [datetime.fromisoformat(e["at"]) for e in history]

@@ -309,7 +309,7 @@ def test_a_job_whose_workers_keep_dying_fails_after_max_attempts(storage: Storag
     assert storage.requeue_stale(timeout_s=0, max_attempts=3) == []  # not again: failed
     failed = storage.get_job(job.id)
     assert failed.status is JobStatus.FAILED and failed.worker_id is None
-    assert failed.error.startswith("gave up after 3 attempts (max_job_attempts = 3)") and "w3" in failed.error
+    assert failed.error.startswith("gave up after 3 attempts (--max-attempts 3)") and "w3" in failed.error
     assert [e["event"] for e in failed.history][-3:] == ["requeued", "claimed", "failed"]
     assert storage.claim_job("w4") is None
     with pytest.raises(ValueError, match="max_attempts"):
@@ -319,7 +319,7 @@ def test_a_job_whose_workers_keep_dying_fails_after_max_attempts(storage: Storag
 def test_a_held_foreground_job_is_reaped_like_a_workers_job(storage: Storage) -> None:
     job = storage.create_job("foreground", {})
     held = storage.hold_job(job.id, "run@host-1")
-    assert (held.status, held.worker_id, held.attempts) == (JobStatus.RUNNING, "run@host-1", 1)
+    assert (held.status, held.worker_id, held.attempts) == (JobStatus.RUNNING, "run@host-1", 0)
     assert storage.heartbeat(job.id, "run@host-1") is True
     assert storage.requeue_stale(timeout_s=60) == []  # heartbeating: alive
     time.sleep(0.05)
