@@ -62,7 +62,7 @@ _log = get_logger(__name__)
 HEARTBEAT_S = 30.0
 #: Seconds without a heartbeat after which a worker re-queues a running job (``PROMPTSWEEP_STALE_AFTER_S``).
 STALE_AFTER_S = 300.0
-#: Times a job may be taken (claimed or held) before a dead worker's job is failed, not re-queued.
+#: Worker claims of a job after which a dead worker's job is failed, not re-queued (``--max-attempts``).
 MAX_JOB_ATTEMPTS = 3
 
 
@@ -287,8 +287,9 @@ def run_job(
         worker_id: the worker that claimed the job (``Storage.claim_job``). The run stops when the job
             is no longer running under it (re-queued after missed heartbeats, or claimed by another
             worker) and then leaves the job's status to its new holder (outcome status ``"lost"``).
-            ``None`` (a foreground run): the job is held as ``run@HOST-PID`` (``Storage.hold_job``)
-            and heartbeated every ``heartbeat_s`` seconds, so a worker re-queues it if this process dies.
+            ``None`` (a foreground run): the job is held as ``run@HOST-PID-XXXXXX`` (``Storage.hold_job``;
+            refused while another holder heartbeats it) and heartbeated every ``heartbeat_s`` seconds, so
+            a worker re-queues it if this process dies.
 
     Returns:
         The :class:`JobOutcome`: state counts, the selected trial(s) by validation objective, their test
