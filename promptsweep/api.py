@@ -6,7 +6,11 @@
 ``GET /jobs/{id}``                          one job, with trial counts and its best trial
 ``GET /jobs/{id}/trials``                   every trial of the job
 ``GET /jobs/{id}/leaderboard``              ranked trials (``?per_method=true`` / ``?pareto=true``)
-``POST /jobs/{id}/cancel``                  cancel a queued, running or interrupted job
+``POST /jobs/{id}/cancel``                  end a job now (running trials killed, recorded cancelled)
+``POST /jobs/{id}/stop``                    no new trial; running ones finish; then select and export
+``POST /jobs/{id}/pause``                   pause (running trials finish); ``/resume`` queues it again
+``POST /jobs/{id}/resume``                  queue a paused or interrupted job again
+``POST /jobs/{id}/extend``                  ``{"trials": N, "time_s": S}`` more budget, same study
 ``POST /jobs/{id}/retry``                   queue a failed or interrupted job again
 ``GET /jobs/{id}/adapter``                  a zip of the best adapter (``?trial=N`` for another)
 ``GET /openapi.json``, ``/docs``            the OpenAPI schema and its browsable page
@@ -32,7 +36,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 import promptsweep
 from promptsweep._logging import get_logger
@@ -54,6 +58,21 @@ _log = get_logger(__name__)
 
 TOKEN_ENV = "PROMPTSWEEP_API_TOKEN"
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
+
+
+class Extension(BaseModel):
+    """Body of ``POST /jobs/{id}/extend``: at least one of the two."""
+
+    trials: int | None = Field(None, gt=0, description="Add this many trials to the job's budget.")
+    time_s: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Add this many wall-clock seconds of new trials."
+    )
+
+    @model_validator(mode="after")
+    def _one_given(self) -> "Extension":
+        if self.trials is None and self.time_s is None:
+            raise ValueError("give trials and/or time_s")
+        return self
 
 
 class JobCreated(BaseModel):
@@ -107,7 +126,9 @@ class Job(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    error: str | None
+    error: str | None = Field(
+        None, description="Why the job ended as it did: a failed job's error, `stopped by the user ...`."
+    )
     attempts: int
     spec: dict[str, Any]
     summary: dict[str, Any] = Field(
@@ -120,9 +141,14 @@ class Job(BaseModel):
     history: list[dict[str, Any]] = Field(
         default_factory=list,
         description="What happened to the job and when, oldest first: `at` (UTC), `event` (`submitted`, "
-        "`claimed`, `running`, `interrupted`, `requeued`, `cancelled`, `retried`, `succeeded`, "
-        "`failed`), `detail`.",
+        "`claimed`, `running`, `interrupted`, `requeued`, `cancelled`, `retried`, `stop requested`, "
+        "`pause requested`, `paused`, `resumed`, `extended`, `succeeded`, `failed`), `detail`.",
     )
+    request: str | None = Field(
+        None, description="A pending `stop` or `pause` of the running job (acted on within seconds)."
+    )
+    extra_trials: int = Field(0, description="Trials `extend` added to the budget, in all.")
+    extra_time_s: float = Field(0.0, description="Seconds `extend` added to the budget, in all.")
     spec_hash: str = Field("", description="SHA-256 of the stored spec in canonical JSON (sorted keys).")
     trial_counts: dict[str, int] | None = Field(
         None, description="Trials per state (only on GET /jobs/{id})."
@@ -310,9 +336,58 @@ def create_app(
         responses={409: {"description": "The job has finished (the answer names its status)."}},
     )
     def cancel(job_id: int) -> Job:
-        """Cancel a queued, running or interrupted job. A running job's worker stops it within
-        seconds; its running trials are recorded stopped early ("the job was cancelled")."""
+        """End a queued, running, paused or interrupted job now. A running job's worker stops it
+        within seconds; its running trials are killed and recorded `cancelled`."""
         store.cancel_job(job_id)
+        return _job(job_id)
+
+    @router.post(
+        "/jobs/{job_id}/stop",
+        response_model=Job,
+        responses={409: {"description": "The job has finished or never started (names its status)."}},
+    )
+    def stop(job_id: int) -> Job:
+        """Start no new trial; the running ones finish and count; then select and export as usual
+        (status `succeeded`, `error` "stopped by the user ..."). A paused or interrupted job is queued
+        for a worker to select from its finished trials."""
+        store.stop_job(job_id)
+        return _job(job_id)
+
+    @router.post(
+        "/jobs/{job_id}/pause",
+        response_model=Job,
+        responses={409: {"description": "The job is neither queued nor running (names its status)."}},
+    )
+    def pause(job_id: int) -> Job:
+        """Pause a queued job now, or a running one once its running trials finish (no new trial
+        starts; `request` is `pause` until then). The study is kept for `resume`."""
+        store.pause_job(job_id)
+        return _job(job_id)
+
+    @router.post(
+        "/jobs/{job_id}/resume",
+        response_model=Job,
+        responses={409: {"description": "The job is not paused or interrupted (names its status)."}},
+    )
+    def resume(job_id: int) -> Job:
+        """Queue a paused or interrupted job again (a worker continues the same study), or withdraw a
+        running job's pending pause."""
+        store.resume_job(job_id)
+        return _job(job_id)
+
+    @router.post(
+        "/jobs/{job_id}/extend",
+        response_model=Job,
+        responses={
+            409: {"description": "The job is failed or cancelled, or being stopped (names its status)."},
+            422: {"description": "Neither `trials` nor `time_s`, or a non-positive one (names it)."},
+        },
+    )
+    def extend(job_id: int, body: Extension) -> Job:
+        """Add trials and/or seconds to a job's budget; its study is continued, never restarted. A
+        succeeded (or stopped) job is queued again: the next worker runs exactly that many more
+        trials, then selects again."""
+        store.extend_job(job_id, trials=body.trials, time_s=body.time_s)
         return _job(job_id)
 
     @router.post(

@@ -219,15 +219,26 @@ def _leaderboard_rows(
 MIN_STALE_AFTER_S = 60.0
 
 
-def _stop_on_ctrl_c() -> None:
-    """Make Ctrl-C (SIGINT) raise KeyboardInterrupt here, whatever this process inherited.
+def _stop_on_signals() -> list[int]:
+    """Make Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt here, whatever this process inherited;
+    return the list the signals received are appended to.
 
     A process started with SIGINT ignored (a non-interactive shell's background job: ``cmd &`` in a
     script or a CI runner) keeps it ignored, and Python then installs no handler, so a foreground
-    ``run`` would not stop on Ctrl-C / ``kill -INT`` and its job would run on to the end.
+    ``run`` would not stop on Ctrl-C / ``kill -INT`` and its job would run on to the end. SIGTERM (a
+    supervisor, ``kill``) stops a job the same way instead of ending the process mid-write (the
+    embedded Ray's own SIGTERM handler is put back to this one: ``search.ensure_ray``).
     """
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
+    return received
 
 
 #: Seconds an interrupted ``run`` waits for a normal interpreter exit before it exits anyway.
@@ -286,7 +297,7 @@ def run(
         console.print(f"job [bold]{job}[/] submitted to {storage.display_url}; running it here")
     else:
         console.print(f"resuming job [bold]{job}[/] from {storage.display_url}")
-    _stop_on_ctrl_c()
+    received = _stop_on_signals()
     try:
         outcome = run_job(job, storage, progress=progress)
     except KeyboardInterrupt:
@@ -297,9 +308,15 @@ def run(
             highlight=False,
             soft_wrap=True,
         )
-        _exit_soon(130)
-        raise typer.Exit(130) from None
-    _print_job(storage, job, limit=10)
+        code = 143 if received and received[-1] == signal.SIGTERM else 130
+        _exit_soon(code)
+        raise typer.Exit(code) from None
+    from promptsweep._cli_jobs import print_job
+
+    print_job(storage, job, limit=10)
+    if outcome.status == "paused":
+        console.print(f"job {job} paused: `promptsweep resume {job}` queues it again", highlight=False)
+        return
     for number, metrics in outcome.test_metrics.items():
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
         console.print(f"selected trial {number} on the test split: {shown}", highlight=False)
@@ -356,7 +373,22 @@ def worker(
     if max_attempts < 1:
         raise typer.BadParameter(f"must be at least 1, got {max_attempts}", param_hint="--max-attempts")
     storage = _state(ctx).storage()
-    ran = run_worker(storage, once=once, stale_after_s=stale_after, max_job_attempts=max_attempts)
+    # SIGTERM (a supervisor, `kill`) and Ctrl-C stop the worker the same way: the job it runs goes
+    # back to the queue at once, its unfinished trials left for the next worker to re-run.
+    signals = _stop_on_signals()
+    try:
+        ran = run_worker(storage, once=once, stale_after_s=stale_after, max_job_attempts=max_attempts)
+    except KeyboardInterrupt:
+        term = bool(signals) and signals[-1] == signal.SIGTERM
+        err_console.print(
+            f"[bold red]worker stopped ({'SIGTERM' if term else 'Ctrl-C'}):[/] the job it was running, if "
+            "any, is queued again; the next `promptsweep worker` resumes it",
+            highlight=False,
+            soft_wrap=True,
+        )
+        code = 143 if term else 130
+        _exit_soon(code)
+        raise typer.Exit(code) from None
     if once and ran == 0:
         running = storage.list_jobs(status="running")
         held = "; ".join(
@@ -375,134 +407,6 @@ def worker(
             highlight=False,
             soft_wrap=True,
         )
-
-
-@app.command()
-@_handle_errors
-def jobs(
-    ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-) -> None:
-    """List the jobs: id, name, status, trial counts and best value."""
-    from promptsweep.dashboards import job_summary
-
-    storage = _state(ctx).storage(must_exist=True)
-    rows = [job_summary(storage, job) for job in storage.list_jobs()]
-    if not as_json:
-        rows = [{k: v for k, v in _job_line(r).items() if k != "objective"} for r in rows]
-    _print_rows(rows, as_json=as_json, title="jobs", empty="no jobs yet")
-
-
-def _job_line(summary: dict[str, Any]) -> dict[str, Any]:
-    """A job summary folded into the few columns of the ``jobs`` table."""
-    counts = ", ".join(
-        f"{summary[k]} {k}" for k in ("complete", "pruned", "failed", "running") if summary.get(k)
-    )
-    best = None
-    if summary.get("best") is not None:
-        best = f"{_fmt(summary['best'])} (trial {summary['best_trial']}, {summary['best_method']})"
-    return {
-        "id": summary["id"],
-        "name": summary["name"],
-        "status": summary["status"],
-        "model": summary["model"],
-        "objective": summary["objective"],
-        "trials": f"{summary['trials']}" + (f": {counts}" if counts else ""),
-        "best": best,
-        "created": summary["created"][5:16] if summary.get("created") else None,
-    }
-
-
-def _print_job(storage: Storage, job_id: int, *, limit: int) -> None:
-    from promptsweep.dashboards import job_summary
-
-    job = storage.get_job(job_id)
-    summary = _job_line(job_summary(storage, job))
-    summary["task"] = job.task
-    summary["study"] = job.study_name
-    summary["spec hash"] = job.spec_hash[:16]
-    for key, value in summary.items():
-        console.print(f"[bold]{key:>10}[/]  {_fmt(value)}", highlight=False)
-    if getattr(job, "error", None):
-        console.print(f"[bold red]{'error':>10}[/]  {job.error}", highlight=False)
-    _print_job_summary(job)
-    _print_history(job.history)
-    rows = _leaderboard_rows(storage, job_id, per_method=False, pareto=False)
-    if rows:
-        console.print(_rows_table(rows[:limit], title=f"leaderboard (top {min(limit, len(rows))})"))
-    from promptsweep.dashboards import unranked_rows
-
-    unranked = unranked_rows(storage, job_id)
-    if unranked:
-        title = f"stopped early or failed ({len(unranked)}; last validation value)"
-        console.print(_rows_table(unranked[:limit], title=title))
-
-
-def _print_history(history: list[dict[str, Any]], *, last: int = 12) -> None:
-    """The job's last events: time (UTC), event, detail."""
-    if not history:
-        return
-    skipped = len(history) - last
-    console.print("history" + (f" (last {last} of {len(history)})" if skipped > 0 else "") + ":")
-    for event in history[-last:]:
-        when = str(event.get("at", ""))[:19].replace("T", " ")
-        detail = f"  {event['detail']}" if event.get("detail") else ""
-        console.print(f"  {when}  {event.get('event')}{detail}", highlight=False, soft_wrap=True)
-
-
-def _print_job_summary(job: Any) -> None:
-    """The job's plan, floors, finalists and warnings (its stored summary), as ``run`` / ``show`` print."""
-    from promptsweep.search._planning import describe_plan
-    from promptsweep.search._selecting import describe_finalists, describe_floors
-
-    summary = getattr(job, "summary", None) or {}
-    metric = job.objective_metric or "accuracy"
-    if summary.get("plan"):
-        for line in describe_plan(summary["plan"]):
-            console.print(line, highlight=False)
-    if summary.get("floors"):
-        console.print(describe_floors(summary["floors"], metric), highlight=False)
-    for line in describe_finalists(summary.get("finalists") or [], metric):
-        console.print(line, highlight=False)
-    if summary.get("selected_trial") is not None:
-        console.print(f"selected: trial {summary['selected_trial']} (exported by default)", highlight=False)
-    for key in ("separation", "floor_warning"):
-        if summary.get(key):
-            console.print(f"[bold yellow]note:[/] {summary[key]}", highlight=False)
-
-
-@app.command()
-@_handle_errors
-def cancel(ctx: typer.Context, job: int = typer.Argument(..., help="Job id.")) -> None:
-    """Cancel a queued, running or interrupted job (a worker running it stops within seconds; its
-    running trials are recorded stopped early)."""
-    record = _state(ctx).storage(must_exist=True).cancel_job(job)
-    console.print(f"job {job} {record.status.value}", highlight=False)
-
-
-@app.command()
-@_handle_errors
-def retry(ctx: typer.Context, job: int = typer.Argument(..., help="Job id.")) -> None:
-    """Put a failed or interrupted job back in the queue: the next `promptsweep worker` resumes it
-    (finished trials are kept, unfinished ones re-run)."""
-    storage = _state(ctx).storage(must_exist=True)
-    record = storage.retry_job(job)
-    console.print(
-        f"job {job} {record.status.value}: a `promptsweep worker` on {storage.display_url} resumes it",
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
-@app.command()
-@_handle_errors
-def show(
-    ctx: typer.Context,
-    job: int = typer.Argument(..., help="Job id."),
-    limit: int = typer.Option(10, help="Leaderboard rows to show."),
-) -> None:
-    """Show a job: status, trial counts per state, and its leaderboard."""
-    _print_job(_state(ctx).storage(must_exist=True), job, limit=limit)
 
 
 @app.command()
@@ -657,6 +561,9 @@ def main() -> None:
     """Console-script entry point."""
     app()
 
+
+# The job commands (jobs, show, and the lifecycle verbs) register themselves on ``app``.
+from promptsweep import _cli_jobs  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

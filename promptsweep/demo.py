@@ -115,7 +115,8 @@ def run_demo(
     Raises:
         PromptsweepError: the spec, the data, the database or the search failed (the message says how).
     """
-    from promptsweep.cli import _print_job_summary, _rows_table, console
+    from promptsweep._cli_jobs import print_job_summary
+    from promptsweep.cli import _rows_table, console
     from promptsweep.dashboards import leaderboard_rows, write_report
     from promptsweep.export import export_adapter
     from promptsweep.search import run_job, submit
@@ -146,7 +147,7 @@ def run_demo(
         console.print(
             _rows_table(leaderboard_rows(storage, job_id, per_method=True), title="best per method")
         )
-    _print_job_summary(job)
+    print_job_summary(job)
     summary: dict[str, Any] = {
         "job_id": job_id,
         "status": job.status.value,

@@ -150,6 +150,57 @@ def test_cancel_a_finished_job_and_retry_a_queued_one_are_409_naming_the_state(
     assert "409" in paths["/jobs/{job_id}/retry"]["post"]["responses"]
 
 
+def test_stop_pause_resume_extend(client: TestClient, db: str) -> None:
+    job_id = client.post("/jobs", json=_spec()).json()["id"]
+    resp = client.post(f"/jobs/{job_id}/stop")
+    assert resp.status_code == 409 and "never started" in resp.json()["detail"]
+    resp = client.post(f"/jobs/{job_id}/pause")
+    assert resp.status_code == 200 and resp.json()["status"] == "paused"
+    resp = client.post(f"/jobs/{job_id}/pause")
+    assert resp.status_code == 409 and resp.json()["detail"].startswith(f"job {job_id} is paused:")
+    assert client.post(f"/jobs/{job_id}/resume").json()["status"] == "queued"
+    with Storage(db) as storage:
+        storage.claim_job("w")
+    job = client.post(f"/jobs/{job_id}/stop").json()
+    assert (job["status"], job["request"]) == ("running", "stop")
+    with Storage(db) as storage:
+        storage.set_job_status(job_id, "succeeded", error="stopped by the user after 1 of 6 planned trials")
+    job = client.post(f"/jobs/{job_id}/extend", json={"trials": 2, "time_s": 30}).json()
+    assert (job["status"], job["extra_trials"], job["extra_time_s"], job["error"]) == (
+        "queued",
+        2,
+        30.0,
+        None,
+    )
+    assert [e["event"] for e in job["history"]][-2:] == ["succeeded", "extended"]
+    schemas = client.get("/openapi.json").json()
+    assert {"request", "extra_trials", "extra_time_s"} <= set(
+        schemas["components"]["schemas"]["Job"]["properties"]
+    )
+    for verb in ("stop", "pause", "resume", "extend"):
+        assert "409" in schemas["paths"][f"/jobs/{{job_id}}/{verb}"]["post"]["responses"]
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({}, "give trials and/or time_s"),
+        ({"trials": 0}, "trials"),
+        ({"time_s": -1}, "time_s"),
+        ({"trials": 1.5}, "trials"),
+    ],
+)
+def test_extend_with_a_bad_amount_is_422_naming_the_field(
+    client: TestClient, db: str, body: dict, named: str
+) -> None:
+    job_id = client.post("/jobs", json=_spec()).json()["id"]
+    before = client.get(f"/jobs/{job_id}").json()
+    resp = client.post(f"/jobs/{job_id}/extend", json=body)
+    assert resp.status_code == 422 and named in str(resp.json()["detail"])
+    assert client.get(f"/jobs/{job_id}").json() == before
+    assert client.post("/jobs/99/extend", json={"trials": 1}).status_code == 404
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -159,6 +210,9 @@ def test_cancel_a_finished_job_and_retry_a_queued_one_are_409_naming_the_state(
         ("get", "/jobs/99/leaderboard"),
         ("get", "/jobs/99/adapter"),
         ("post", "/jobs/99/cancel"),
+        ("post", "/jobs/99/stop"),
+        ("post", "/jobs/99/pause"),
+        ("post", "/jobs/99/resume"),
     ],
 )
 def test_unknown_job_is_404(client: TestClient, method: str, path: str) -> None:

@@ -32,6 +32,10 @@ COMMANDS = (
     "serve",
     "db",
     "cancel",
+    "stop",
+    "pause",
+    "resume",
+    "extend",
     "retry",
 )
 
@@ -167,6 +171,10 @@ def test_show_prints_the_plan_floors_finalists_and_warnings(seeded: tuple[str, i
         ["leaderboard", "99"],
         ["report", "99", "--out", "r.html"],
         ["cancel", "99"],
+        ["stop", "99"],
+        ["pause", "99"],
+        ["resume", "99"],
+        ["extend", "99", "--trials", "2"],
         ["retry", "99"],
     ],
 )
@@ -241,7 +249,7 @@ def test_cancel_and_retry_change_the_state_or_name_why_not(db: str) -> None:
     code, out = invoke("--db", db, "cancel", str(queued))
     assert code == 0 and f"job {queued} cancelled" in out
     code, out = invoke("--db", db, "cancel", str(queued))
-    assert code == 1 and f"job {queued} is cancelled: only a queued, running or interrupted job" in out
+    assert code == 1 and f"job {queued} is cancelled: only a queued, running, paused or interrupted" in out
     failed = storage.create_job("f", {}).id
     storage.set_job_status(failed, "failed", error="boom")
     code, out = invoke("--db", db, "retry", str(failed))
@@ -251,6 +259,54 @@ def test_cancel_and_retry_change_the_state_or_name_why_not(db: str) -> None:
     assert code == 0 and "spec hash" in out and storage.get_job(failed).spec_hash[:16] in out
     events = [line.split()[2] for line in out.split("history:")[1].strip().splitlines()]  # date time event
     assert events == ["submitted", "failed", "retried"] and "retried  was failed: boom" in out
+
+
+def test_lifecycle_verbs_answer_the_new_state_or_name_why_not(db: str) -> None:
+    storage = Storage(db)
+    job = storage.create_job("j", {}).id
+    code, out = invoke("--db", db, "stop", str(job))
+    assert code == 1 and f"job {job} is queued and has never started" in out and "cancel it" in out
+    code, out = invoke("--db", db, "pause", str(job))
+    assert code == 0 and f"job {job} paused: no worker claims it until `promptsweep resume {job}`" in out
+    code, out = invoke("--db", db, "pause", str(job))
+    assert code == 1 and f"error: job {job} is paused: only a queued or running job can be paused" in out
+    code, out = invoke("--db", db, "resume", str(job))
+    assert code == 0 and f"job {job} queued: a `promptsweep worker` on" in out
+    assert storage.claim_job("w").id == job
+    code, out = invoke("--db", db, "pause", str(job))
+    assert code == 0 and f"job {job} running: pausing" in out
+    code, out = invoke("--db", db, "stop", str(job))
+    assert code == 0 and f"job {job} running: stopping" in out
+    code, out = invoke("--db", db, "show", str(job))
+    assert code == 0 and "request  stop (pending)" in out
+    assert "pause requested" in out and "stop requested" in out
+    storage.set_job_status(job, "succeeded", error="stopped by the user after 2 of 6 planned trials")
+    code, out = invoke("--db", db, "extend", str(job), "--trials", "3", "--time", "60")
+    assert code == 0 and f"job {job} queued: +3 trials, +60 s (in all +3 trials, +60 s)" in out
+    code, out = invoke("--db", db, "show", str(job))
+    assert "extended  +3 trials, +60 s" in out and "reason" not in out  # the stop reason is gone
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        ([], "give --trials N and/or --time S"),
+        (["--trials", "0"], "--trials"),
+        (["--trials", "-3"], "--trials"),
+        (["--time", "0"], "--time"),
+        (["--time", "-5"], "--time"),
+    ],
+)
+def test_extend_with_a_bad_amount_names_the_option_and_changes_nothing(
+    db: str, args: list[str], named: str
+) -> None:
+    storage = Storage(db)
+    job = storage.create_job("j", {}).id
+    storage.set_job_status(job, "succeeded")
+    before = storage.get_job(job)
+    code, out = invoke("--db", db, "extend", str(job), *args)
+    assert code == 2 and named in out
+    assert storage.get_job(job) == before
 
 
 def test_submit_queues_a_job(db: str) -> None:

@@ -110,6 +110,7 @@ def job_summary(storage: Storage, job: JobRecord) -> dict[str, Any]:
         "complete": counts.get("complete", 0),
         "pruned": counts.get("pruned", 0),
         "failed": counts.get("fail", 0),
+        "cancelled": counts.get("cancelled", 0),
         "running": counts.get("running", 0),
         "best": best[0].value if best else None,
         "best_trial": best[0].number if best else None,

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from promptsweep import _faults
 from promptsweep._logging import get_logger
 from promptsweep.exceptions import DataError, SpecError
 from promptsweep.methods._config import TaskType
@@ -485,6 +486,7 @@ def prepare_inputs(
             continue
         enc, n_trunc = _tokenize_split(tokenizer, splits[role], task, data, max_length, label_index)
         torch.save(enc, tmp / f"{role}.pt")
+        _faults.hold("prepare")  # the chaos tests kill a worker here (mid-preparation)
         counts[role] = len(enc["input_ids"])
         truncated[role] = n_trunc
         if train_major is not None:

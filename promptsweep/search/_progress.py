@@ -15,7 +15,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-_STATE_STYLE = {"running": "cyan", "complete": "green", "pruned": "yellow", "fail": "red"}
+_STATE_STYLE = {
+    "running": "cyan",
+    "complete": "green",
+    "pruned": "yellow",
+    "fail": "red",
+    "cancelled": "magenta",
+}
 
 
 @dataclass

@@ -10,6 +10,7 @@ Optuna study and our tables agree on every trial's state.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -163,25 +164,34 @@ class TrialRecorder(Callback):
         self._restarts.setdefault(trial.trial_id, []).append(lines[-1][:300] if lines else why[:300])
         self._record(number, state="running", error=f"retrying after: {why}")
 
-    def finish_unended(self, searcher: Any, reason: str) -> list[int]:
+    def finish_unended(self, searcher: Any, reason: str, *, cancelled: bool = False) -> list[int]:
         """End the trials Tune left running when the search stopped as a whole (the job's time
         budget, a cancel): told PRUNED to Optuna by ``searcher`` with their last value, and recorded
-        so with ``reason``. Returns their trial numbers."""
+        so with ``reason`` (``cancelled``: recorded ``cancelled``, Optuna having no such state).
+        Returns their trial numbers."""
         ended = []
         for trial_id in list(self._started):
             result = self._last.get(trial_id, {})
             searcher.on_trial_complete(trial_id, result=result, error=False)
-            self._finish(trial_id, result, error=None, reason=reason)
+            self._finish(trial_id, result, error=None, reason=reason, cancelled=cancelled)
             ended.append(self._numbers[trial_id])
         return ended
 
     def _finish(
-        self, trial_id: str, result: dict[str, Any], error: str | None, reason: str | None = None
+        self,
+        trial_id: str,
+        result: dict[str, Any],
+        error: str | None,
+        reason: str | None = None,
+        *,
+        cancelled: bool = False,
     ) -> None:
         number = self._numbers[trial_id]
         if error is None and result.get(ERROR_KEY):  # training raised: FAIL, not retried
             error = str(result[ERROR_KEY])
         state = end_state(result, error is not None).name.lower()
+        if cancelled and state == "pruned":
+            state, error = "cancelled", f"killed at step {result.get(STEP_KEY)}: {reason}"
         metrics = validation_metrics(result, self.task_metrics)
         values = None
         if state == "complete":
@@ -223,26 +233,39 @@ class TrialRecorder(Callback):
 
 
 class CancelStopper(Stopper):
-    """Stops the whole search when the job is cancelled in storage (``Storage.cancel_job``), or, for a
-    worker (``worker_id`` given), when the job is no longer running under that worker: re-queued after
-    a missed heartbeat or claimed by another worker, who now owns it.
+    """Acts on what users do to a running job in storage; polls the job's row at most every
+    ``poll_s`` seconds from Tune's loop in the driver (foreground runs and workers alike).
 
-    Polls the job's row at most every ``poll_s`` seconds from Tune's loop in the driver; works for
-    foreground runs and for workers alike. Trials stopped this way end without their final result
-    and are recorded PRUNED (stopped early).
+    - cancelled (``Storage.cancel_job``): stops the whole search now; its running trials end without
+      their final result (recorded ``cancelled``).
+    - a ``stop`` or ``pause`` request (``Storage.stop_job`` / ``pause_job``): calls ``on_request``
+      once (the searcher then starts no new trial) and lets the running trials finish;
+      :attr:`request` tells the driver which.
+    - for a worker (``worker_id`` given), the job no longer running under it (re-queued after a
+      missed heartbeat, or claimed by another worker, who now owns it): stops the search here.
     """
 
-    def __init__(self, storage: Any, job_id: int, poll_s: float = 5.0, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        storage: Any,
+        job_id: int,
+        poll_s: float = 5.0,
+        worker_id: str | None = None,
+        on_request: Callable[[str], None] | None = None,
+    ) -> None:
         self.storage = storage
         self.job_id = job_id
         self.poll_s = poll_s
         self.worker_id = worker_id
+        self.on_request = on_request
         self._last = 0.0
         self.cancelled = False
         self.lost = False
+        #: ``"stop"`` / ``"pause"`` once such a request was seen (and handed to ``on_request``).
+        self.request: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "storage": None}
+        return {**self.__dict__, "storage": None, "on_request": None}
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return False
@@ -273,14 +296,13 @@ class CancelStopper(Stopper):
                     self.job_id,
                     self.worker_id,
                 )
+            elif job.request in ("stop", "pause") and self.request is None:
+                self.request = job.request
+                _log.warning(
+                    "job %d: %s requested; no new trial starts, the running ones finish",
+                    self.job_id,
+                    job.request,
+                )
+                if self.on_request is not None:
+                    self.on_request(job.request)
         return self.cancelled or self.lost
-        now = time.time()
-        if now - self._last >= self.poll_s:
-            self._last = now
-            try:
-                self.cancelled = self.storage.get_job(self.job_id).status.value == "cancelled"
-            except Exception:  # pragma: no cover - a transient read error must not stop the search
-                _log.exception("could not read the status of job %d", self.job_id)
-            if self.cancelled:
-                _log.warning("job %d was cancelled: stopping its trials", self.job_id)
-        return self.cancelled

@@ -25,28 +25,30 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import socket
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promptsweep import paths
+from promptsweep import _faults, paths
 from promptsweep._logging import get_logger
-from promptsweep.exceptions import JobNotFoundError, PromptsweepError, SpecError
+from promptsweep.exceptions import JobNotFoundError, SpecError
 from promptsweep.search._planning import (
     Plan,
     describe_plan,
     job_plan,
     make_sampler,
 )
-from promptsweep.search._running import failed_trials, failure_budget_spent, tune_job
+from promptsweep.search._running import (
+    failed_trials,
+    failure_budget_spent,
+    finished_count,
+    next_batch,
+    tune_job,
+)
 from promptsweep.search._selecting import describe_floors, score_job_floors
 from promptsweep.search._spec import (
     JobSpec,
@@ -55,15 +57,9 @@ from promptsweep.search._spec import (
     local_gpu_count,
     parse_spec,
 )
+from promptsweep.search._worker import HEARTBEAT_S, heartbeating, process_id, stale_default
 
 _log = get_logger(__name__)
-
-#: Seconds between a held job's heartbeats.
-HEARTBEAT_S = 30.0
-#: Seconds without a heartbeat after which a worker re-queues a running job (``PROMPTSWEEP_STALE_AFTER_S``).
-STALE_AFTER_S = 300.0
-#: Worker claims of a job after which a dead worker's job is failed, not re-queued (``--max-attempts``).
-MAX_JOB_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -72,7 +68,8 @@ class JobOutcome:
 
     Attributes:
         job_id: the job.
-        status: ``succeeded``, ``failed``, ``cancelled`` (cancelled in storage while it ran), or ``lost``
+        status: ``succeeded``, ``failed``, ``cancelled`` (cancelled in storage while it ran),
+            ``paused`` (paused by the user: its running trials finished, no new one started), or ``lost``
             (a worker's job was re-queued or claimed by another worker while it ran; see ``run_job``).
         counts: trials per state in the study (``complete``, ``pruned``, ``fail``, ``running``, ``waiting``).
         best_trials: the selected trial numbers: the best by the validation objective (one), or the
@@ -82,7 +79,8 @@ class JobOutcome:
         test_metrics: trial number -> metrics on the test split (selected trials only; empty when the
             data has no test split).
         wall_seconds: wall-clock seconds of this call.
-        error: why the job failed, if it did.
+        error: why the job failed, if it did; why it stopped or paused (``stopped by the user ...``).
+        extended_meanwhile: the job was extended while it selected: ``run_job`` queues it again.
     """
 
     job_id: int
@@ -94,6 +92,7 @@ class JobOutcome:
     test_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
     wall_seconds: float = 0.0
     error: str | None = None
+    extended_meanwhile: bool = False
 
     @property
     def finished(self) -> int:
@@ -211,10 +210,18 @@ def ensure_ray(spec: JobSpec) -> bool:
     The embedded instance is small for shared machines: ``num_cpus`` from the spec (default: all
     cores), no dashboard, a ``resources.object_store_memory_mb`` object store, driver logs off.
     """
+    import signal
+    import threading
+
     import ray
 
     if ray.is_initialized():
         return False
+    # ray.init installs its own SIGTERM handler (clean up the node, then sys.exit), which would skip
+    # the job's bookkeeping; a handler the process set itself (`promptsweep worker` / `run`: SIGTERM
+    # interrupts the job) is put back, and run_job's `finally` shuts Ray down.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # Ray runs workers at nice 15 by default; here the trials *are* the job's work (a shared machine
     # otherwise starves them). Read by the raylet that ray.init starts.
@@ -232,6 +239,8 @@ def ensure_ray(spec: JobSpec) -> bool:
         )
     else:
         ray.init(address=spec.ray_address, configure_logging=False, log_to_driver=False)
+    if main and callable(previous):
+        signal.signal(signal.SIGTERM, previous)
     return True
 
 
@@ -305,26 +314,34 @@ def run_job(
     job = storage.get_job(job_id)
     if job is None:  # pragma: no cover - storage raises JobNotFoundError itself
         raise JobNotFoundError(f"no job with id {job_id}")
+    foreground = worker_id is None
     try:
         spec = parse_spec(dict(job.spec), source=f"of job {job_id}")
         if worker_id is None:
             # In the foreground: held and heartbeated like a worker's job, so that a worker re-queues
             # and resumes it if this process dies.
-            worker_id = f"run@{_process_id()}-{uuid.uuid4().hex[:6]}"
-            storage.hold_job(job_id, worker_id, live_within_s=_stale_default())
+            worker_id = f"run@{process_id()}-{uuid.uuid4().hex[:6]}"
+            storage.hold_job(job_id, worker_id, live_within_s=stale_default())
             with heartbeating(storage, job_id, worker_id, heartbeat_s):
                 outcome = _run(job, spec, storage, progress=progress, t0=t0, worker_id=worker_id)
         else:
             outcome = _run(job, spec, storage, progress=progress, t0=t0, worker_id=worker_id)
     except KeyboardInterrupt:
-        # Ctrl-C: the unfinished trials stay RUNNING in the study and our tables, so that resuming
-        # re-runs them under their own numbers (as after a killed process).
-        reason = f"interrupted (Ctrl-C); resume with `promptsweep run --job {job_id}`"
-        _log.warning("job %d %s", job_id, reason)
+        # Ctrl-C (a worker: also SIGTERM): the unfinished trials stay RUNNING in the study and our
+        # tables, so that resuming re-runs them under their own numbers (as after a killed process).
+        # A foreground run leaves the job interrupted for `run --job`; a worker's job goes back to the
+        # queue at once (no stale-heartbeat wait) for the next worker.
+        if foreground:
+            status = "interrupted"
+            reason = f"interrupted (Ctrl-C or SIGTERM); resume with `promptsweep run --job {job_id}`"
+        else:
+            status = "queued"
+            reason = "its worker was stopped (SIGTERM or Ctrl-C); the next worker resumes it"
+        _log.warning("job %d %s: %s", job_id, status, reason)
         try:
-            storage.set_job_status(job_id, "interrupted", error=reason, holder=worker_id)
+            storage.set_job_status(job_id, status, error=reason, holder=worker_id)
         except Exception:  # pragma: no cover
-            _log.exception("could not mark job %d interrupted", job_id)
+            _log.exception("could not mark job %d %s", job_id, status)
         raise
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
@@ -340,6 +357,9 @@ def run_job(
         _log.warning("job %d was cancelled while it ran; its finished trials are kept", job_id)
         return dataclasses.replace(outcome, status="cancelled")
     storage.set_job_status(job_id, outcome.status, error=outcome.error, holder=worker_id)
+    if outcome.extended_meanwhile:
+        _log.info("job %d was extended while it selected: queued again", job_id)
+        storage.set_job_status(job_id, "queued")
     return outcome
 
 
@@ -381,16 +401,25 @@ def _run(
         if fresh:
             for params in warm_start_params(spec):
                 study.enqueue_trial(to_optuna_params(params), skip_if_exists=True)
-        trials = study.get_trials(deepcopy=False)
-        finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
-        stale = [t.number for t in trials if t.state == TrialState.RUNNING]
-        if stale:
-            _log.info("job %d: resuming; re-running unfinished trial(s) %s", job_id, stale)
-        remaining = -1 if plan.configs is None else max(0, plan.configs - len(finished))
         failed_before = len(failed_trials(study))
-
-        if remaining != 0:
-            lost = tune_job(
+        _faults.hold("study")  # the chaos tests kill a worker here
+        # 5. the plan's trials, then what `extend` added; a user's stop / pause ends the loop.
+        current = storage.get_job(job_id)
+        ended = current.request if current.request in ("stop", "pause") else "done"
+        while ended == "done":
+            current = storage.get_job(job_id)
+            batch = next_batch(plan, study, current)
+            if batch is None:
+                break
+            if batch.kind != "plan" and "planned_trials" not in current.summary:
+                storage.update_job_summary(job_id, planned_trials=batch.base)
+            stale = [t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+            if stale:
+                _log.info("job %d: resuming; re-running unfinished trial(s) %s", job_id, stale)
+            if batch.kind != "plan":
+                _log.info("job %d: extended: %s", job_id, batch.describe())
+            before, t_batch = finished_count(study), time.time()
+            ended = tune_job(
                 spec,
                 storage,
                 job_id,
@@ -399,26 +428,54 @@ def _run(
                 inputs,
                 plan,
                 stale,
-                remaining,
+                batch.trials,
                 progress=progress,
                 worker_id=worker_id,
+                cap=batch.cap_s,
             )
-            if lost:
+            if ended == "lost":
                 why = f"worker {worker_id} lost job {job_id} to a re-queue or another worker"
                 return _ended(job_id, study, t0, "lost", why)
-        # 5. past the failure budget the job fails (its finished trials are kept).
+            if ended == "cancelled":
+                return _ended(job_id, study, t0, "cancelled", "cancelled by the user")
+            if batch.kind == "time":
+                used = float(current.summary.get("extension_time_used_s") or 0.0)
+                spent_s = min(float(batch.cap_s or 0.0), time.time() - t_batch)
+                storage.update_job_summary(job_id, extension_time_used_s=used + spent_s)
+            if failure_budget_spent(spec, plan, study, before=failed_before):
+                break  # the job fails; a retry runs the rest of this batch with a fresh budget
+            if batch.kind == "plan" and ended == "done":
+                storage.update_job_summary(job_id, planned_trials=finished_count(study))
+            if ended in ("stop", "pause"):
+                ended = storage.get_job(job_id).request or "done"  # a withdrawn pause goes on
+            elif batch.kind == "trials" and finished_count(study) == before:
+                break  # nothing finished (e.g. its wall-clock cap): do not ask again
+        if ended == "pause":
+            why = f"paused by the user; `promptsweep resume {job_id}` queues it again"
+            return _ended(job_id, study, t0, "paused", why)
+        # 6. past the failure budget the job fails (its finished trials are kept).
         spent = failure_budget_spent(spec, plan, study, before=failed_before)
         if spent:
             return _ended(job_id, study, t0, "failed", spent)
-        # 6. honest selection on validation; the test split for the selected trial(s) only.
-        return _select(spec, storage, job_id, study, inputs, t0)
+        # 7. honest selection on validation; the test split for the selected trial(s) only.
+        outcome = _select(spec, storage, job_id, study, inputs, t0)
+        if outcome.status == "succeeded" and ended == "stop":
+            finished = finished_count(study)
+            planned = f" of {plan.configs} planned" if plan.configs is not None else ""
+            why = f"stopped by the user after {finished}{planned} trials"
+            outcome = dataclasses.replace(outcome, error=why)
+        # An `extend` that landed after the last batch was planned (e.g. during the selection).
+        now = storage.get_job(job_id)
+        granted = (now.extra_trials, now.extra_time_s) != (current.extra_trials, current.extra_time_s)
+        return dataclasses.replace(outcome, extended_meanwhile=outcome.status == "succeeded" and granted)
     finally:
         if started_ray:
             ray.shutdown()
 
 
 def _ended(job_id: int, study: Any, t0: float, status: str, error: str) -> JobOutcome:
-    """The outcome of a run that ends without a selection (``lost``, ``failed``)."""
+    """The outcome of a run that ends without a selection (``lost``, ``failed``, ``paused``,
+    ``cancelled``)."""
     return JobOutcome(
         job_id=job_id, status=status, counts=_state_counts(study), wall_seconds=time.time() - t0, error=error
     )
@@ -450,101 +507,3 @@ def _select(spec: JobSpec, storage: Any, job_id: int, study: Any, inputs: Any, t
         test_metrics=chosen["test_metrics"],
         wall_seconds=time.time() - t0,
     )
-
-
-# ------------------------------------------------------------------------------------------------
-# worker
-
-
-def _process_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-@contextlib.contextmanager
-def heartbeating(storage: Any, job_id: int, worker_id: str, every_s: float = HEARTBEAT_S) -> Iterator[None]:
-    """Heartbeat ``job_id`` for ``worker_id`` from a thread while the block runs (stops by itself
-    when the job is no longer held by ``worker_id``: ``run_job``'s stopper then ends the search)."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(every_s):
-            try:
-                if not storage.heartbeat(job_id, worker_id):
-                    _log.warning("job %d is no longer held by %s; stopping it", job_id, worker_id)
-                    return
-            except Exception:  # pragma: no cover - the next beat retries
-                _log.exception("heartbeat failed for job %d", job_id)
-
-    thread = threading.Thread(target=beat, daemon=True, name=f"promptsweep-heartbeat-{job_id}")
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
-def _stale_default() -> float:
-    """The stale-heartbeat timeout: ``$PROMPTSWEEP_STALE_AFTER_S`` seconds, else :data:`STALE_AFTER_S`.
-
-    Raises:
-        SpecError: the variable is not a positive number (names it).
-    """
-    raw = os.environ.get("PROMPTSWEEP_STALE_AFTER_S")
-    if raw is None or not raw.strip():
-        return STALE_AFTER_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise SpecError(f"PROMPTSWEEP_STALE_AFTER_S: expected positive seconds, got {raw!r}")
-    return value
-
-
-def run_worker(
-    storage: Any,
-    once: bool = False,
-    *,
-    poll_s: float = 5.0,
-    heartbeat_s: float = HEARTBEAT_S,
-    stale_after_s: float | None = None,
-    max_job_attempts: int = MAX_JOB_ATTEMPTS,
-    progress: bool = False,
-) -> int:
-    """Run queued jobs from ``storage`` one after another; return how many jobs this worker ran.
-
-    Each claimed job is heartbeated from a thread while it runs; jobs whose worker stopped
-    heartbeating for ``stale_after_s`` seconds (default ``$PROMPTSWEEP_STALE_AFTER_S``, else 300)
-    are re-queued and resumed by whoever claims them, or failed once taken ``max_job_attempts`` times.
-
-    Args:
-        once: run at most one job, then return (return 0 at once when the queue is empty).
-        poll_s: seconds between polls of an empty queue.
-    """
-    stale_s = _stale_default() if stale_after_s is None else float(stale_after_s)
-    worker_id = f"{_process_id()}-{uuid.uuid4().hex[:6]}"
-    ran = 0
-    while True:
-        try:
-            storage.requeue_stale(stale_s, max_attempts=max_job_attempts)
-        except Exception:  # pragma: no cover - best effort
-            _log.exception("requeue_stale failed")
-        job = storage.claim_job(worker_id)
-        if job is None:
-            if once:
-                return ran
-            time.sleep(poll_s)
-            continue
-        try:
-            with heartbeating(storage, int(job.id), worker_id, heartbeat_s):
-                run_job(int(job.id), storage, progress=progress, worker_id=worker_id)
-        except SpecError as exc:
-            _log.error("job %d refused: %s", job.id, exc)
-        except PromptsweepError as exc:  # bad data, model, ...: the job is marked failed with the reason
-            _log.error("job %d failed: %s", job.id, exc)
-        except Exception:
-            _log.exception("job %d failed", job.id)
-        ran += 1
-        if once:
-            return ran

@@ -16,6 +16,7 @@ import math
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,16 @@ def tune_job(
     *,
     progress: bool,
     worker_id: str | None = None,
-) -> bool:
-    """Run the Tuner: ``remaining`` trials (-1: until the time budget), re-running ``stale`` first.
+    cap: float | None = None,
+) -> str:
+    """Run the Tuner: ``remaining`` trials (-1: until the wall-clock cap), re-running ``stale`` first.
 
-    Returns ``True`` when the run stopped because ``worker_id`` no longer holds the job.
+    ``cap``: this run's wall-clock cap in seconds (default ``budget.time_budget_s``); no trial starts
+    after it, running ones end at it with an evaluation.
+
+    Returns why it ended: ``"done"`` (its trials ran, or its cap or failure budget ended it),
+    ``"cancelled"``, ``"stop"`` / ``"pause"`` (a user's request: the running trials finished, no new
+    one started), ``"lost"`` (``worker_id`` no longer holds the job).
     """
     from ray import tune
 
@@ -92,7 +99,7 @@ def tune_job(
     modes = ["max" if d == "maximize" else "min" for d in spec.directions]
     # The wall-clock cap: no trial starts after it, and running trials end at their next step with an
     # evaluation and a saved adapter (TrainBudget.deadline); Tune's own time budget is the backstop.
-    cap = spec.budget.time_budget_s
+    cap = spec.budget.time_budget_s if cap is None else cap
     deadline = time.time() + cap if cap else None
     searcher = PromptsweepSearch(
         study=study,
@@ -140,7 +147,7 @@ def tune_job(
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     # Tune's own console output (the legacy engine at verbose=0 prints nothing): our table shows progress.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    stopper = CancelStopper(storage, job_id, worker_id=worker_id)
+    stopper = CancelStopper(storage, job_id, worker_id=worker_id, on_request=searcher.halt)
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     tuner = tune.Tuner(
         fn,
@@ -172,12 +179,14 @@ def tune_job(
     # Tune ends a search stopped as a whole (time budget, cancel) without ending its running trials.
     if stopper.lost:
         # The job's new holder re-runs the unfinished trials; leave them as they are.
-        return True
+        return "lost"
     reason = "the job was cancelled" if stopper.cancelled else "the search stopped (time budget backstop)"
-    unended = recorder.finish_unended(searcher, reason)
+    unended = recorder.finish_unended(searcher, reason, cancelled=stopper.cancelled)
     if unended:
         _log.info("job %d: trial(s) %s stopped early: %s", job_id, unended, reason)
-    return False
+    if stopper.cancelled:
+        return "cancelled"
+    return stopper.request or "done"
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -185,3 +194,65 @@ def _trial_dirname(trial: Any) -> str:
     from promptsweep.search._trainable import NUMBER_KEY
 
     return f"trial-{int(trial.config.get(NUMBER_KEY, -1)):04d}-{trial.trial_id}"
+
+
+def finished_count(study: Any) -> int:
+    """Trials of the study that ended: complete, pruned or failed."""
+    from optuna.trial import TrialState
+
+    ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state in ended)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One ``Tuner`` run of a job: ``plan`` (the planned trials), ``trials`` (extended by trials) or
+    ``time`` (extended by wall-clock seconds).
+
+    Attributes:
+        kind: which.
+        trials: how many trials it starts (-1: until its cap), unfinished ones re-run included.
+        cap_s: its wall-clock cap (``None``: the spec's ``budget.time_budget_s``).
+        base: the trials the plan finished (extensions count from there).
+    """
+
+    kind: str
+    trials: int
+    cap_s: float | None
+    base: int
+
+    def describe(self) -> str:
+        if self.kind == "time":
+            return f"new trials for {self.cap_s:.0f} s"
+        return f"{self.trials} more trial(s)"
+
+
+def next_batch(plan: Plan, study: Any, job: Any) -> Batch | None:
+    """What a job has left to run, given its study and its stored record; ``None`` when nothing.
+
+    The plan's trials come first (``plan.configs`` less those finished; a time-only plan: one run
+    until its cap), then ``job.extra_trials`` counted from the trials the plan finished (recorded as
+    ``planned_trials`` in the job's summary; a job that succeeded before counts from its finished
+    trials), then ``job.extra_time_s`` less what extensions already used
+    (``extension_time_used_s``). Trials an earlier run left RUNNING are re-run in the first batch.
+    """
+    from optuna.trial import TrialState
+
+    finished = finished_count(study)
+    stale = sum(1 for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING)
+    summary = job.summary or {}
+    plan_done = "planned_trials" in summary or any(e.get("event") == "succeeded" for e in job.history)
+    if not plan_done:
+        if plan.configs is None:
+            return Batch("plan", -1, None, finished)
+        left = plan.configs - finished
+        if left > 0 or stale:
+            return Batch("plan", max(left, stale), None, finished)
+    base = int(summary.get("planned_trials", finished))
+    left = base + int(job.extra_trials or 0) - finished
+    if left > 0 or stale:
+        return Batch("trials", max(left, stale), None, base)
+    time_left = float(job.extra_time_s or 0.0) - float(summary.get("extension_time_used_s") or 0.0)
+    if time_left >= 1.0:
+        return Batch("time", -1, time_left, base)
+    return None

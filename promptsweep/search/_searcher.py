@@ -35,6 +35,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from promptsweep import _faults
 from promptsweep._logging import get_logger
 from promptsweep.search._trainable import (
     DONE_KEY,
@@ -101,6 +102,8 @@ class PromptsweepSearch(OptunaSearch):
         #: retried or resumed job gets a fresh one).
         self._max_failed = max_failed
         self._failed = 0
+        #: Set by :meth:`halt` (a user's stop / pause): no trial starts any more.
+        self._halted: str | None = None
         self._job_dir = job_dir
         self._space_fn = space_fn
         self._resume = deque(resume_numbers)
@@ -152,10 +155,19 @@ class PromptsweepSearch(OptunaSearch):
                 return optuna.trial.Trial(study, trial_id)
         return study.ask()
 
+    def halt(self, why: str) -> None:
+        """Start no trial from now on (a user's ``stop`` or ``pause``); running trials go on. Trials
+        an earlier run left unfinished and not yet re-run stay RUNNING for a later resume."""
+        self._halted = why
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """Return ``{"params": ..., "trial_number": ...}`` for Tune trial ``trial_id``; ``FINISHED``
         (no new trial) once the job's wall-clock cap has passed or its failure budget is spent, and
-        no interrupted trial waits."""
+        no interrupted trial waits; always after :meth:`halt`."""
+        if trial_id not in self._ot_trials and self._halted:
+            return Searcher.FINISHED
+        if trial_id not in self._ot_trials and self._completed_trials:
+            _faults.hold("between_trials")  # the chaos tests kill a worker here
         if trial_id not in self._ot_trials and not self._resume:
             if self._deadline is not None and time.time() >= self._deadline:
                 return Searcher.FINISHED

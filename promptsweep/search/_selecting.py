@@ -19,6 +19,7 @@ import math
 import time
 from typing import Any
 
+from promptsweep import _faults
 from promptsweep._logging import get_logger
 from promptsweep.search._spec import JobSpec
 
@@ -180,6 +181,7 @@ def select(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, A
             }
             storage.record_trial(job_id, record.number, test_metrics=metrics)
             test_metrics[record.number] = metrics
+    _faults.hold("select")  # the chaos tests kill a worker here
     floors = (storage.get_job(job_id).summary or {}).get("floors") or {}
     warning = None if multi else floor_warning(spec, selected[0].value, floors)
     if warning:

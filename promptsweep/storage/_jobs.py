@@ -50,6 +50,9 @@ def job_record(row: JobModel) -> JobRecord:
         summary=dict(row.summary or {}),
         history=list(row.history or []),
         spec_hash=row.spec_hash or spec_hash(row.spec or {}),
+        request=row.request,
+        extra_trials=int(row.extra_trials or 0),
+        extra_time_s=float(row.extra_time_s or 0.0),
     )
 
 
@@ -59,8 +62,28 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-_CANCELLABLE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value, JobStatus.INTERRUPTED.value)
+_CANCELLABLE = (
+    JobStatus.QUEUED.value,
+    JobStatus.RUNNING.value,
+    JobStatus.INTERRUPTED.value,
+    JobStatus.PAUSED.value,
+)
 _RETRYABLE = (JobStatus.FAILED.value, JobStatus.INTERRUPTED.value)
+_EXTENDABLE = (
+    JobStatus.QUEUED.value,
+    JobStatus.RUNNING.value,
+    JobStatus.PAUSED.value,
+    JobStatus.INTERRUPTED.value,
+    JobStatus.SUCCEEDED.value,
+)
+#: Statuses that end a pending stop / pause request (the job ended, paused or was interrupted).
+_ENDS_REQUEST = (
+    JobStatus.SUCCEEDED,
+    JobStatus.FAILED,
+    JobStatus.CANCELLED,
+    JobStatus.PAUSED,
+    JobStatus.INTERRUPTED,
+)
 #: The newest events a job's history keeps (a job re-queued forever must not grow without bound).
 MAX_HISTORY = 200
 
@@ -94,7 +117,8 @@ def _name_of(value: Any, *keys: str) -> str | None:
 
 class JobsMixin(StorageBase):
     """Job records: :meth:`create_job`, :meth:`get_job`, :meth:`list_jobs`, :meth:`set_job_status`,
-    :meth:`cancel_job`, :meth:`update_job_summary`."""
+    :meth:`update_job_summary`; the lifecycle verbs :meth:`cancel_job`, :meth:`stop_job`,
+    :meth:`pause_job`, :meth:`resume_job`, :meth:`extend_job`, :meth:`retry_job`."""
 
     def create_job(
         self,
@@ -203,10 +227,12 @@ class JobsMixin(StorageBase):
         """Set a job's status (and error text); keeps the times true.
 
         ``running`` sets ``started_at`` (first time) and the heartbeat, and clears an earlier run's
-        error; ``queued`` and ``interrupted`` free the job from its worker; ``succeeded``/``failed``/
-        ``cancelled`` set ``finished_at``. A ``cancelled`` job stays cancelled when a worker that was
-        still running it reports ``succeeded``, ``failed`` or ``interrupted`` (the user's cancel wins;
-        the record returned says ``cancelled``); ``running`` or ``queued`` re-open it. With
+        error; ``queued``, ``paused`` and ``interrupted`` free the job from its worker;
+        ``succeeded``/``failed``/``cancelled`` set ``finished_at``. Every status but ``running`` and
+        ``queued`` ends a pending stop / pause request. A ``cancelled`` job stays cancelled when a
+        worker that was still running it reports ``succeeded``, ``failed`` or ``interrupted`` (the
+        user's cancel wins; the record returned says ``cancelled``); ``running`` or ``queued``
+        re-open it. With
         ``holder``, the change is made only while the job is ``running`` under that holder (a run
         whose job was re-queued or taken over writes nothing over the new holder's status).
 
@@ -231,13 +257,15 @@ class JobsMixin(StorageBase):
             add_event(row, new.value, error)
             if error is not None:
                 row.error = error
+            if new in _ENDS_REQUEST:
+                row.request = None
             if new is JobStatus.RUNNING:
                 # A new run: the last run's error no longer describes the job.
                 row.error = error
                 row.started_at = row.started_at or now
                 row.heartbeat_at = self._clock()
                 row.finished_at = None
-            elif new in (JobStatus.QUEUED, JobStatus.INTERRUPTED):
+            elif new in (JobStatus.QUEUED, JobStatus.INTERRUPTED, JobStatus.PAUSED):
                 row.worker_id = None
                 row.heartbeat_at = None
                 row.finished_at = None
@@ -247,8 +275,8 @@ class JobsMixin(StorageBase):
             return job_record(row)
 
     def cancel_job(self, job_id: int) -> JobRecord:
-        """Cancel a ``queued``, ``running`` or ``interrupted`` job (a running job's worker sees it at
-        its next :meth:`heartbeat`).
+        """Cancel a ``queued``, ``running``, ``paused`` or ``interrupted`` job: it ends now. A running
+        job's driver sees it within seconds and kills its running trials (recorded ``cancelled``).
 
         Raises:
             JobNotFoundError: unknown job. JobStateError: the job has finished (names its status).
@@ -257,12 +285,165 @@ class JobsMixin(StorageBase):
             row = self._job_row(session, job_id, for_update=True)
             if row.status not in _CANCELLABLE:
                 raise JobStateError(
-                    f"job {job_id} is {row.status}: only a queued, running or interrupted job can be "
-                    "cancelled"
+                    f"job {job_id} is {row.status}: only a queued, running, paused or interrupted job "
+                    "can be cancelled"
                 )
             row.status = JobStatus.CANCELLED.value
             row.finished_at = utcnow()
+            row.request = None
             add_event(row, "cancelled", "by the user")
+            session.flush()
+            return job_record(row)
+
+    def stop_job(self, job_id: int) -> JobRecord:
+        """Stop a job that has run: it starts no new trial, lets its running trials finish and count,
+        then selects and exports as usual and ends ``succeeded`` ("stopped by the user").
+
+        A ``running`` job gets the request (``request = "stop"``), which its driver sees within
+        seconds. A ``paused`` or ``interrupted`` job, or a ``queued`` one that has run before (re-queued
+        or resumed), is queued with the request: the worker that claims it starts no trial and selects
+        from the finished ones. Asking again is a no-op.
+
+        Raises:
+            JobNotFoundError: unknown job. JobStateError: the job has finished, or has never started
+                (cancel it instead); names its status.
+        """
+        with self._writing("stop job") as session:
+            row = self._job_row(session, job_id, for_update=True)
+            status = row.status
+            if status == JobStatus.QUEUED.value and row.started_at is None:
+                raise JobStateError(
+                    f"job {job_id} is queued and has never started: nothing to select from; cancel it"
+                )
+            if status not in (
+                JobStatus.RUNNING.value,
+                JobStatus.QUEUED.value,
+                JobStatus.PAUSED.value,
+                JobStatus.INTERRUPTED.value,
+            ):
+                raise JobStateError(
+                    f"job {job_id} is {status}: only a running, queued, paused or interrupted job can "
+                    "be stopped"
+                )
+            if row.request == "stop":
+                return job_record(row)
+            row.request = "stop"
+            detail = "by the user: no new trial; running trials finish, then the selection"
+            if status in (JobStatus.PAUSED.value, JobStatus.INTERRUPTED.value):
+                row.status = JobStatus.QUEUED.value
+                row.error = None
+                detail = f"by the user (was {status}): queued to select from its finished trials"
+            add_event(row, "stop requested", detail)
+            session.flush()
+            return job_record(row)
+
+    def pause_job(self, job_id: int) -> JobRecord:
+        """Pause a job. A ``queued`` one is ``paused`` at once (no worker claims it). A ``running`` one
+        gets the request (``request = "pause"``): its driver starts no new trial, lets the running
+        ones finish and count, and leaves the job ``paused`` with its study; :meth:`resume_job`
+        queues it again. Asking again is a no-op.
+
+        Raises:
+            JobNotFoundError: unknown job. JobStateError: the job is not queued or running (names its
+                status), or a stop is pending.
+        """
+        with self._writing("pause job") as session:
+            row = self._job_row(session, job_id, for_update=True)
+            if row.status == JobStatus.QUEUED.value:
+                row.status = JobStatus.PAUSED.value
+                row.request = None
+                add_event(row, "paused", "by the user, while queued")
+            elif row.status == JobStatus.RUNNING.value:
+                if row.request == "pause":
+                    return job_record(row)
+                if row.request == "stop":
+                    raise JobStateError(f"job {job_id} is running and being stopped: it cannot be paused")
+                row.request = "pause"
+                add_event(row, "pause requested", "by the user: no new trial; running trials finish")
+            else:
+                raise JobStateError(
+                    f"job {job_id} is {row.status}: only a queued or running job can be paused"
+                )
+            session.flush()
+            return job_record(row)
+
+    def resume_job(self, job_id: int) -> JobRecord:
+        """Queue a ``paused`` or ``interrupted`` job again: the next worker that claims it continues
+        its study (sampler history kept, trial numbers continue). On a ``running`` job with a
+        pending pause, withdraws the pause.
+
+        Raises:
+            JobNotFoundError: unknown job. JobStateError: any other state (names it).
+        """
+        with self._writing("resume job") as session:
+            row = self._job_row(session, job_id, for_update=True)
+            if row.status == JobStatus.RUNNING.value and row.request == "pause":
+                row.request = None
+                add_event(row, "resumed", "the pending pause was withdrawn")
+            elif row.status in (JobStatus.PAUSED.value, JobStatus.INTERRUPTED.value):
+                add_event(row, "resumed", f"was {row.status}; queued")
+                row.status = JobStatus.QUEUED.value
+                row.error = None
+                row.worker_id = None
+                row.heartbeat_at = None
+                row.finished_at = None
+            else:
+                raise JobStateError(
+                    f"job {job_id} is {row.status}: only a paused or interrupted job (or a running one "
+                    "being paused) can be resumed"
+                )
+            session.flush()
+            return job_record(row)
+
+    def extend_job(self, job_id: int, *, trials: int | None = None, time_s: float | None = None) -> JobRecord:
+        """Add ``trials`` trials and/or ``time_s`` wall-clock seconds to a job's budget.
+
+        The job's study is continued, never restarted: a ``running`` job's driver runs them after
+        its current trials; a ``queued``, ``paused`` or ``interrupted`` job runs them when it is
+        next run; a ``succeeded`` job (stopped ones included) is ``queued`` again and the worker that
+        claims it runs exactly ``trials`` more trials (and/or new trials for ``time_s`` seconds) in
+        the same study, then selects again. Adds to :attr:`JobRecord.extra_trials` /
+        :attr:`JobRecord.extra_time_s`.
+
+        Raises:
+            ValueError: neither given, or a non-positive (or non-integer) ``trials``, a non-positive
+                ``time_s`` (names it).
+            JobNotFoundError: unknown job. JobStateError: a failed or cancelled job (names its
+                status; retry a failed job instead), or a running job being stopped.
+        """
+        if trials is None and time_s is None:
+            raise ValueError("extend needs trials and/or time_s")
+        if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
+            raise ValueError(f"trials must be a positive whole number, got {trials!r}")
+        if time_s is not None and (
+            isinstance(time_s, bool) or not isinstance(time_s, int | float) or not 0 < time_s < float("inf")
+        ):
+            raise ValueError(f"time_s must be a positive number of seconds, got {time_s!r}")
+        with self._writing("extend job") as session:
+            row = self._job_row(session, job_id, for_update=True)
+            if row.status not in _EXTENDABLE:
+                hint = "; `promptsweep retry` queues a failed job again" if row.status == "failed" else ""
+                raise JobStateError(
+                    f"job {job_id} is {row.status}: only a queued, running, paused, interrupted or "
+                    f"succeeded job can be extended{hint}"
+                )
+            if row.status == JobStatus.RUNNING.value and row.request == "stop":
+                raise JobStateError(
+                    f"job {job_id} is running and being stopped: extend it once it has succeeded"
+                )
+            row.extra_trials = int(row.extra_trials or 0) + int(trials or 0)
+            row.extra_time_s = float(row.extra_time_s or 0.0) + float(time_s or 0.0)
+            parts = [f"+{trials} trials" if trials else "", f"+{time_s:g} s" if time_s else ""]
+            detail = ", ".join(p for p in parts if p)
+            if row.status == JobStatus.SUCCEEDED.value:
+                row.status = JobStatus.QUEUED.value
+                row.worker_id = None
+                row.heartbeat_at = None
+                row.finished_at = None
+                row.request = None
+                row.error = None
+                detail += "; was succeeded: queued to continue its study"
+            add_event(row, "extended", detail)
             session.flush()
             return job_record(row)
 
@@ -285,6 +466,7 @@ class JobsMixin(StorageBase):
             row.worker_id = None
             row.heartbeat_at = None
             row.finished_at = None
+            row.request = None
             row.attempts = 0  # a fresh allowance of worker deaths (max_job_attempts)
             session.flush()
             return job_record(row)

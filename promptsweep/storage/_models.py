@@ -83,6 +83,10 @@ class JobModel(Base):
     # Revision 0004: what happened to the job and when; the SHA-256 of its spec (canonical JSON).
     history: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     spec_hash: Mapped[str | None] = mapped_column(String(64))
+    # Revision 0005: a pending stop / pause request; what `extend` added to the budget.
+    request: Mapped[str | None] = mapped_column(String(16))
+    extra_trials: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    extra_time_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
     trials: Mapped[list[TrialModel]] = relationship(back_populates="job", cascade="all, delete-orphan")
 

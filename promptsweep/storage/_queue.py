@@ -26,7 +26,8 @@ class QueueMixin(StorageBase):
     """The job queue: :meth:`claim_job`, :meth:`heartbeat`, :meth:`requeue_stale`."""
 
     def claim_job(self, worker_id: str) -> JobRecord | None:
-        """Atomically take the oldest ``queued`` job for ``worker_id`` (→ ``running``), or ``None``.
+        """Atomically take the oldest ``queued`` job for ``worker_id`` (→ ``running``, its error cleared), or
+        ``None``.
 
         PostgreSQL: ``SELECT … FOR UPDATE SKIP LOCKED`` then an update, so concurrent workers take
         different jobs without waiting. SQLite: one guarded ``UPDATE … WHERE id = (oldest queued) AND
@@ -45,6 +46,7 @@ class QueueMixin(StorageBase):
             "heartbeat_at": self._clock(),
             "started_at": func.coalesce(JobModel.started_at, now),
             "finished_at": None,
+            "error": None,  # a new run: the last run's error (or re-queue reason) no longer applies
             "attempts": JobModel.attempts + 1,
         }
         queued = JobModel.status == JobStatus.QUEUED.value

@@ -45,12 +45,14 @@ def leaderboard_query(job_id: int, direction: Direction, limit: int | None = Non
 
 
 def unranked_query(job_id: int) -> Select:
-    """Pruned and failed trials of a job, by trial number."""
+    """Pruned, failed and cancelled trials of a job, by trial number."""
     return (
         select(TrialModel)
         .where(
             TrialModel.job_id == job_id,
-            TrialModel.state.in_([TrialState.PRUNED.value, TrialState.FAIL.value]),
+            TrialModel.state.in_(
+                [TrialState.PRUNED.value, TrialState.FAIL.value, TrialState.CANCELLED.value]
+            ),
         )
         .order_by(TrialModel.number.asc())
     )

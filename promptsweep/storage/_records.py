@@ -20,8 +20,10 @@ class JobStatus(StrEnum):
 
     A ``running`` job whose worker stops heartbeating goes back to ``queued`` (see
     :meth:`Storage.requeue_stale`). A run stopped by Ctrl-C leaves its job ``interrupted``: not
-    finished, not in the queue, resumed by ``promptsweep run --job N``. ``queued``, ``running`` and
-    ``interrupted`` jobs can be ``cancelled``.
+    finished, not in the queue, resumed by ``promptsweep run --job N``. A ``paused`` job
+    (:meth:`Storage.pause_job`) keeps its study and is not claimed until :meth:`Storage.resume_job`
+    queues it again. ``queued``, ``running``, ``paused`` and ``interrupted`` jobs can be
+    ``cancelled``; an extended ``succeeded`` job is ``queued`` again (:meth:`Storage.extend_job`).
     """
 
     QUEUED = "queued"
@@ -30,6 +32,7 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    PAUSED = "paused"
 
     @property
     def is_finished(self) -> bool:
@@ -38,12 +41,15 @@ class JobStatus(StrEnum):
 
 
 class TrialState(StrEnum):
-    """A trial's state, as Optuna's ``TrialState``: ``running`` / ``complete`` / ``pruned`` / ``fail``."""
+    """A trial's state, as Optuna's ``TrialState``: ``running`` / ``complete`` / ``pruned`` / ``fail``;
+    and ``cancelled``: killed by a job's cancel (Optuna has no such state: the study has it PRUNED,
+    with its last value, like any trial stopped early)."""
 
     RUNNING = "running"
     COMPLETE = "complete"
     PRUNED = "pruned"
     FAIL = "fail"
+    CANCELLED = "cancelled"
 
     @property
     def is_finished(self) -> bool:
@@ -152,7 +158,8 @@ class JobRecord:
         model, dataset, task: what the job searches on, for :meth:`Storage.best_across_jobs`.
         study_name: the Optuna study's name, ``promptsweep-job-<id>``.
         created_at, started_at, finished_at: aware UTC datetimes (``None`` until reached).
-        error: why the job failed (``None`` otherwise).
+        error: why the job ended as it did: a failed job's error, ``stopped by the user ...`` for a
+            stopped job, why a job was paused or interrupted (``None`` otherwise).
         worker_id: the worker holding a running job (``None`` when none does).
         heartbeat_at: the holding worker's last heartbeat (aware UTC).
         attempts: how many times a worker claimed the job (>1 after a re-queue).
@@ -161,9 +168,13 @@ class JobRecord:
             key by key by :meth:`Storage.update_job_summary`.
         history: what happened to the job and when, oldest first: ``{"at": ISO time (UTC), "event":
             "submitted" | "claimed" | "running" | "interrupted" | "requeued" | "cancelled" |
-            "retried" | "succeeded" | "failed", "detail": text or absent}``.
+            "retried" | "stop requested" | "pause requested" | "paused" | "resumed" | "extended" |
+            "succeeded" | "failed", "detail": text or absent}``.
         spec_hash: the SHA-256 of the stored spec in canonical JSON (sorted keys): two jobs with the
             same hash ran the same spec.
+        request: a pending ``stop`` or ``pause`` of a running job (its driver acts on it within
+            seconds), else ``None``.
+        extra_trials, extra_time_s: what ``extend`` added to the job's budget, in all.
     """
 
     id: int
@@ -187,6 +198,9 @@ class JobRecord:
     summary: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     spec_hash: str = ""
+    request: str | None = None
+    extra_trials: int = 0
+    extra_time_s: float = 0.0
 
     @property
     def directions(self) -> list[str]:

@@ -41,12 +41,19 @@ from promptsweep.storage._models import VERSION_TABLE, Base
 ASSETS = Path(__file__).with_name("assets")
 SECOND_REVISION = "0002_queue_intermediate"
 THIRD_REVISION = "0003_job_summary"
+FOURTH_REVISION = "0004_job_history"
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_head_constant_matches_the_shipped_scripts() -> None:
     assert script_head() == HEAD_REVISION
-    assert script_revisions() == [HEAD_REVISION, THIRD_REVISION, SECOND_REVISION, BASE_REVISION]
+    assert script_revisions() == [
+        HEAD_REVISION,
+        FOURTH_REVISION,
+        THIRD_REVISION,
+        SECOND_REVISION,
+        BASE_REVISION,
+    ]
 
 
 def test_migrations_ship_as_package_data() -> None:
@@ -128,6 +135,9 @@ def _assert_committed_rows(storage: Storage) -> None:
     assert done.history == [] and queued.history == []
     assert done.spec_hash == spec_hash(done.spec) and len(done.spec_hash) == 64
     assert done.spec_hash != queued.spec_hash
+    # revision 0005: no pending request, nothing added by `extend`
+    assert (done.request, done.extra_trials, done.extra_time_s) == (None, 0, 0.0)
+    assert (queued.request, queued.extra_trials, queued.extra_time_s) == (None, 0, 0.0)
     with storage._engine.connect() as conn:  # stored by the migration, not only computed on read
         stored = dict(conn.execute(sa.text("SELECT id, spec_hash FROM promptsweep_jobs")).all())
     assert stored == {1: done.spec_hash, 2: queued.spec_hash}

@@ -262,7 +262,8 @@ def test_cancel_and_a_finishing_worker_racing_keep_the_first_committed(storage: 
     else:
         assert (
             result["refused"]
-            == f"job {job.id} is succeeded: only a queued, running or interrupted job can be cancelled"
+            == f"job {job.id} is succeeded: only a queued, running, paused or interrupted job can be "
+            "cancelled"
         )
     assert storage.get_job(job.id).status == status
 
