@@ -209,8 +209,10 @@ def extend(
         raise typer.BadParameter("give --trials N and/or --time S")
     if trials is not None and trials < 1:
         raise typer.BadParameter(f"must be a positive whole number, got {trials}", param_hint="--trials")
-    if time_s is not None and not 0 < time_s < float("inf"):
-        raise typer.BadParameter(f"must be a positive number of seconds, got {time_s:g}", param_hint="--time")
+    if time_s is not None and not 1 <= time_s < float("inf"):
+        raise typer.BadParameter(
+            f"must be a number of seconds, at least 1, got {time_s:g}", param_hint="--time"
+        )
     record = _state(ctx).storage(must_exist=True).extend_job(job, trials=trials, time_s=time_s)
     added = ", ".join(
         p for p in (f"+{trials} trials" if trials else "", f"+{time_s:g} s" if time_s else "") if p

@@ -63,9 +63,14 @@ _FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
 class Extension(BaseModel):
     """Body of ``POST /jobs/{id}/extend``: at least one of the two."""
 
-    trials: int | None = Field(None, gt=0, description="Add this many trials to the job's budget.")
+    trials: int | None = Field(
+        None, gt=0, strict=True, description="Add this many trials to the job's budget (a whole number)."
+    )
     time_s: float | None = Field(
-        None, gt=0, allow_inf_nan=False, description="Add this many wall-clock seconds of new trials."
+        None,
+        ge=1,
+        allow_inf_nan=False,
+        description="Add this many wall-clock seconds of new trials (at least 1 s).",
     )
 
     @model_validator(mode="after")

@@ -43,10 +43,13 @@ from promptsweep.search._planning import (
     make_sampler,
 )
 from promptsweep.search._running import (
+    batch_started,
     failed_trials,
     failure_budget_spent,
     finished_count,
+    grants_used_up,
     next_batch,
+    settle_batch,
     tune_job,
 )
 from promptsweep.search._selecting import describe_floors, score_job_floors
@@ -80,7 +83,8 @@ class JobOutcome:
             data has no test split).
         wall_seconds: wall-clock seconds of this call.
         error: why the job failed, if it did; why it stopped or paused (``stopped by the user ...``).
-        extended_meanwhile: the job was extended while it selected: ``run_job`` queues it again.
+        granted: the extensions (trials, seconds) this run saw through; ``run_job`` queues the job
+            again when it was extended beyond them meanwhile.
     """
 
     job_id: int
@@ -92,7 +96,7 @@ class JobOutcome:
     test_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
     wall_seconds: float = 0.0
     error: str | None = None
-    extended_meanwhile: bool = False
+    granted: tuple[int, float] | None = None
 
     @property
     def finished(self) -> int:
@@ -356,10 +360,11 @@ def run_job(
     if storage.get_job(job_id).status.value == "cancelled":
         _log.warning("job %d was cancelled while it ran; its finished trials are kept", job_id)
         return dataclasses.replace(outcome, status="cancelled")
-    storage.set_job_status(job_id, outcome.status, error=outcome.error, holder=worker_id)
-    if outcome.extended_meanwhile:
-        _log.info("job %d was extended while it selected: queued again", job_id)
-        storage.set_job_status(job_id, "queued")
+    record = storage.set_job_status(
+        job_id, outcome.status, error=outcome.error, holder=worker_id, requeue_beyond=outcome.granted
+    )
+    if outcome.status == "succeeded" and record.status.value == "queued":
+        _log.info("job %d was extended while it finished: queued again", job_id)
     return outcome
 
 
@@ -403,22 +408,32 @@ def _run(
                 study.enqueue_trial(to_optuna_params(params), skip_if_exists=True)
         failed_before = len(failed_trials(study))
         _faults.hold("study")  # the chaos tests kill a worker here
-        # 5. the plan's trials, then what `extend` added; a user's stop / pause ends the loop.
+        # 5. the plan's trials, then what `extend` added; a user's stop / pause ends the loop. The
+        # ledger in the job's summary says what is left (a batch a dead run left open is booked
+        # first, up to when that run was declared over).
         current = storage.get_job(job_id)
-        ended = current.request if current.request in ("stop", "pause") else "done"
-        while ended == "done":
-            current = storage.get_job(job_id)
+        booked = settle_batch(current.summary, current, finished_count(study), _previous_run_end(current))
+        if booked:
+            current = storage.update_job_summary(job_id, **booked)
+        request = current.request if current.request in ("stop", "pause") else None
+        ended = "done"
+        while True:
             batch = next_batch(plan, study, current)
             if batch is None:
                 break
+            stale = [t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+            if request and not (request == "stop" and stale):
+                ended = request  # asked before this run: only a stop re-runs unfinished trials
+                break
             if batch.kind != "plan" and "planned_trials" not in current.summary:
                 storage.update_job_summary(job_id, planned_trials=batch.base)
-            stale = [t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
             if stale:
                 _log.info("job %d: resuming; re-running unfinished trial(s) %s", job_id, stale)
             if batch.kind != "plan":
                 _log.info("job %d: extended: %s", job_id, batch.describe())
-            before, t_batch = finished_count(study), time.time()
+            before = finished_count(study)
+            storage.update_job_summary(job_id, **batch_started(batch, before, time.time()))
+            failed_so_far = len(failed_trials(study)) - failed_before
             ended = tune_job(
                 spec,
                 storage,
@@ -432,22 +447,28 @@ def _run(
                 progress=progress,
                 worker_id=worker_id,
                 cap=batch.cap_s,
+                failed_so_far=failed_so_far,
+                halted=request,
             )
             if ended == "lost":
                 why = f"worker {worker_id} lost job {job_id} to a re-queue or another worker"
                 return _ended(job_id, study, t0, "lost", why)
+            current = storage.get_job(job_id)
+            update = settle_batch(current.summary, current, finished_count(study), time.time())
             if ended == "cancelled":
+                storage.update_job_summary(job_id, **update)
                 return _ended(job_id, study, t0, "cancelled", "cancelled by the user")
-            if batch.kind == "time":
-                used = float(current.summary.get("extension_time_used_s") or 0.0)
-                spent_s = min(float(batch.cap_s or 0.0), time.time() - t_batch)
-                storage.update_job_summary(job_id, extension_time_used_s=used + spent_s)
-            if failure_budget_spent(spec, plan, study, before=failed_before):
+            spent = failure_budget_spent(spec, plan, study, before=failed_before)
+            if batch.kind == "plan" and ended == "done" and not spent:
+                update["planned_trials"] = finished_count(study)
+            current = storage.update_job_summary(job_id, **update)
+            if spent:
                 break  # the job fails; a retry runs the rest of this batch with a fresh budget
-            if batch.kind == "plan" and ended == "done":
-                storage.update_job_summary(job_id, planned_trials=finished_count(study))
             if ended in ("stop", "pause"):
-                ended = storage.get_job(job_id).request or "done"  # a withdrawn pause goes on
+                request = current.request if current.request in ("stop", "pause") else None
+                if request:
+                    break
+                ended = "done"  # a withdrawn pause goes on
             elif batch.kind == "trials" and finished_count(study) == before:
                 break  # nothing finished (e.g. its wall-clock cap): do not ask again
         if ended == "pause":
@@ -457,6 +478,10 @@ def _run(
         spent = failure_budget_spent(spec, plan, study, before=failed_before)
         if spent:
             return _ended(job_id, study, t0, "failed", spent)
+        if ended == "stop":  # what was granted but not run is given up: a later `extend` counts from here
+            current = storage.update_job_summary(
+                job_id, **grants_used_up(current.summary, current, finished_count(study))
+            )
         # 7. honest selection on validation; the test split for the selected trial(s) only.
         outcome = _select(spec, storage, job_id, study, inputs, t0)
         if outcome.status == "succeeded" and ended == "stop":
@@ -464,13 +489,29 @@ def _run(
             planned = f" of {plan.configs} planned" if plan.configs is not None else ""
             why = f"stopped by the user after {finished}{planned} trials"
             outcome = dataclasses.replace(outcome, error=why)
-        # An `extend` that landed after the last batch was planned (e.g. during the selection).
-        now = storage.get_job(job_id)
-        granted = (now.extra_trials, now.extra_time_s) != (current.extra_trials, current.extra_time_s)
-        return dataclasses.replace(outcome, extended_meanwhile=outcome.status == "succeeded" and granted)
+        # The grants this run has seen through: an `extend` that lands after them (during the
+        # selection, or while Ray shuts down) queues the job again when run_job marks it succeeded.
+        return dataclasses.replace(outcome, granted=(current.extra_trials, current.extra_time_s))
     finally:
         if started_ray:
             ray.shutdown()
+
+
+#: History events that end a run the job's process did not end itself (a dead or stopped worker).
+_RUN_ENDS = ("requeued", "queued", "interrupted", "failed")
+
+
+def _previous_run_end(job: Any) -> float:
+    """When the job's previous run was declared over (the newest re-queue, interrupt or failure in its
+    history), as ``time.time()`` seconds; 0 when there is none (a batch it left open is then booked
+    with no time: a foreground run killed and run again with ``run --job``)."""
+    from datetime import UTC, datetime
+
+    for event in reversed(job.history or []):
+        if event.get("event") in _RUN_ENDS:
+            at = datetime.fromisoformat(event["at"])
+            return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+    return 0.0
 
 
 def _ended(job_id: int, study: Any, t0: float, status: str, error: str) -> JobOutcome:

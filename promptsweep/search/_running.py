@@ -77,11 +77,18 @@ def tune_job(
     progress: bool,
     worker_id: str | None = None,
     cap: float | None = None,
+    failed_so_far: int = 0,
+    halted: str | None = None,
 ) -> str:
     """Run the Tuner: ``remaining`` trials (-1: until the wall-clock cap), re-running ``stale`` first.
 
-    ``cap``: this run's wall-clock cap in seconds (default ``budget.time_budget_s``); no trial starts
-    after it, running ones end at it with an evaluation.
+    Args:
+        cap: this run's wall-clock cap in seconds (``None``: none); no trial starts after it,
+            running ones end at it with an evaluation.
+        failed_so_far: trials that failed in this job's run before this Tuner (they count against
+            the failure budget).
+        halted: a ``stop`` / ``pause`` already asked: no new trial starts (a stop still re-runs
+            ``stale``).
 
     Returns why it ended: ``"done"`` (its trials ran, or its cap or failure budget ended it),
     ``"cancelled"``, ``"stop"`` / ``"pause"`` (a user's request: the running trials finished, no new
@@ -99,7 +106,6 @@ def tune_job(
     modes = ["max" if d == "maximize" else "min" for d in spec.directions]
     # The wall-clock cap: no trial starts after it, and running trials end at their next step with an
     # evaluation and a saved adapter (TrainBudget.deadline); Tune's own time budget is the backstop.
-    cap = spec.budget.time_budget_s if cap is None else cap
     deadline = time.time() + cap if cap else None
     searcher = PromptsweepSearch(
         study=study,
@@ -109,8 +115,10 @@ def tune_job(
         resume_numbers=stale,
         job_dir=job_dir,
         deadline=deadline,
-        max_failed=max_failed_trials(spec, plan),
+        max_failed=max(0, max_failed_trials(spec, plan) - failed_so_far),
     )
+    if halted:
+        searcher.halt(halted)
     display = (
         Progress(job_id, spec.objective.metric, spec.objective.resolved_direction, plan.configs)
         if progress
@@ -227,14 +235,22 @@ class Batch:
         return f"{self.trials} more trial(s)"
 
 
+#: Job-summary keys of the batch ledger (see :func:`next_batch`).
+LEDGER_KEYS = ("planned_trials", "plan_time_used_s", "extra_trials_run", "extension_time_used_s", "batch")
+
+
 def next_batch(plan: Plan, study: Any, job: Any) -> Batch | None:
     """What a job has left to run, given its study and its stored record; ``None`` when nothing.
 
-    The plan's trials come first (``plan.configs`` less those finished; a time-only plan: one run
-    until its cap), then ``job.extra_trials`` counted from the trials the plan finished (recorded as
-    ``planned_trials`` in the job's summary; a job that succeeded before counts from its finished
-    trials), then ``job.extra_time_s`` less what extensions already used
-    (``extension_time_used_s``). Trials an earlier run left RUNNING are re-run in the first batch.
+    The ledger lives in the job's summary: ``planned_trials`` (set once the plan's batch is done),
+    ``plan_time_used_s``, ``extra_trials_run`` and ``extension_time_used_s`` (what earlier batches
+    used), ``batch`` (the batch in progress; :func:`settle_batch` books it).
+
+    The plan's trials come first (``plan.configs`` less those finished; with ``budget.time_budget_s``
+    capped at what is left of it; a time-only plan: one run until its cap), then
+    ``job.extra_trials - extra_trials_run`` trials, then ``job.extra_time_s -
+    extension_time_used_s`` seconds of new trials. Trials an earlier run left RUNNING are re-run in
+    the first batch (and count among its trials).
     """
     from optuna.trial import TrialState
 
@@ -243,16 +259,60 @@ def next_batch(plan: Plan, study: Any, job: Any) -> Batch | None:
     summary = job.summary or {}
     plan_done = "planned_trials" in summary or any(e.get("event") == "succeeded" for e in job.history)
     if not plan_done:
-        if plan.configs is None:
-            return Batch("plan", -1, None, finished)
-        left = plan.configs - finished
-        if left > 0 or stale:
-            return Batch("plan", max(left, stale), None, finished)
+        cap = None
+        if plan.time_budget_s:
+            cap = max(0.0, float(plan.time_budget_s) - float(summary.get("plan_time_used_s") or 0.0))
+        if cap is None or cap >= 1.0:
+            if plan.configs is None:
+                return Batch("plan", -1, cap, finished)
+            left = plan.configs - finished
+            if left > 0 or stale:
+                return Batch("plan", max(left, stale), cap, finished)
     base = int(summary.get("planned_trials", finished))
-    left = base + int(job.extra_trials or 0) - finished
+    left = int(job.extra_trials or 0) - int(summary.get("extra_trials_run") or 0)
     if left > 0 or stale:
         return Batch("trials", max(left, stale), None, base)
     time_left = float(job.extra_time_s or 0.0) - float(summary.get("extension_time_used_s") or 0.0)
     if time_left >= 1.0:
         return Batch("time", -1, time_left, base)
     return None
+
+
+def batch_started(batch: Batch, finished: int, now: float) -> dict[str, Any]:
+    """The summary update that records ``batch`` as in progress (``finished``: trials finished
+    before it)."""
+    return {"batch": {"kind": batch.kind, "from": finished, "cap_s": batch.cap_s, "started_at": now}}
+
+
+def settle_batch(summary: dict[str, Any], job: Any, finished: int, end: float) -> dict[str, Any]:
+    """The summary update that books the batch in progress (``summary["batch"]``) into the ledger:
+    a ``trials`` batch's finished trials into ``extra_trials_run`` (at most what was granted), a
+    capped batch's seconds (until ``end``, at most its cap) into ``plan_time_used_s`` /
+    ``extension_time_used_s``. Empty when no batch is in progress."""
+    record = summary.get("batch")
+    if not record:
+        return {}
+    update: dict[str, Any] = {"batch": None}
+    cap = record.get("cap_s")
+    used = max(0.0, end - float(record.get("started_at") or end))
+    if cap is not None:
+        used = min(used, float(cap))
+    if record["kind"] == "trials":
+        run = int(summary.get("extra_trials_run") or 0) + max(0, finished - int(record["from"]))
+        update["extra_trials_run"] = min(run, int(job.extra_trials or 0))
+    elif record["kind"] == "time":
+        update["extension_time_used_s"] = float(summary.get("extension_time_used_s") or 0.0) + used
+    elif cap is not None:
+        update["plan_time_used_s"] = float(summary.get("plan_time_used_s") or 0.0) + used
+    return update
+
+
+def grants_used_up(summary: dict[str, Any], job: Any, finished: int) -> dict[str, Any]:
+    """The summary update for a stopped job: the plan counts as done and every extension granted so
+    far as used, so that nothing the user stopped runs later (a later ``extend`` counts from here)."""
+    return {
+        "planned_trials": int(summary.get("planned_trials", finished)),
+        "extra_trials_run": int(job.extra_trials or 0),
+        "extension_time_used_s": float(job.extra_time_s or 0.0),
+        "batch": None,
+    }

@@ -146,6 +146,17 @@ class PromptsweepSearch(OptunaSearch):
 
     # -- asking ----------------------------------------------------------------------------------
     def _next_trial(self) -> optuna.Trial:
+        resumed = self._resumed_trial()
+        return resumed if resumed is not None else self._ot_study.ask()
+
+    def halt(self, why: str) -> None:
+        """Start no new trial from now on (``why``: a user's ``stop`` or ``pause``); running trials go
+        on. Trials an earlier run left unfinished are still re-run after a ``stop`` (the job then
+        ends with none RUNNING); after a ``pause`` they stay RUNNING for the resume."""
+        self._halted = why
+
+    def _resumed_trial(self) -> optuna.Trial | None:
+        """The next trial an earlier run left RUNNING, taken from the resume queue; ``None``."""
         study = self._ot_study
         while self._resume:
             number = self._resume.popleft()
@@ -153,19 +164,17 @@ class PromptsweepSearch(OptunaSearch):
             if study._storage.get_trial(trial_id).state == TrialState.RUNNING:
                 _log.info("re-running trial %d, left unfinished by an earlier run", number)
                 return optuna.trial.Trial(study, trial_id)
-        return study.ask()
-
-    def halt(self, why: str) -> None:
-        """Start no trial from now on (a user's ``stop`` or ``pause``); running trials go on. Trials
-        an earlier run left unfinished and not yet re-run stay RUNNING for a later resume."""
-        self._halted = why
+        return None
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """Return ``{"params": ..., "trial_number": ...}`` for Tune trial ``trial_id``; ``FINISHED``
         (no new trial) once the job's wall-clock cap has passed or its failure budget is spent, and
         no interrupted trial waits; always after :meth:`halt`."""
         if trial_id not in self._ot_trials and self._halted:
-            return Searcher.FINISHED
+            resumed = self._resumed_trial() if self._halted == "stop" else None
+            if resumed is None:
+                return Searcher.FINISHED
+            self._ot_trials[trial_id] = resumed
         if trial_id not in self._ot_trials and self._completed_trials:
             _faults.hold("between_trials")  # the chaos tests kill a worker here
         if trial_id not in self._ot_trials and not self._resume:

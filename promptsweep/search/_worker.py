@@ -115,6 +115,12 @@ def run_worker(
                 from promptsweep.search._runner import run_job
 
                 run_job(int(job.id), storage, progress=progress, worker_id=worker_id)
+        except KeyboardInterrupt:
+            # SIGTERM / Ctrl-C: run_job hands the job back itself; one that came before run_job
+            # started (or after it ended) is handed back here (a no-op once it is not ours).
+            reason = "its worker was stopped (SIGTERM or Ctrl-C); the next worker resumes it"
+            storage.set_job_status(int(job.id), "queued", error=reason, holder=worker_id)
+            raise
         except SpecError as exc:
             _log.error("job %d refused: %s", job.id, exc)
         except PromptsweepError as exc:  # bad data, model, ...: the job is marked failed with the reason

@@ -222,7 +222,13 @@ class JobsMixin(StorageBase):
             return [job_record(r) for r in session.scalars(query)]
 
     def set_job_status(
-        self, job_id: int, status: str | JobStatus, error: str | None = None, *, holder: str | None = None
+        self,
+        job_id: int,
+        status: str | JobStatus,
+        error: str | None = None,
+        *,
+        holder: str | None = None,
+        requeue_beyond: tuple[int, float] | None = None,
     ) -> JobRecord:
         """Set a job's status (and error text); keeps the times true.
 
@@ -234,7 +240,14 @@ class JobsMixin(StorageBase):
         user's cancel wins; the record returned says ``cancelled``); ``running`` or ``queued``
         re-open it. With
         ``holder``, the change is made only while the job is ``running`` under that holder (a run
-        whose job was re-queued or taken over writes nothing over the new holder's status).
+        whose job was re-queued or taken over writes nothing over the new holder's status); a holder
+        that hands its job back (``queued``: the worker was stopped) does not use up one of its
+        attempts, and a job with a pending pause is ``paused`` instead; a holder pausing a job whose
+        pause was withdrawn meanwhile (``resume``) queues it instead.
+
+        ``requeue_beyond`` (with ``succeeded``): the extensions (trials, seconds) the run saw through.
+        A job extended beyond them meanwhile is recorded succeeded and queued again in the same
+        transaction, so that the next worker runs the extension (and a cancel in between wins).
 
         Raises:
             ValueError: unknown status. JobNotFoundError: unknown job.
@@ -253,10 +266,26 @@ class JobsMixin(StorageBase):
             if holder is not None and (row.status != JobStatus.RUNNING.value or row.worker_id != holder):
                 _logger.info("Job %d is no longer held by %s; not marking it %s.", job_id, holder, new.value)
                 return job_record(row)
+            if new is JobStatus.PAUSED and holder is not None and row.request != "pause":
+                # `resume` withdrew the pause after the run acted on it: queued, a worker continues
+                new, error = JobStatus.QUEUED, "the pause was withdrawn as the run paused: queued to continue"
+            if new is JobStatus.QUEUED and holder is not None:
+                row.attempts = max(0, int(row.attempts or 0) - 1)  # handed back, not died
+                if row.request == "pause":
+                    new, error = JobStatus.PAUSED, f"paused by the user (its worker stopped: {error})"
             row.status = new.value
             add_event(row, new.value, error)
             if error is not None:
                 row.error = error
+            if new is JobStatus.SUCCEEDED and requeue_beyond is not None:
+                trials, time_s = requeue_beyond
+                if int(row.extra_trials or 0) > int(trials or 0) or float(row.extra_time_s or 0.0) > float(
+                    time_s or 0.0
+                ):
+                    new = JobStatus.QUEUED
+                    row.status = new.value
+                    row.request = None
+                    add_event(row, "queued", "extended while it finished: the next worker runs the extension")
             if new in _ENDS_REQUEST:
                 row.request = None
             if new is JobStatus.RUNNING:
@@ -311,9 +340,9 @@ class JobsMixin(StorageBase):
         with self._writing("stop job") as session:
             row = self._job_row(session, job_id, for_update=True)
             status = row.status
-            if status == JobStatus.QUEUED.value and row.started_at is None:
+            if status in (JobStatus.QUEUED.value, JobStatus.PAUSED.value) and row.started_at is None:
                 raise JobStateError(
-                    f"job {job_id} is queued and has never started: nothing to select from; cancel it"
+                    f"job {job_id} is {status} and has never started: nothing to select from; cancel it"
                 )
             if status not in (
                 JobStatus.RUNNING.value,
@@ -349,6 +378,8 @@ class JobsMixin(StorageBase):
         """
         with self._writing("pause job") as session:
             row = self._job_row(session, job_id, for_update=True)
+            if row.request == "stop":
+                raise JobStateError(f"job {job_id} is {row.status} and being stopped: it cannot be paused")
             if row.status == JobStatus.QUEUED.value:
                 row.status = JobStatus.PAUSED.value
                 row.request = None
@@ -356,8 +387,6 @@ class JobsMixin(StorageBase):
             elif row.status == JobStatus.RUNNING.value:
                 if row.request == "pause":
                     return job_record(row)
-                if row.request == "stop":
-                    raise JobStateError(f"job {job_id} is running and being stopped: it cannot be paused")
                 row.request = "pause"
                 add_event(row, "pause requested", "by the user: no new trial; running trials finish")
             else:
@@ -406,8 +435,8 @@ class JobsMixin(StorageBase):
         :attr:`JobRecord.extra_time_s`.
 
         Raises:
-            ValueError: neither given, or a non-positive (or non-integer) ``trials``, a non-positive
-                ``time_s`` (names it).
+            ValueError: neither given, or a non-positive (or non-integer) ``trials``, a ``time_s``
+                under 1 s (names it).
             JobNotFoundError: unknown job. JobStateError: a failed or cancelled job (names its
                 status; retry a failed job instead), or a running job being stopped.
         """
@@ -416,9 +445,9 @@ class JobsMixin(StorageBase):
         if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
             raise ValueError(f"trials must be a positive whole number, got {trials!r}")
         if time_s is not None and (
-            isinstance(time_s, bool) or not isinstance(time_s, int | float) or not 0 < time_s < float("inf")
+            isinstance(time_s, bool) or not isinstance(time_s, int | float) or not 1 <= time_s < float("inf")
         ):
-            raise ValueError(f"time_s must be a positive number of seconds, got {time_s!r}")
+            raise ValueError(f"time_s must be a number of seconds, at least 1, got {time_s!r}")
         with self._writing("extend job") as session:
             row = self._job_row(session, job_id, for_update=True)
             if row.status not in _EXTENDABLE:

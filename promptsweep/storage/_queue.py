@@ -144,6 +144,18 @@ class QueueMixin(StorageBase):
                     add_event(row, "failed", row.error)
                     gave_up.append(row.id)
                 session.flush()
+            # A job being paused when its worker died is paused (no trial of it runs any more).
+            paused = session.execute(
+                update(JobModel)
+                .where(*stale, JobModel.request == "pause")
+                .values(status=JobStatus.PAUSED.value, worker_id=None, heartbeat_at=None, request=None)
+                .returning(JobModel.id)
+                .execution_options(synchronize_session=False)
+            ).all()
+            for (job_id,) in paused:
+                add_event(
+                    self._job_row(session, job_id), "paused", f"by the user; no heartbeat for {timeout_s:g} s"
+                )
             rows = session.execute(
                 update(JobModel)
                 .where(*stale)

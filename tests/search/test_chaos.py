@@ -232,6 +232,7 @@ def test_sigterm_requeues_the_workers_job_at_once_and_a_second_worker_finishes(
     assert "worker stopped (SIGTERM)" in log
     job = storage.get_job(job_id)
     assert job.status.value == "queued" and "its worker was stopped" in job.error  # no stale wait
+    assert job.attempts == 0  # handed back, not a death: --max-attempts counts deaths only
     assert "running" in {t.state.value for t in storage.list_trials(job_id)}  # left for a re-run
     assert run_worker(storage, once=True) == 1
     _finished_once(storage, job_id, spec, tmp_path)

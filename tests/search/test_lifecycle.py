@@ -187,6 +187,15 @@ def test_extend_continues_a_finished_study_by_trials_then_by_time(
     assert 0 < job.summary["extension_time_used_s"] <= 4.0
     assert time.time() - t0 < 120
     assert run_worker(storage, once=True) == 0  # nothing is left: the job is not queued again
+
+    # trials granted after a time extension: exactly that many more (the time's trials do not count)
+    done = len(storage.list_trials(job_id))
+    storage.extend_job(job_id, trials=2)
+    assert run_worker(storage, once=True) == 1
+    job = storage.get_job(job_id)
+    assert job.status.value == "succeeded"
+    assert [t.number for t in storage.list_trials(job_id)] == list(range(done + 2))
+    assert job.summary["extra_trials_run"] == 5 and not job.summary.get("batch")
     _states_agree(storage, job_id)
 
 

@@ -171,9 +171,9 @@ def test_extend_refuses_a_failed_or_cancelled_job(storage: Storage, status: str,
         ({"trials": 0}, "trials must be a positive whole number, got 0"),
         ({"trials": -2}, "trials must be a positive whole number, got -2"),
         ({"trials": 1.5}, "trials must be a positive whole number, got 1.5"),
-        ({"time_s": 0}, "time_s must be a positive number of seconds, got 0"),
-        ({"time_s": float("inf")}, "time_s must be a positive number of seconds, got inf"),
-        ({"trials": 1, "time_s": -1}, "time_s must be a positive number of seconds, got -1"),
+        ({"time_s": 0}, "time_s must be a number of seconds, at least 1, got 0"),
+        ({"time_s": float("inf")}, "time_s must be a number of seconds, at least 1, got inf"),
+        ({"trials": 1, "time_s": -1}, "time_s must be a number of seconds, at least 1, got -1"),
     ],
 )
 def test_extend_refuses_a_bad_amount_and_changes_nothing(storage: Storage, kwargs, match) -> None:
@@ -201,3 +201,73 @@ def test_retry_and_the_end_of_a_run_clear_a_pending_request(storage: Storage) ->
     storage.stop_job(job_id)
     storage.set_job_status(job_id, "failed", error="boom")
     assert storage.retry_job(job_id).request is None
+
+
+def test_stop_refuses_a_paused_job_that_never_started(storage: Storage) -> None:
+    job_id = _job_in(storage, "queued")
+    storage.pause_job(job_id)
+    with pytest.raises(JobStateError, match=f"job {job_id} is paused and has never started.*cancel it"):
+        storage.stop_job(job_id)
+    assert (storage.get_job(job_id).status, storage.get_job(job_id).request) == (JobStatus.PAUSED, None)
+
+
+def test_pause_refuses_a_queued_job_being_stopped(storage: Storage) -> None:
+    job_id = _job_in(storage, "running")
+    storage.set_job_status(job_id, "interrupted", holder=f"w-{job_id}")
+    assert storage.stop_job(job_id).status is JobStatus.QUEUED  # queued to select
+    with pytest.raises(JobStateError, match=f"job {job_id} is queued and being stopped"):
+        storage.pause_job(job_id)
+    assert storage.get_job(job_id).request == "stop"
+
+
+def test_a_worker_handing_its_job_back_uses_no_attempt_and_a_pending_pause_pauses_it(
+    storage: Storage,
+) -> None:
+    job_id = _job_in(storage, "running")
+    assert storage.get_job(job_id).attempts == 1
+    handed = storage.set_job_status(job_id, "queued", error="its worker was stopped", holder=f"w-{job_id}")
+    assert (handed.status, handed.attempts) == (JobStatus.QUEUED, 0)
+    assert storage.claim_job("w2").id == job_id
+    storage.pause_job(job_id)
+    paused = storage.set_job_status(job_id, "queued", error="its worker was stopped", holder="w2")
+    assert (paused.status, paused.request, paused.worker_id) == (JobStatus.PAUSED, None, None)
+    assert "its worker stopped" in paused.error
+    assert storage.claim_job("w3") is None
+
+
+def test_a_job_whose_worker_died_while_pausing_is_paused_not_requeued(storage: Storage) -> None:
+    job_id = _job_in(storage, "running")
+    storage.pause_job(job_id)
+    assert storage.requeue_stale(0) == []
+    job = storage.get_job(job_id)
+    assert (job.status, job.request, job.worker_id) == (JobStatus.PAUSED, None, None)
+    assert _events(storage, job_id)[-1] == "paused"
+
+
+def test_a_job_extended_while_it_finished_is_queued_again_in_the_same_write(storage: Storage) -> None:
+    job_id = _job_in(storage, "running")
+    seen = (storage.get_job(job_id).extra_trials, storage.get_job(job_id).extra_time_s)
+    storage.extend_job(job_id, trials=2)  # lands after the run's last look at the job
+    job = storage.set_job_status(job_id, "succeeded", holder=f"w-{job_id}", requeue_beyond=seen)
+    assert (job.status, job.worker_id, job.finished_at) == (JobStatus.QUEUED, None, None)
+    assert _events(storage, job_id)[-2:] == ["succeeded", "queued"]
+    assert storage.claim_job("w2").id == job_id
+    # seen through: succeeded, nothing queued
+    job = storage.set_job_status(job_id, "succeeded", holder="w2", requeue_beyond=(2, 0.0))
+    assert job.status is JobStatus.SUCCEEDED
+    # a cancel that lands first wins
+    other = _job_in(storage, "running")
+    storage.extend_job(other, time_s=60)
+    storage.cancel_job(other)
+    job = storage.set_job_status(other, "succeeded", holder=f"w-{other}", requeue_beyond=(0, 0.0))
+    assert job.status is JobStatus.CANCELLED
+
+
+def test_a_pause_withdrawn_as_the_run_paused_queues_the_job(storage: Storage) -> None:
+    job_id = _job_in(storage, "running")
+    storage.pause_job(job_id)  # the driver sees it, its trials finish ...
+    storage.resume_job(job_id)  # ... the user withdraws it before the driver writes `paused`
+    job = storage.set_job_status(job_id, "paused", error="paused by the user", holder=f"w-{job_id}")
+    assert (job.status, job.worker_id) == (JobStatus.QUEUED, None)
+    assert "the pause was withdrawn" in job.error
+    assert storage.claim_job("w2").id == job_id
