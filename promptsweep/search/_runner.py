@@ -44,11 +44,13 @@ from promptsweep.search._planning import (
 )
 from promptsweep.search._running import (
     batch_started,
+    continue_batch,
     failed_trials,
     failure_budget_spent,
     finished_count,
     grants_used_up,
     next_batch,
+    reopen_batch,
     settle_batch,
     tune_job,
 )
@@ -408,69 +410,91 @@ def _run(
                 study.enqueue_trial(to_optuna_params(params), skip_if_exists=True)
         failed_before = len(failed_trials(study))
         _faults.hold("study")  # the chaos tests kill a worker here
+
         # 5. the plan's trials, then what `extend` added; a user's stop / pause ends the loop. The
-        # ledger in the job's summary says what is left (a batch a dead run left open is booked
-        # first, up to when that run was declared over).
+        # ledger in the job's summary says what is left; a batch a dead run left open goes on first
+        # (its seconds booked up to when that run was declared over). Ledger writes are made only
+        # while this run holds the job.
+        def book(**parts: Any) -> Any:
+            record = storage.update_job_summary(job_id, holder=worker_id, **parts)
+            if record.status.value != "running" or record.worker_id != worker_id:
+                raise _Lost
+            return record
+
         current = storage.get_job(job_id)
-        booked = settle_batch(current.summary, current, finished_count(study), _previous_run_end(current))
-        if booked:
-            current = storage.update_job_summary(job_id, **booked)
         request = current.request if current.request in ("stop", "pause") else None
         ended = "done"
-        while True:
-            batch = next_batch(plan, study, current)
-            if batch is None:
-                break
-            stale = [t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
-            if request and not (request == "stop" and stale):
-                ended = request  # asked before this run: only a stop re-runs unfinished trials
-                break
-            if batch.kind != "plan" and "planned_trials" not in current.summary:
-                storage.update_job_summary(job_id, planned_trials=batch.base)
-            if stale:
-                _log.info("job %d: resuming; re-running unfinished trial(s) %s", job_id, stale)
-            if batch.kind != "plan":
-                _log.info("job %d: extended: %s", job_id, batch.describe())
-            before = finished_count(study)
-            storage.update_job_summary(job_id, **batch_started(batch, before, time.time()))
-            failed_so_far = len(failed_trials(study)) - failed_before
-            ended = tune_job(
-                spec,
-                storage,
-                job_id,
-                study,
-                job_dir,
-                inputs,
-                plan,
-                stale,
-                batch.trials,
-                progress=progress,
-                worker_id=worker_id,
-                cap=batch.cap_s,
-                failed_so_far=failed_so_far,
-                halted=request,
-            )
-            if ended == "lost":
-                why = f"worker {worker_id} lost job {job_id} to a re-queue or another worker"
-                return _ended(job_id, study, t0, "lost", why)
-            current = storage.get_job(job_id)
-            update = settle_batch(current.summary, current, finished_count(study), time.time())
-            if ended == "cancelled":
-                storage.update_job_summary(job_id, **update)
-                return _ended(job_id, study, t0, "cancelled", "cancelled by the user")
-            spent = failure_budget_spent(spec, plan, study, before=failed_before)
-            if batch.kind == "plan" and ended == "done" and not spent:
-                update["planned_trials"] = finished_count(study)
-            current = storage.update_job_summary(job_id, **update)
-            if spent:
-                break  # the job fails; a retry runs the rest of this batch with a fresh budget
-            if ended in ("stop", "pause"):
-                request = current.request if current.request in ("stop", "pause") else None
-                if request:
+        try:
+            if current.summary.get("batch"):
+                end = _previous_run_end(current, after=float(current.summary["batch"]["started_at"]))
+                current = book(**reopen_batch(current.summary, end, time.time()))
+            while True:
+                batch = continue_batch(plan, study, current)
+                if batch is None and current.summary.get("batch"):  # nothing of it is left
+                    update = settle_batch(current.summary, current, finished_count(study), time.time())
+                    if current.summary["batch"]["kind"] == "plan":
+                        update["planned_trials"] = finished_count(study)
+                    current = book(**update)
+                reopened = batch is not None
+                batch = batch or next_batch(plan, study, current)
+                if batch is None:
                     break
-                ended = "done"  # a withdrawn pause goes on
-            elif batch.kind == "trials" and finished_count(study) == before:
-                break  # nothing finished (e.g. its wall-clock cap): do not ask again
+                stale = [t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+                if request and not (request == "stop" and stale):
+                    ended = request  # asked before this run: only a stop re-runs unfinished trials
+                    break
+                if batch.kind != "plan" and "planned_trials" not in current.summary:
+                    current = book(planned_trials=batch.base)
+                if stale:
+                    _log.info("job %d: resuming; re-running unfinished trial(s) %s", job_id, stale)
+                if batch.kind != "plan":
+                    _log.info("job %d: extended: %s", job_id, batch.describe())
+                before = finished_count(study)
+                if not reopened:
+                    current = book(**batch_started(batch, before, time.time()))
+                ended = tune_job(
+                    spec,
+                    storage,
+                    job_id,
+                    study,
+                    job_dir,
+                    inputs,
+                    plan,
+                    stale,
+                    batch.trials,
+                    progress=progress,
+                    worker_id=worker_id,
+                    cap=batch.cap_s,
+                    failed_so_far=len(failed_trials(study)) - failed_before,
+                    halted=request,
+                )
+                if ended == "lost":
+                    raise _Lost
+                if ended == "cancelled":
+                    return _ended(job_id, study, t0, "cancelled", "cancelled by the user")
+                current = storage.get_job(job_id)
+                update = settle_batch(current.summary, current, finished_count(study), time.time())
+                spent = failure_budget_spent(spec, plan, study, before=failed_before)
+                if batch.kind == "plan" and ended == "done" and not spent:
+                    update["planned_trials"] = finished_count(study)
+                if ended != "done" or spent:
+                    # stopped early (a request, the failure budget): the batch stays open for what
+                    # is left of it, its seconds so far booked
+                    update = reopen_batch(current.summary, time.time(), time.time())
+                current = book(**update)
+                if spent:
+                    break  # the job fails; a retry runs the rest of this batch with a fresh budget
+                if ended in ("stop", "pause"):
+                    request = current.request if current.request in ("stop", "pause") else None
+                    if request:
+                        ended = request  # a stop asked after a pause replaces it
+                        break
+                    ended = "done"  # a withdrawn pause goes on
+                elif batch.kind == "trials" and finished_count(study) == before:
+                    break  # nothing finished (e.g. its wall-clock cap): do not ask again
+        except _Lost:
+            why = f"worker {worker_id} lost job {job_id} to a re-queue or another worker"
+            return _ended(job_id, study, t0, "lost", why)
         if ended == "pause":
             why = f"paused by the user; `promptsweep resume {job_id}` queues it again"
             return _ended(job_id, study, t0, "paused", why)
@@ -479,9 +503,11 @@ def _run(
         if spent:
             return _ended(job_id, study, t0, "failed", spent)
         if ended == "stop":  # what was granted but not run is given up: a later `extend` counts from here
-            current = storage.update_job_summary(
-                job_id, **grants_used_up(current.summary, current, finished_count(study))
-            )
+            try:
+                current = book(**grants_used_up(current.summary, current, finished_count(study)))
+            except _Lost:
+                why = f"worker {worker_id} lost job {job_id} to a re-queue or another worker"
+                return _ended(job_id, study, t0, "lost", why)
         # 7. honest selection on validation; the test split for the selected trial(s) only.
         outcome = _select(spec, storage, job_id, study, inputs, t0)
         if outcome.status == "succeeded" and ended == "stop":
@@ -497,21 +523,29 @@ def _run(
             ray.shutdown()
 
 
-#: History events that end a run the job's process did not end itself (a dead or stopped worker).
-_RUN_ENDS = ("requeued", "queued", "interrupted", "failed")
+class _Lost(Exception):
+    """This run no longer holds its job (re-queued, or taken by another worker)."""
 
 
-def _previous_run_end(job: Any) -> float:
-    """When the job's previous run was declared over (the newest re-queue, interrupt or failure in its
-    history), as ``time.time()`` seconds; 0 when there is none (a batch it left open is then booked
-    with no time: a foreground run killed and run again with ``run --job``)."""
+#: History events that end a run its process did not end itself (a dead, stopped or paused worker).
+_RUN_ENDS = ("requeued", "queued", "interrupted", "failed", "paused")
+
+
+def _previous_run_end(job: Any, *, after: float) -> float:
+    """When the run that left a batch open (started at ``after``, ``time.time()`` seconds) was
+    declared over: the first re-queue, interrupt, failure or pause in the job's history after it. A
+    re-queue after a missed heartbeat comes up to the stale timeout after the death, which is then
+    booked too. ``after`` itself when there is none (no time booked: a foreground run killed and run
+    again with ``run --job``)."""
     from datetime import UTC, datetime
 
-    for event in reversed(job.history or []):
+    for event in job.history or []:
         if event.get("event") in _RUN_ENDS:
             at = datetime.fromisoformat(event["at"])
-            return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
-    return 0.0
+            when = (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+            if when >= after:
+                return when
+    return after
 
 
 def _ended(job_id: int, study: Any, t0: float, status: str, error: str) -> JobOutcome:

@@ -220,7 +220,7 @@ class Batch:
     Attributes:
         kind: which.
         trials: how many trials it starts (-1: until its cap), unfinished ones re-run included.
-        cap_s: its wall-clock cap (``None``: the spec's ``budget.time_budget_s``).
+        cap_s: its wall-clock cap (``None``: none).
         base: the trials the plan finished (extensions count from there).
     """
 
@@ -235,22 +235,18 @@ class Batch:
         return f"{self.trials} more trial(s)"
 
 
-#: Job-summary keys of the batch ledger (see :func:`next_batch`).
-LEDGER_KEYS = ("planned_trials", "plan_time_used_s", "extra_trials_run", "extension_time_used_s", "batch")
-
-
 def next_batch(plan: Plan, study: Any, job: Any) -> Batch | None:
     """What a job has left to run, given its study and its stored record; ``None`` when nothing.
 
     The ledger lives in the job's summary: ``planned_trials`` (set once the plan's batch is done),
     ``plan_time_used_s``, ``extra_trials_run`` and ``extension_time_used_s`` (what earlier batches
-    used), ``batch`` (the batch in progress; :func:`settle_batch` books it).
+    used), ``batch`` (the batch in progress, written by :func:`batch_started`, booked by
+    :func:`settle_batch`; one a dead run left open is continued first, see :func:`continue_batch`).
 
     The plan's trials come first (``plan.configs`` less those finished; with ``budget.time_budget_s``
     capped at what is left of it; a time-only plan: one run until its cap), then
     ``job.extra_trials - extra_trials_run`` trials, then ``job.extra_time_s -
-    extension_time_used_s`` seconds of new trials. Trials an earlier run left RUNNING are re-run in
-    the first batch (and count among its trials).
+    extension_time_used_s`` seconds of new trials.
     """
     from optuna.trial import TrialState
 
@@ -262,12 +258,13 @@ def next_batch(plan: Plan, study: Any, job: Any) -> Batch | None:
         cap = None
         if plan.time_budget_s:
             cap = max(0.0, float(plan.time_budget_s) - float(summary.get("plan_time_used_s") or 0.0))
-        if cap is None or cap >= 1.0:
-            if plan.configs is None:
-                return Batch("plan", -1, cap, finished)
-            left = plan.configs - finished
-            if left > 0 or stale:
-                return Batch("plan", max(left, stale), cap, finished)
+        if cap is not None and cap < 1.0:
+            if stale:  # its time is spent: the unfinished trials end at their next step
+                return Batch("plan", stale, 1.0, finished)
+        elif plan.configs is None:
+            return Batch("plan", -1, cap, finished)
+        elif plan.configs - finished > 0 or stale:
+            return Batch("plan", max(plan.configs - finished, stale), cap, finished)
     base = int(summary.get("planned_trials", finished))
     left = int(job.extra_trials or 0) - int(summary.get("extra_trials_run") or 0)
     if left > 0 or stale:
@@ -278,10 +275,61 @@ def next_batch(plan: Plan, study: Any, job: Any) -> Batch | None:
     return None
 
 
+def continue_batch(plan: Plan, study: Any, job: Any) -> Batch | None:
+    """The rest of the batch a dead (or stopped) run left open (``job.summary["batch"]``, its time
+    booked by :func:`reopen_batch`), re-running its unfinished trials; ``None`` when nothing of it is
+    left (then :func:`settle_batch` books it)."""
+    from optuna.trial import TrialState
+
+    record = (job.summary or {}).get("batch")
+    if not record:
+        return None
+    finished = finished_count(study)
+    stale = sum(1 for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING)
+    summary = job.summary
+    base = int(summary.get("planned_trials", finished))
+    if record["kind"] == "plan":
+        batch = next_batch(plan, study, job)
+        return batch if batch is not None and batch.kind == "plan" else None
+    if record["kind"] == "trials":
+        left = int(record.get("trials") or 0) - (finished - int(record["from"]))
+        return Batch("trials", max(left, stale), None, base) if left > 0 or stale else None
+    time_left = float(job.extra_time_s or 0.0) - float(summary.get("extension_time_used_s") or 0.0)
+    if time_left >= 1.0 or stale:
+        return Batch("time", -1 if time_left >= 1.0 else stale, max(time_left, 1.0), base)
+    return None
+
+
 def batch_started(batch: Batch, finished: int, now: float) -> dict[str, Any]:
     """The summary update that records ``batch`` as in progress (``finished``: trials finished
     before it)."""
-    return {"batch": {"kind": batch.kind, "from": finished, "cap_s": batch.cap_s, "started_at": now}}
+    record = {"kind": batch.kind, "from": finished, "trials": batch.trials, "cap_s": batch.cap_s}
+    return {"batch": {**record, "started_at": now}}
+
+
+def _seconds(summary: dict[str, Any], record: dict[str, Any], end: float) -> dict[str, Any]:
+    """The ledger update for a capped batch's seconds from its ``started_at`` until ``end``."""
+    cap = record.get("cap_s")
+    if cap is None or record["kind"] == "trials":
+        return {}
+    used = max(0.0, min(end - float(record.get("started_at") or end), float(cap)))
+    key = "extension_time_used_s" if record["kind"] == "time" else "plan_time_used_s"
+    return {key: float(summary.get(key) or 0.0) + used}
+
+
+def reopen_batch(summary: dict[str, Any], end: float, now: float) -> dict[str, Any]:
+    """The summary update for a run that finds a batch left open by the run before it: the seconds
+    it ran until ``end`` (when that run was declared over) are booked and the batch goes on from
+    ``now`` (its trials are booked when it ends). Empty when no batch is open."""
+    record = summary.get("batch")
+    if not record:
+        return {}
+    booked = _seconds(summary, record, end)
+    cap = record.get("cap_s")
+    if booked and cap is not None:  # what is left of its cap
+        ((key, total),) = booked.items()
+        cap = max(0.0, float(cap) - (total - float(summary.get(key) or 0.0)))
+    return {**booked, "batch": {**record, "cap_s": cap, "started_at": now}}
 
 
 def settle_batch(summary: dict[str, Any], job: Any, finished: int, end: float) -> dict[str, Any]:
@@ -292,18 +340,10 @@ def settle_batch(summary: dict[str, Any], job: Any, finished: int, end: float) -
     record = summary.get("batch")
     if not record:
         return {}
-    update: dict[str, Any] = {"batch": None}
-    cap = record.get("cap_s")
-    used = max(0.0, end - float(record.get("started_at") or end))
-    if cap is not None:
-        used = min(used, float(cap))
+    update: dict[str, Any] = {"batch": None, **_seconds(summary, record, end)}
     if record["kind"] == "trials":
         run = int(summary.get("extra_trials_run") or 0) + max(0, finished - int(record["from"]))
         update["extra_trials_run"] = min(run, int(job.extra_trials or 0))
-    elif record["kind"] == "time":
-        update["extension_time_used_s"] = float(summary.get("extension_time_used_s") or 0.0) + used
-    elif cap is not None:
-        update["plan_time_used_s"] = float(summary.get("plan_time_used_s") or 0.0) + used
     return update
 
 

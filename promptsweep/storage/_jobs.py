@@ -456,9 +456,9 @@ class JobsMixin(StorageBase):
                     f"job {job_id} is {row.status}: only a queued, running, paused, interrupted or "
                     f"succeeded job can be extended{hint}"
                 )
-            if row.status == JobStatus.RUNNING.value and row.request == "stop":
+            if row.request == "stop":
                 raise JobStateError(
-                    f"job {job_id} is running and being stopped: extend it once it has succeeded"
+                    f"job {job_id} is {row.status} and being stopped: extend it once it has succeeded"
                 )
             row.extra_trials = int(row.extra_trials or 0) + int(trials or 0)
             row.extra_time_s = float(row.extra_time_s or 0.0) + float(time_s or 0.0)
@@ -500,7 +500,7 @@ class JobsMixin(StorageBase):
             session.flush()
             return job_record(row)
 
-    def update_job_summary(self, job_id: int, **parts: Any) -> JobRecord:
+    def update_job_summary(self, job_id: int, *, holder: str | None = None, **parts: Any) -> JobRecord:
         """Merge ``parts`` into the job's JSON summary (:attr:`JobRecord.summary`) and return the job.
 
         Each keyword is one top-level key of the summary: it replaces that key's value, other keys
@@ -508,7 +508,8 @@ class JobsMixin(StorageBase):
         fields: NumPy scalars become plain numbers, NaN and ±inf are stored as ``null``. Storage does
         not interpret the keys (the search layer keeps its plan, floors, finalists and selected trial
         there). One write transaction that locks the job row (PostgreSQL ``FOR UPDATE``), so
-        concurrent updates of different keys all survive.
+        concurrent updates of different keys all survive. With ``holder``, written only while the
+        job runs under that holder (else nothing is written; the record returned shows who holds it).
 
         Raises:
             ValueError: a value JSON cannot write, or a NUL character (names the key).
@@ -524,6 +525,8 @@ class JobsMixin(StorageBase):
         removed = [key for key, value in parts.items() if value is None]
         with self._writing("update job summary") as session:
             row = self._job_row(session, job_id, for_update=True)
+            if holder is not None and (row.status != JobStatus.RUNNING.value or row.worker_id != holder):
+                return job_record(row)
             summary = {**(row.summary or {}), **given}
             for key in removed:
                 summary.pop(key, None)

@@ -5,15 +5,21 @@ are in tests/search/test_lifecycle.py."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
 import optuna
 import pytest
 
 from promptsweep.search._planning import Plan
+from promptsweep.search._runner import _previous_run_end
 from promptsweep.search._running import (
     batch_started,
+    continue_batch,
     finished_count,
     grants_used_up,
     next_batch,
+    reopen_batch,
     settle_batch,
 )
 from promptsweep.storage import Storage
@@ -80,7 +86,7 @@ def test_a_time_extension_does_not_use_up_a_later_trial_extension(storage: Stora
     assert storage.get_job(job_id).summary["extra_trials_run"] == 5
 
 
-def test_a_batch_a_dead_run_left_open_is_booked_by_its_finished_trials(storage: Storage) -> None:
+def test_a_batch_a_dead_run_left_open_goes_on_with_what_is_left_of_it(storage: Storage) -> None:
     job_id = storage.create_job("ledger", SPEC).id
     study, plan = optuna.create_study(), _plan(2)
     _run(storage, job_id, study, plan, finish=2, seconds=5)
@@ -90,10 +96,58 @@ def test_a_batch_a_dead_run_left_open_is_booked_by_its_finished_trials(storage: 
     _finish(study, 2)
     study.ask()  # one trial left RUNNING by the dead run
     job = storage.get_job(job_id)
-    storage.update_job_summary(job_id, **settle_batch(job.summary, job, finished_count(study), 1_000.0))
-    batch = next_batch(plan, study, storage.get_job(job_id))
+    storage.update_job_summary(job_id, **reopen_batch(job.summary, 1_100.0, 2_000.0))
+    batch = continue_batch(plan, study, storage.get_job(job_id))
     # 3 of the 5 are left; the unfinished one is re-run among them
     assert (batch.kind, batch.trials) == ("trials", 3)
+    study.tell(study.trials[-1].number, 0.5)  # the re-run trial ends, then 2 new ones
+    _finish(study, 2)
+    job = storage.get_job(job_id)
+    storage.update_job_summary(job_id, **settle_batch(job.summary, job, finished_count(study), 2_500.0))
+    assert storage.get_job(job_id).summary["extra_trials_run"] == 5
+    assert next_batch(plan, study, storage.get_job(job_id)) is None
+
+
+def test_trials_granted_after_a_killed_time_extension_are_all_new(storage: Storage) -> None:
+    """A time extension killed with a trial running, then `extend --trials 3`: the time batch goes on
+    first (re-running its trial, for what is left of its seconds), then 3 new trials."""
+    job_id = storage.create_job("ledger", SPEC).id
+    study, plan = optuna.create_study(), _plan(2)
+    _run(storage, job_id, study, plan, finish=2, seconds=5)
+    storage.extend_job(job_id, time_s=100)
+    batch = next_batch(plan, study, storage.get_job(job_id))
+    storage.update_job_summary(job_id, **batch_started(batch, 2, 1_000.0))
+    _finish(study, 1)
+    study.ask()  # running when the worker was SIGTERMed, 40 s in
+    storage.extend_job(job_id, trials=3)
+    job = storage.get_job(job_id)
+    storage.update_job_summary(job_id, **reopen_batch(job.summary, 1_040.0, 5_000.0))
+    batch = continue_batch(plan, study, storage.get_job(job_id))
+    assert (batch.kind, batch.trials, batch.cap_s) == ("time", -1, pytest.approx(60.0))
+    study.tell(study.trials[-1].number, 0.5)  # the re-run trial ends
+    job = storage.get_job(job_id)
+    storage.update_job_summary(job_id, **settle_batch(job.summary, job, finished_count(study), 5_060.0))
+    assert storage.get_job(job_id).summary["extension_time_used_s"] == pytest.approx(100.0)
+    batch = next_batch(plan, study, storage.get_job(job_id))
+    assert (batch.kind, batch.trials) == ("trials", 3)
+
+
+def test_a_dead_runs_seconds_are_booked_up_to_the_first_end_after_its_batch(storage: Storage) -> None:
+    job_id = storage.create_job("ledger", SPEC).id
+    storage.claim_job("w1")
+    storage.requeue_stale(0)  # an older run's end: before the batch, not counted
+    storage.claim_job("w2")
+    started = time.time()
+    time.sleep(0.05)
+    storage.set_job_status(job_id, "queued", error="its worker was stopped", holder="w2")
+    storage.claim_job("w3")
+    storage.set_job_status(job_id, "failed", error="later", holder="w3")
+    job = storage.get_job(job_id)
+    ends = [e["at"] for e in job.history if e["event"] in ("requeued", "queued")]
+    end = _previous_run_end(job, after=started)
+    assert started < end < started + 5 and datetime.fromisoformat(ends[-1]).timestamp() == end
+    later = started + 3_600  # no end after it: nothing booked
+    assert _previous_run_end(job, after=later) == later
 
 
 def test_a_time_budget_is_not_restarted_by_a_resume(storage: Storage) -> None:
@@ -103,11 +157,9 @@ def test_a_time_budget_is_not_restarted_by_a_resume(storage: Storage) -> None:
     assert (batch.kind, batch.trials, batch.cap_s) == ("plan", -1, 600.0)
     storage.update_job_summary(job_id, **batch_started(batch, 0, 1_000.0))
     _finish(study, 3)
-    job = storage.get_job(job_id)  # paused (or killed) 550 s in
-    storage.update_job_summary(job_id, **settle_batch(job.summary, job, 3, 1_550.0))
-    assert next_batch(plan, study, storage.get_job(job_id)).cap_s == pytest.approx(50.0)
-    job = storage.get_job(job_id)
-    storage.update_job_summary(job_id, **batch_started(next_batch(plan, study, job), 3, 2_000.0))
+    job = storage.get_job(job_id)  # paused (or killed) 550 s in; resumed at 2,000
+    storage.update_job_summary(job_id, **reopen_batch(job.summary, 1_550.0, 2_000.0))
+    assert continue_batch(plan, study, storage.get_job(job_id)).cap_s == pytest.approx(50.0)
     job = storage.get_job(job_id)
     storage.update_job_summary(job_id, **settle_batch(job.summary, job, 3, 9_999.0))  # capped at 50 s
     assert storage.get_job(job_id).summary["plan_time_used_s"] == pytest.approx(600.0)

@@ -121,6 +121,37 @@ def test_stop_lets_the_running_trial_finish_starts_none_and_selects(
     _states_agree(storage, job_id)
 
 
+def test_a_stop_after_a_pause_the_run_already_saw_stops_the_job(
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    """pause, seen by the driver (within 5 s), then stop while the trial still trains (~25 s): the
+    stop replaces the pause, so the job selects and succeeds instead of pausing."""
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    job_id = _submit(storage, tiny_encoder, reviews_dir, tmp_path, trials=20, steps=6000)
+
+    def pause_then_stop() -> None:
+        storage.pause_job(job_id)
+        time.sleep(7)
+        storage.stop_job(job_id)
+
+    actor = _when(
+        storage,
+        job_id,
+        lambda ts: bool(ts) and bool(storage.list_intermediate(job_id, ts[0].number)),
+        pause_then_stop,
+    )
+    outcome = run_job(job_id, storage, progress=False)
+    actor.join(timeout=10)
+    job = storage.get_job(job_id)
+    assert (outcome.status, job.status.value, job.request) == ("succeeded", "succeeded", None)
+    trials = storage.list_trials(job_id)
+    assert [(t.state.value, t.steps) for t in trials] == [("complete", 6000)]  # finished, none new
+    assert job.error == "stopped by the user after 1 of 20 planned trials"
+    events = _events(storage, job_id)
+    assert "paused" not in events and events[-3:] == ["pause requested", "stop requested", "succeeded"]
+    _states_agree(storage, job_id)
+
+
 def test_pause_keeps_the_study_and_resume_continues_it_on_a_worker(
     ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
 ) -> None:
@@ -184,7 +215,7 @@ def test_extend_continues_a_finished_study_by_trials_then_by_time(
     more = storage.list_trials(job_id)[5:]
     assert more and all(t.state.value in ("complete", "pruned") for t in more)
     assert [t.number for t in more] == list(range(5, 5 + len(more)))
-    assert 0 < job.summary["extension_time_used_s"] <= 4.0
+    assert job.summary["extension_time_used_s"] == 4.0  # its trials ran until its cap: all of it
     assert time.time() - t0 < 120
     assert run_worker(storage, once=True) == 0  # nothing is left: the job is not queued again
 

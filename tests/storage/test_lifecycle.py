@@ -271,3 +271,22 @@ def test_a_pause_withdrawn_as_the_run_paused_queues_the_job(storage: Storage) ->
     assert (job.status, job.worker_id) == (JobStatus.QUEUED, None)
     assert "the pause was withdrawn" in job.error
     assert storage.claim_job("w2").id == job_id
+
+
+def test_extend_refuses_a_queued_job_being_stopped(storage: Storage) -> None:
+    job_id = _job_in(storage, "running")
+    storage.set_job_status(job_id, "interrupted", holder=f"w-{job_id}")
+    storage.stop_job(job_id)  # queued to select: a grant now would be given up by the stop
+    with pytest.raises(JobStateError, match=f"job {job_id} is queued and being stopped: extend it once"):
+        storage.extend_job(job_id, trials=2)
+    assert storage.get_job(job_id).extra_trials == 0
+
+
+def test_a_summary_write_with_a_holder_is_dropped_once_the_job_is_not_its(storage: Storage) -> None:
+    job_id = _job_in(storage, "running")
+    kept = storage.update_job_summary(job_id, holder=f"w-{job_id}", batch={"kind": "plan"})
+    assert kept.summary["batch"] == {"kind": "plan"}
+    storage.requeue_stale(0)
+    assert storage.claim_job("w2").id == job_id
+    lost = storage.update_job_summary(job_id, holder=f"w-{job_id}", batch=None)
+    assert lost.worker_id == "w2" and lost.summary["batch"] == {"kind": "plan"}  # not written
