@@ -53,6 +53,7 @@ from promptsweep.search._running import (
     reopen_batch,
     settle_batch,
     tune_job,
+    unfinished_trials,
 )
 from promptsweep.search._selecting import describe_floors, score_job_floors
 from promptsweep.search._spec import (
@@ -374,7 +375,6 @@ def _run(
     job: Any, spec: JobSpec, storage: Any, *, progress: bool, t0: float, worker_id: str | None
 ) -> JobOutcome:
     import ray
-    from optuna.trial import TrialState
 
     from promptsweep.search._space import to_optuna_params, warm_start_params
 
@@ -439,7 +439,7 @@ def _run(
                 batch = batch or next_batch(plan, study, current)
                 if batch is None:
                     break
-                stale = [t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+                stale = unfinished_trials(study)
                 if request and not (request == "stop" and stale):
                     ended = request  # asked before this run: only a stop re-runs unfinished trials
                     break

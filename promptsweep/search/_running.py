@@ -204,6 +204,13 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial-{int(trial.config.get(NUMBER_KEY, -1)):04d}-{trial.trial_id}"
 
 
+def unfinished_trials(study: Any) -> list[int]:
+    """Numbers of the study's trials left RUNNING (by a run that died or was stopped): re-run first."""
+    from optuna.trial import TrialState
+
+    return [t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+
+
 def finished_count(study: Any) -> int:
     """Trials of the study that ended: complete, pruned or failed."""
     from optuna.trial import TrialState
@@ -248,10 +255,8 @@ def next_batch(plan: Plan, study: Any, job: Any) -> Batch | None:
     ``job.extra_trials - extra_trials_run`` trials, then ``job.extra_time_s -
     extension_time_used_s`` seconds of new trials.
     """
-    from optuna.trial import TrialState
-
     finished = finished_count(study)
-    stale = sum(1 for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING)
+    stale = len(unfinished_trials(study))
     summary = job.summary or {}
     plan_done = "planned_trials" in summary or any(e.get("event") == "succeeded" for e in job.history)
     if not plan_done:
@@ -279,13 +284,11 @@ def continue_batch(plan: Plan, study: Any, job: Any) -> Batch | None:
     """The rest of the batch a dead (or stopped) run left open (``job.summary["batch"]``, its time
     booked by :func:`reopen_batch`), re-running its unfinished trials; ``None`` when nothing of it is
     left (then :func:`settle_batch` books it)."""
-    from optuna.trial import TrialState
-
     record = (job.summary or {}).get("batch")
     if not record:
         return None
     finished = finished_count(study)
-    stale = sum(1 for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING)
+    stale = len(unfinished_trials(study))
     summary = job.summary
     base = int(summary.get("planned_trials", finished))
     if record["kind"] == "plan":

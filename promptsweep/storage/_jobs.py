@@ -96,6 +96,16 @@ def add_event(row: JobModel, event: str, detail: str | None = None) -> None:
     row.history = [*(row.history or []), entry][-MAX_HISTORY:]
 
 
+def _queue_again(row: JobModel) -> None:
+    """Put the job row back in the queue as a fresh claim would find it: ``queued``, no error, no
+    holder, heartbeat or finish time (``started_at`` and the history are kept)."""
+    row.status = JobStatus.QUEUED.value
+    row.error = None
+    row.worker_id = None
+    row.heartbeat_at = None
+    row.finished_at = None
+
+
 def _spec_dict(spec: Any) -> dict[str, Any]:
     if hasattr(spec, "model_dump"):  # a pydantic JobSpec
         spec = spec.model_dump(mode="json")
@@ -411,11 +421,7 @@ class JobsMixin(StorageBase):
                 add_event(row, "resumed", "the pending pause was withdrawn")
             elif row.status in (JobStatus.PAUSED.value, JobStatus.INTERRUPTED.value):
                 add_event(row, "resumed", f"was {row.status}; queued")
-                row.status = JobStatus.QUEUED.value
-                row.error = None
-                row.worker_id = None
-                row.heartbeat_at = None
-                row.finished_at = None
+                _queue_again(row)
             else:
                 raise JobStateError(
                     f"job {job_id} is {row.status}: only a paused or interrupted job (or a running one "
@@ -465,12 +471,8 @@ class JobsMixin(StorageBase):
             parts = [f"+{trials} trials" if trials else "", f"+{time_s:g} s" if time_s else ""]
             detail = ", ".join(p for p in parts if p)
             if row.status == JobStatus.SUCCEEDED.value:
-                row.status = JobStatus.QUEUED.value
-                row.worker_id = None
-                row.heartbeat_at = None
-                row.finished_at = None
+                _queue_again(row)
                 row.request = None
-                row.error = None
                 detail += "; was succeeded: queued to continue its study"
             add_event(row, "extended", detail)
             session.flush()
@@ -490,11 +492,7 @@ class JobsMixin(StorageBase):
                     f"job {job_id} is {row.status}: only a failed or interrupted job can be retried"
                 )
             add_event(row, "retried", f"was {row.status}" + (f": {row.error}" if row.error else ""))
-            row.status = JobStatus.QUEUED.value
-            row.error = None
-            row.worker_id = None
-            row.heartbeat_at = None
-            row.finished_at = None
+            _queue_again(row)
             row.request = None
             row.attempts = 0  # a fresh allowance of worker deaths (max_job_attempts)
             session.flush()
