@@ -263,7 +263,7 @@ def _spread(values: list[float], fmt: str = ".1f") -> str:
 
 
 def _speed_arms(args: argparse.Namespace) -> dict[str, tuple[str, bool]]:
-    """arm name -> (TrainBudget.precision, _train.CAST_FROZEN_WEIGHTS)."""
+    """arm name -> (TrainBudget.precision, _step.CAST_FROZEN_WEIGHTS)."""
     arms = {"fp32": ("fp32", True), "bf16": ("bf16", True)}
     if args.autocast_arm:
         arms["bf16 autocast only"] = ("bf16", False)
@@ -275,7 +275,7 @@ def _precision_speed(args: argparse.Namespace, tmp: Path) -> None:
 
     import torch
 
-    from promptsweep.methods import DataSpec, TaskType, TrainBudget, _train, prepare_inputs, train_trial
+    from promptsweep.methods import DataSpec, TaskType, TrainBudget, _step, prepare_inputs, train_trial
 
     spec = DataSpec(max_train_examples=max(args.speed_steps * 16, 64), max_eval_examples=16)
     inputs = prepare_inputs("minilm", spec, TaskType.CLASSIFICATION, max_length=128, cache_dir=tmp / "cache")
@@ -294,7 +294,7 @@ def _precision_speed(args: argparse.Namespace, tmp: Path) -> None:
         torch.set_num_threads(threads)
         warm = {"method": "prompt_tuning", "num_virtual_tokens": 8, "learning_rate": 3e-2}
         for precision, cast in arms.values():  # untimed: library and kernel initialisation
-            _train.CAST_FROZEN_WEIGHTS = cast
+            _step.CAST_FROZEN_WEIGHTS = cast
             short = dataclasses.replace(budget, max_steps=2, precision=precision)
             train_trial(inputs, warm, budget=short, output_dir=tmp / "warm", seed=0)
         for name, config in SPEED_CONFIGS.items():
@@ -304,7 +304,7 @@ def _precision_speed(args: argparse.Namespace, tmp: Path) -> None:
                 order = list(arms) if rep % 2 == 0 else list(reversed(arms))
                 for arm in order:
                     precision, cast = arms[arm]
-                    _train.CAST_FROZEN_WEIGHTS = cast
+                    _step.CAST_FROZEN_WEIGHTS = cast
                     res = train_trial(
                         inputs,
                         params,
@@ -313,7 +313,7 @@ def _precision_speed(args: argparse.Namespace, tmp: Path) -> None:
                         seed=rep,
                     )
                     speeds[arm].append(res.examples_per_second)
-            _train.CAST_FROZEN_WEIGHTS = True
+            _step.CAST_FROZEN_WEIGHTS = True
             fp32 = speeds.pop("fp32")
             for arm, v in speeds.items():
                 paired = [b / a for a, b in zip(fp32, v, strict=True)]

@@ -15,18 +15,9 @@ import torch
 
 from promptsweep.methods._config import method_config_from_params
 from promptsweep.methods._data import load_split
-from promptsweep.methods._modeling import build_peft_model, collate
-from promptsweep.methods._train import (
-    StepPrecision,
-    _examples,
-    _optimizer,
-    _to,
-    check_positions,
-    evaluate_model,
-    resolve_device,
-    resolve_precision,
-    train_step_loss,
-)
+from promptsweep.methods._modeling import build_peft_model
+from promptsweep.methods._step import TrainStep, resolve_precision
+from promptsweep.methods._train import _examples, check_positions, evaluate_model, resolve_device
 from promptsweep.methods._types import PreparedInputs, TrainBudget
 
 
@@ -68,25 +59,21 @@ def measure_costs(
     model = build_peft_model(inputs, config, seed=seed)
     check_positions(model.get_base_model(), inputs, config)
     model = model.to(dev)
-    step_precision = StepPrecision(model, precision, dev)
+    total = warmup_steps + steps
+    train_step = TrainStep(
+        model, inputs, config, budget=budget, total_steps=total, precision=precision, device=dev
+    )
     setup_s = time.perf_counter() - started
 
     train = _examples(load_split(inputs, "train"))
     val = _examples(load_split(inputs, "validation"))[: max(1, eval_examples)]
-    optimizer = _optimizer(model, config.learning_rate, budget.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     times: list[float] = []
     model.train()
-    for i in range(warmup_steps + steps):
+    for i in range(total):
         idx = torch.randint(len(train), (budget.batch_size,), generator=gen).tolist()
         t0 = time.perf_counter()
-        batch = _to(collate([train[j] for j in idx], inputs.task, inputs.pad_token_id), dev)
-        with step_precision.weights():
-            with step_precision.autocast():
-                loss = train_step_loss(model, batch, inputs)
-            loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step([train[j] for j in idx])
         if i >= warmup_steps:
             times.append(time.perf_counter() - t0)
     warm = val[: budget.eval_batch_size]

@@ -29,7 +29,8 @@ from promptsweep.exceptions import MethodConfigError
 from promptsweep.methods._config import DEFAULT_POOLING, MethodConfig, Pooling, PromptMethod, TaskType
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import build_base_model, class_logits, collate
-from promptsweep.methods._train import _autocast, _examples, _to, evaluate_model, resolve_device
+from promptsweep.methods._step import _autocast, _to
+from promptsweep.methods._train import _examples, evaluate_model, resolve_device
 from promptsweep.methods._types import PreparedInputs
 
 log = get_logger(__name__)

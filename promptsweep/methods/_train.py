@@ -1,19 +1,19 @@
 """The training loop, evaluation and adapter saving/reloading (imports torch; reached from functions).
 
-A plain PyTorch loop rather than HF ``Trainer``: AdamW over the trainable parameters only, linear
-warm-up then linear decay, gradient clipping, evaluation every N steps with a ``report`` callback,
-dynamic padding per batch, bf16 where the device computes it natively (``TrainBudget.precision``).
+A plain PyTorch loop rather than HF ``Trainer``: :class:`~promptsweep.methods._step.TrainStep` (AdamW
+over the trainable parameters only, linear warm-up then linear decay, gradient clipping, bf16 where the
+device computes it natively: ``TrainBudget.precision``), evaluation every N steps with a ``report``
+callback, dynamic padding per batch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import resource
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from promptsweep._logging import get_logger
-from promptsweep.exceptions import DataError, MethodConfigError, TrainingError
+from promptsweep.exceptions import DataError, MethodConfigError
 from promptsweep.methods import _modeling
 from promptsweep.methods._config import MethodConfig, TaskType, method_config_from_params
 from promptsweep.methods._data import load_split
@@ -32,7 +32,13 @@ from promptsweep.methods._modeling import (
     collate,
     generation_loss,
 )
-from promptsweep.methods._precision import PRECISIONS, cpu_bf16_supported
+from promptsweep.methods._step import (
+    VALIDATION_PRECISION,
+    TrainStep,
+    _autocast,
+    _to,
+    resolve_precision,
+)
 from promptsweep.methods._types import PreparedInputs, TrainBudget, TrialResult
 
 log = get_logger(__name__)
@@ -49,104 +55,6 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-# --------------------------------------------------------------------------------------------------
-# Precision
-
-#: The precision of the validation evaluations during training, whatever the training precision: fp32, so
-#: the recorded metrics are the ones the saved (fp32) adapter reproduces when reloaded, and the same on
-#: every device. Measured (docs/architecture.md, "Precision"): bf16 evaluation was faster but moved the
-#: eval loss by more than the reload check allows and flipped predictions near the decision boundary.
-VALIDATION_PRECISION = "fp32"
-
-#: bf16 training: the frozen floating-point weights get a bf16 copy once, swapped in for each training
-#: step, instead of autocast casting every fp32 weight at every op of every step (its cast cache keeps
-#: only tensors that require grad). Measured against autocast alone (docs/architecture.md, "Precision").
-CAST_FROZEN_WEIGHTS = True
-
-
-def bf16_supported(device: torch.device | str, *, cpu_flags: Iterable[str] | None = None) -> bool:
-    """Whether ``device`` computes bf16 natively: a CUDA GPU with ``torch.cuda.is_bf16_supported()``, a
-    CPU with AVX-512 BF16 or AMX-BF16 (:func:`~promptsweep.methods.cpu_bf16_supported`; ``cpu_flags``
-    overrides this machine's flags). Other device types (mps, xpu, ...): not measured, so no."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if dev.type == "cpu":
-        return cpu_bf16_supported(cpu_flags)
-    return False
-
-
-def resolve_precision(
-    precision: str, device: torch.device | str, *, cpu_flags: Iterable[str] | None = None
-) -> str:
-    """``"bf16"`` or ``"fp32"``: ``precision`` (``auto``/``fp32``/``bf16``) on ``device``.
-
-    ``auto`` is bf16 where :func:`bf16_supported`, else fp32. ``cpu_flags`` as for :func:`bf16_supported`.
-
-    Raises:
-        MethodConfigError: naming ``precision`` and the device, for an unknown value or for ``bf16`` on a
-            device without native bf16.
-    """
-    if precision not in PRECISIONS:
-        raise MethodConfigError(f"precision={precision!r} must be one of {PRECISIONS}")
-    if precision == "fp32":
-        return "fp32"
-    supported = bf16_supported(device, cpu_flags=cpu_flags)
-    if precision == "bf16" and not supported:
-        raise MethodConfigError(
-            f"precision='bf16' but device {str(device)!r} does not compute bf16 natively (a CPU needs "
-            "avx512_bf16 or amx_bf16, a GPU torch.cuda.is_bf16_supported()); use precision 'auto' or 'fp32'"
-        )
-    return "bf16" if supported else "fp32"
-
-
-def _autocast(device: torch.device, precision: str = "fp32") -> Any:
-    """bf16 autocast for ``precision="bf16"`` (already resolved), else autocast disabled."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
-
-
-class StepPrecision:
-    """How one model's training steps compute, for a resolved ``precision`` (``"bf16"``/``"fp32"``)::
-
-        with sp.weights():
-            with sp.autocast():
-                loss = train_step_loss(model, batch, inputs)
-            loss.backward()
-
-    bf16: :meth:`weights` swaps in bf16 copies of the frozen floating-point weights (made once, when
-    :data:`CAST_FROZEN_WEIGHTS`) around forward *and* backward (autograd keeps references to them), and
-    :meth:`autocast` runs the forward under bf16 autocast, which also puts the fp32 trainable parameters'
-    uses into bf16. The trainable parameters, their gradients and the optimizer state stay fp32; outside
-    :meth:`weights` the model is exactly the fp32 model (evaluation, saving). fp32: both do nothing.
-    """
-
-    def __init__(self, model: nn.Module, precision: str, device: torch.device) -> None:
-        self.precision = precision
-        self.device = device
-        cast = precision == "bf16" and CAST_FROZEN_WEIGHTS
-        frozen = [p for p in model.parameters() if not p.requires_grad and p.is_floating_point()]
-        self._frozen = frozen if cast else []
-        self._fp32 = [p.data for p in self._frozen]
-        self._bf16 = [d.to(torch.bfloat16) for d in self._fp32]
-
-    @contextlib.contextmanager
-    def weights(self) -> Iterator[None]:
-        """The frozen weights in the training precision inside, the fp32 originals after."""
-        for p, d in zip(self._frozen, self._bf16, strict=True):
-            p.data = d
-        try:
-            yield
-        finally:
-            for p, d in zip(self._frozen, self._fp32, strict=True):
-                p.data = d
-
-    def autocast(self) -> Any:
-        """The forward pass's autocast context."""
-        return _autocast(self.device, self.precision)
-
-
 def _examples(split: dict[str, Any]) -> list[dict[str, Any]]:
     n = len(split["input_ids"])
     out = []
@@ -161,10 +69,6 @@ def _examples(split: dict[str, Any]) -> list[dict[str, Any]]:
             ex["target_text"] = split["target_text"][i]
         out.append(ex)
     return out
-
-
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -356,40 +260,10 @@ def evaluate_adapter(
 # Training
 
 
-def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "norm" in name.lower() or name.endswith("bias") else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
-
-
-def _schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> Any:
-    warmup = int(total_steps * warmup_ratio)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def _peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
-
-
-def train_step_loss(model: Any, batch: dict, inputs: PreparedInputs) -> torch.Tensor:
-    """The mean training loss of one batch (cross-entropy over classes, or per target token)."""
-    if inputs.task is TaskType.GENERATION:
-        loss, n = generation_loss(model, batch)
-        return loss / n.clamp(min=1)
-    logits = class_logits(model, batch, inputs.task, inputs.label_word_ids)
-    return nn.functional.cross_entropy(logits.float(), batch["labels"])
 
 
 def check_positions(model: Any, inputs: PreparedInputs, config: MethodConfig) -> None:
@@ -435,11 +309,10 @@ def fit(
     total_steps = budget.max_steps or 10**12
     if budget.max_epochs is not None:
         total_steps = min(total_steps, max(1, math.ceil(budget.max_epochs * steps_per_epoch)))
-    optimizer = _optimizer(model, config.learning_rate, budget.weight_decay)
-    scheduler = _schedule(optimizer, total_steps, budget.warmup_ratio)
-    trainable = [p for p in model.parameters() if p.requires_grad]
     precision = resolve_precision(budget.precision, device)
-    step_precision = StepPrecision(model, precision, device)
+    train_step = TrainStep(
+        model, inputs, config, budget=budget, total_steps=total_steps, precision=precision, device=device
+    )
     gen = torch.Generator().manual_seed(seed)
     history: list[tuple[int, dict[str, float]]] = []
     train_seconds, seen, step, stop = 0.0, 0, 0, False
@@ -451,25 +324,11 @@ def fit(
             order = torch.randperm(len(train), generator=gen).tolist()
         idx, order = order[: budget.batch_size], order[budget.batch_size :]
         started = time.perf_counter()
-        batch = _to(collate([train[i] for i in idx], inputs.task, inputs.pad_token_id), device)
-        with step_precision.weights():
-            with step_precision.autocast():
-                loss = train_step_loss(model, batch, inputs)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {loss.item()} at step {step + 1} (params {config.to_params()}); "
-                    "lower learning_rate or check the data"
-                )
-            loss.backward()
-        if budget.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(trainable, budget.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = train_step([train[i] for i in idx])
         train_seconds += time.perf_counter() - started
         step += 1
         seen += len(idx)
-        loss_sum, loss_n = loss_sum + float(loss.item()), loss_n + 1
+        loss_sum, loss_n = loss_sum + loss, loss_n + 1
         past_deadline = budget.past_deadline()
         if budget.evaluates_at(step) or step == total_steps or past_deadline:
             metrics = evaluate_model(

@@ -32,6 +32,7 @@ from promptsweep.search._spec_space import (
     METHOD_NAMES,
     SearchSpace,
     _Model,
+    with_task_learning_rates,
 )
 
 #: Tasks (values of ``promptsweep.methods.TaskType``).
@@ -302,13 +303,15 @@ class JobSpec(_Model):
     @model_validator(mode="before")
     @classmethod
     def _task_defaults(cls, data: Any) -> Any:
-        # Pooling is a classification-head option: other tasks default to no pooling dimension.
+        # Pooling is a classification-head option: other tasks default to no pooling dimension. A causal
+        # LM gets its own default learning-rate ranges (``CAUSAL_LM_LEARNING_RATES``).
         if isinstance(data, dict) and data.get("task", "classification") != "classification":
             space = data.get("space")
             if space is None:
-                data = {**data, "space": {"pooling": None}}
+                space = {"pooling": None}
             elif isinstance(space, dict) and "pooling" not in space:
-                data = {**data, "space": {**space, "pooling": None}}
+                space = {**space, "pooling": None}
+            data = {**data, "space": with_task_learning_rates(space, data["task"])}
         return data
 
     @model_validator(mode="after")

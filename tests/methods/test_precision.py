@@ -21,7 +21,7 @@ from promptsweep.methods import (
     TaskType,
     TrainBudget,
     _precision,
-    _train,
+    _step,
     cpu_bf16_supported,
     method_config_from_params,
     resolve_precision,
@@ -29,14 +29,8 @@ from promptsweep.methods import (
 )
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import build_peft_model, collate
-from promptsweep.methods._train import (
-    _examples,
-    evaluate_model,
-    fit,
-    load_adapter_model,
-    read_adapter_meta,
-    train_step_loss,
-)
+from promptsweep.methods._step import train_step_loss
+from promptsweep.methods._train import _examples, evaluate_model, fit, load_adapter_model, read_adapter_meta
 
 BUDGET = TrainBudget(max_steps=12, max_epochs=None, eval_every_steps=6, batch_size=8, eval_batch_size=32)
 PARAMS = {"method": "prompt_tuning", "num_virtual_tokens": 4, "learning_rate": 0.1}
@@ -149,9 +143,9 @@ def test_training_steps_compute_in_the_precision_and_state_stays_fp32(
         if isinstance(module, nn.Linear):
             module.register_forward_hook(lambda m, _args, out: seen[m.training].add(out.dtype))
     optimizers = []
-    make_optimizer = _train._optimizer
+    make_optimizer = _step._optimizer
     monkeypatch.setattr(
-        _train, "_optimizer", lambda *a, **k: optimizers.append(make_optimizer(*a, **k)) or optimizers[-1]
+        _step, "_optimizer", lambda *a, **k: optimizers.append(make_optimizer(*a, **k)) or optimizers[-1]
     )
 
     run = fit(model, inputs, config, budget=_budget(precision), seed=0, device=CPU)

@@ -16,7 +16,8 @@ import torch
 from promptsweep.methods import TaskType, TrainBudget, method_config_from_params, train_trial
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import build_base_model, build_peft_model, class_logits, collate
-from promptsweep.methods._train import _examples, evaluate_model, fit, load_adapter_model, train_step_loss
+from promptsweep.methods._step import train_step_loss
+from promptsweep.methods._train import _examples, evaluate_model, fit, load_adapter_model
 
 #: (id, params) - each method and each of its options.
 METHOD_ROWS: list[tuple[str, dict[str, Any]]] = [

@@ -164,3 +164,52 @@ def test_sampler_choice() -> None:
     data["sampler"] = {"name": "nsga2"}
     data["objective"] = {"metric": "accuracy", "secondary": "trainable_params"}
     assert isinstance(make_sampler(parse_spec(data)), optuna.samplers.NSGAIISampler)
+
+
+@pytest.mark.parametrize("task", ["verbalizer", "generation"])
+def test_a_causal_lm_gets_its_own_learning_rate_ranges_and_defaults(task: str) -> None:
+    from promptsweep.search._spec_space import CAUSAL_LM_LEARNING_RATES
+
+    data = {"name": "v", "model": "smollm2-135m", "task": task}
+    if task == "generation":
+        data["dataset"] = {"source": "fine-foods", "text_column": "review", "target_column": "summary"}
+        data["objective"] = {"metric": "eval_loss"}
+    spec = parse_spec(data)
+    encoder = default_spec().space
+    for method, rng in CAUSAL_LM_LEARNING_RATES.items():
+        assert getattr(spec.space, method).learning_rate == rng
+        assert (
+            rng.high < getattr(encoder, method).learning_rate.high
+        )  # the encoder ranges' tops are dead here
+    by_method = {c["method"]: c for c in warm_start_params(spec)}
+    assert by_method["prompt_tuning"]["learning_rate"] == pytest.approx(1e-2)  # 3e-2 stayed near the majority
+    for method, config in by_method.items():
+        rng = getattr(spec.space, method).learning_rate
+        assert rng.low <= config["learning_rate"] <= rng.high
+    sampled = _sample(spec.space, 30, optuna.samplers.RandomSampler(seed=0))
+    assert all(s["learning_rate"] <= 1e-2 for s in sampled)
+
+
+def test_a_given_learning_rate_range_and_a_stored_spec_keep_their_ranges() -> None:
+    given = {"low": 0.05, "high": 0.2, "log": True}
+    spec = parse_spec(
+        {
+            "name": "v",
+            "model": "smollm2-135m",
+            "task": "verbalizer",
+            "space": {"prompt_tuning": {"learning_rate": given}},
+        }
+    )
+    assert spec.space.prompt_tuning.learning_rate.model_dump() == given
+    assert spec.space.prefix_tuning.learning_rate.high == pytest.approx(
+        1e-2
+    )  # not given: the causal-LM range
+    # a job stored before the causal-LM ranges existed reloads with the ranges it ran with
+    stored = spec.to_dict()
+    stored["space"]["prefix_tuning"]["learning_rate"] = {"low": 1e-2, "high": 8e-2, "log": True}
+    assert parse_spec(stored).space.prefix_tuning.learning_rate.high == pytest.approx(8e-2)
+    # a SearchSpace built in Python keeps a range set on it, and gets the causal-LM one otherwise
+    space = SearchSpace(pooling=None, p_tuning={"learning_rate": given})
+    built = parse_spec({"name": "v", "model": "smollm2-135m", "task": "verbalizer", "space": space})
+    assert built.space.p_tuning.learning_rate.model_dump() == given
+    assert built.space.prompt_tuning.learning_rate.high == pytest.approx(1e-2)
