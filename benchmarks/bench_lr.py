@@ -18,6 +18,11 @@ Methods (flat params as ``train_trial`` takes them, 20 virtual tokens, mean pool
     prefix_tuning  prefix_projection False (P-tuning v2's deep prompts)
     p_tuning       encoder_type MLP, encoder_hidden_size 128
 
+``--model smollm2`` measures the causal LM instead: the frozen SmolLM2-135M-Instruct verbalizer of
+``benchmarks/specs/smollm2.yaml`` (every training review, 200 validation reviews, 96 tokens, batch 8;
+prompt tuning from the spec's init text, no pooling). Its ranges: docs/quality.md, "Learning rates on
+a causal LM".
+
 Usage:
     nice -n 5 .venv/bin/python benchmarks/bench_lr.py [--seeds 0] [--json out.json]
     # a second seed for chosen points only (METHOD=LR, repeatable):
@@ -26,6 +31,9 @@ Usage:
     .venv/bin/python benchmarks/bench_lr.py --methods prompt_tuning --lrs prompt_tuning=1e-2,3e-2
     # only the long schedule's first rung, for any method:
     nice -n 5 .venv/bin/python benchmarks/bench_lr.py --long-only --points p_tuning=1e-2,3e-2 --json long.json
+    # the causal LM: the 225-step trial a 900 trial-s SmolLM2 search gives its first config
+    .venv/bin/python benchmarks/bench_lr.py --model smollm2 --threads 2 --long-steps 0 --steps 225 \
+        --eval-every 75 --points prompt_tuning=3e-2,1e-2,3e-3
     # one table from several runs (a point's short and --long-only rows merge):
     .venv/bin/python benchmarks/bench_lr.py --from-json a.json b.json long.json
 
@@ -70,6 +78,31 @@ METHOD_PARAMS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: ``--model smollm2``: the frozen SmolLM2-135M-Instruct verbalizer of ``benchmarks/specs/smollm2.yaml``
+#: (label words " great"/" excellent" vs " bad"/" okay", every training review, 200 validation reviews,
+#: 96 tokens, batch 8); prompt tuning starts from the spec's init text, as the search's warm start does
+#: on a causal LM.
+SMOLLM2_PARAMS: dict[str, dict[str, Any]] = {
+    "prompt_tuning": {
+        "method": "prompt_tuning",
+        "num_virtual_tokens": 20,
+        "prompt_init": "text",
+        "prompt_init_text": "Is this food review great or bad?",
+    },
+    "prefix_tuning": {"method": "prefix_tuning", "num_virtual_tokens": 20, "prefix_projection": False},
+    "p_tuning": {
+        "method": "p_tuning",
+        "num_virtual_tokens": 20,
+        "encoder_type": "MLP",
+        "encoder_hidden_size": 128,
+    },
+}
+#: Per model: the method params, and the defaults of --train, --eval, --max-length, --batch-size.
+MODELS: dict[str, dict[str, Any]] = {
+    "minilm": {"params": METHOD_PARAMS, "train": 1000, "eval": 300, "max_length": 128, "batch_size": 16},
+    "smollm2": {"params": SMOLLM2_PARAMS, "train": None, "eval": 200, "max_length": 96, "batch_size": 8},
+}
+
 DEFAULT_LRS: dict[str, list[float]] = {
     "prompt_tuning": [3e-3, 1e-2, 3e-2, 1e-1, 3e-1],
     "prefix_tuning": [1e-3, 3e-3, 1e-2, 3e-2, 6e-2],
@@ -100,6 +133,7 @@ def _run(
     batch_size: int,
     stop_after: int | None,
     out_dir: Path,
+    params: dict[str, Any],
 ) -> dict[str, Any]:
     """Train one point; return its per-evaluation metrics (stopped after ``stop_after`` steps if given)."""
     from promptsweep.exceptions import TrainingError
@@ -118,7 +152,7 @@ def _run(
         evals[step] = {k: float(v) for k, v in metrics.items()}
         return stop_after is not None and step >= stop_after
 
-    params = dict(METHOD_PARAMS[method], learning_rate=lr)
+    params = dict(params, learning_rate=lr)
     started = time.perf_counter()
     error = None
     try:
@@ -187,6 +221,7 @@ def _write_json(args: argparse.Namespace, majority: float, rows: list[dict[str, 
         "long_steps": args.long_steps,
         "long_only": args.long_only,
         "threads": args.threads,
+        "model": args.model,
         "rows": rows,
     }
     args.json.write_text(json.dumps(doc, indent=1))
@@ -232,12 +267,28 @@ def main() -> None:
         metavar="METHOD=LR[,LR]",
         help="run only these (method, lr) points (overrides --methods/--lrs)",
     )
+    parser.add_argument(
+        "--model",
+        choices=list(MODELS),
+        default="minilm",
+        help="minilm: classification head, mean pooling; smollm2: benchmarks/specs/smollm2.yaml's verbalizer",
+    )
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--eval-every", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--train", type=int, default=1000, help="max_train_examples")
-    parser.add_argument("--eval", type=int, default=300, help="max_eval_examples (validation)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 16 (minilm), 8 (smollm2)")
+    parser.add_argument("--max-length", type=int, default=None, help="default: 128 (minilm), 96 (smollm2)")
+    parser.add_argument(
+        "--train",
+        type=int,
+        default=None,
+        help="max_train_examples (default: 1000 for minilm, all for smollm2)",
+    )
+    parser.add_argument(
+        "--eval",
+        type=int,
+        default=None,
+        help="max_eval_examples, validation (default: 300 minilm, 200 smollm2)",
+    )
     parser.add_argument(
         "--long-steps",
         type=int,
@@ -266,6 +317,10 @@ def main() -> None:
         help="train nothing: print one table of the rows in these --json files (e.g. two seeds' runs)",
     )
     args = parser.parse_args()
+    model = MODELS[args.model]
+    for key in ("train", "eval", "max_length", "batch_size"):
+        if getattr(args, key) is None:
+            setattr(args, key, model[key])
     if args.from_json:
         _print_saved(args.from_json)
         return
@@ -291,6 +346,10 @@ def main() -> None:
     first = min(args.eval_every, args.steps)
 
     with tempfile.TemporaryDirectory() as tmp:
+        data: dict[str, Any] = {}
+        if args.model == "smollm2":  # the bench spec's verbalizer data
+            label_words = {"great": [" great", " excellent"], "other": [" bad", " okay"]}
+            data = {"label_words": label_words, "splits": {"train": "train", "test": "test"}}
         spec = DataSpec(
             source="fine-foods",
             text_column="review",
@@ -298,15 +357,17 @@ def main() -> None:
             max_train_examples=args.train,
             max_eval_examples=args.eval,
             seed=0,
+            **data,
         )
         cache = args.cache_dir or Path(tmp) / "cache"
-        inputs = prepare_inputs(
-            "minilm", spec, TaskType.CLASSIFICATION, max_length=args.max_length, cache_dir=cache
-        )
+        task = TaskType.VERBALIZER if args.model == "smollm2" else TaskType.CLASSIFICATION
+        model_name = "smollm2-135m" if args.model == "smollm2" else "minilm"
+        inputs = prepare_inputs(model_name, spec, task, max_length=args.max_length, cache_dir=cache)
         labels = [int(x) for x in load_split(inputs, "validation")["labels"]]
         majority = max(labels.count(v) for v in set(labels)) / len(labels)
         print(
-            f"MiniLM, fine-foods: {inputs.counts.get('train')} train / {len(labels)} validation reviews, "
+            f"{model_name} ({task.value}), fine-foods: {inputs.counts.get('train')} train / "
+            f"{len(labels)} validation reviews, "
             f"max_length {args.max_length}, batch {args.batch_size}, {args.steps} steps, evaluation every "
             f"{args.eval_every}; validation majority class {majority:.3f}; "
             f"torch threads {torch.get_num_threads()}",
@@ -317,7 +378,9 @@ def main() -> None:
         for seed in args.seeds:
             for method, lr in points:
                 row: dict[str, Any] = {"method": method, "learning_rate": lr, "seed": seed}
-                common = dict(eval_every=args.eval_every, batch_size=args.batch_size)
+                common = dict(
+                    eval_every=args.eval_every, batch_size=args.batch_size, params=model["params"][method]
+                )
                 msg = f"  {method:<14} lr {lr:<7g} seed {seed}"
                 if not args.long_only:
                     row["short"] = _run(
