@@ -20,13 +20,13 @@ database under ``--out``, its own embedded Ray):
 - **best_default**: one trial of the first warm-start config (the most reliable paper default,
   ``promptsweep.search._space.warm_start_order``), ``num_trials: 1``, ``scheduler: none``, trained for
   as many steps as the whole budget pays for. Skipped where that config is the hand config (it is for
-  MiniLM, whose first default is prefix tuning without projection at lr 1e-2; SmolLM2's is prompt
-  tuning with the spec's init text at the causal-LM default lr 1e-2, the hand config's is 3e-2).
+  both specs: MiniLM's first default is prefix tuning without projection at lr 1e-2, SmolLM2's is
+  prompt tuning with the spec's init text at the causal-LM default lr 1e-2, both 20 virtual tokens).
 - **hand**: the hand config, enqueued with ``warm_start: false`` + ``warm_start_configs: [config]``,
   ``num_trials: 1``, ``scheduler: none``, trained as long as the budget pays for. MiniLM: prefix
   tuning, no projection, lr 1e-2, mean pooling; SmolLM2: prompt tuning, text init (the spec's
-  ``prompt_init_text``), lr 3e-2 (PEFT's prompt-tuning example rate, what a user would start from);
-  20 virtual tokens.
+  ``prompt_init_text``), lr 1e-2; 20 virtual tokens. The config is fitted into the spec's space (a
+  value outside a range is clipped to it), so it must lie inside the ranges to mean what it says.
 - floors, one cheap run per seed (``promptsweep.methods.score_floors`` on the test split): **majority**
   (always the training majority class), **head_only** (MiniLM: the trials' head trained alone on the
   frozen encoder's features) and **zero_shot** (SmolLM2: the frozen LM's label-word scores).
@@ -99,10 +99,10 @@ HAND = {
         "pooling": "mean",
     },
     # the init text is the spec's space.prompt_tuning.prompt_init_text (a fixed value of the space)
-    "smollm2": {
+    "smollm2": {  # lr 1e-2, not PEFT's 3e-2: docs/quality.md, "Learning rates on a causal LM"
         "method": "prompt_tuning",
         "num_virtual_tokens": 20,
-        "learning_rate": 3e-2,
+        "learning_rate": 1e-2,
         "prompt_init": "text",
     },
 }
