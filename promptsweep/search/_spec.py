@@ -303,19 +303,20 @@ class JobSpec(_Model):
     @model_validator(mode="before")
     @classmethod
     def _task_defaults(cls, data: Any) -> Any:
-        # Pooling is a classification-head option: other tasks default to no pooling dimension. A causal
-        # LM gets its own default learning-rate ranges (``CAUSAL_LM_LEARNING_RATES``).
+        # Pooling is a classification-head option: other tasks default to no pooling dimension.
         if isinstance(data, dict) and data.get("task", "classification") != "classification":
             space = data.get("space")
             if space is None:
-                space = {"pooling": None}
+                data = {**data, "space": {"pooling": None}}
             elif isinstance(space, dict) and "pooling" not in space:
-                space = {**space, "pooling": None}
-            data = {**data, "space": with_task_learning_rates(space, data["task"])}
+                data = {**data, "space": {**space, "pooling": None}}
         return data
 
     @model_validator(mode="after")
     def _cross_field(self) -> JobSpec:
+        # A causal LM's own default learning-rate ranges where the spec gives none (the stored spec then
+        # holds them, so a job reloads with the ranges it ran with).
+        object.__setattr__(self, "space", with_task_learning_rates(self.space, self.task))
         kind = KNOWN_MODELS.get(self.model)
         if kind == "encoder" and self.task != "classification":
             raise _FieldError(

@@ -9,7 +9,7 @@ a search's first rung gives a trial (docs/quality.md). Errors name the field (do
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -156,33 +156,18 @@ CAUSAL_LM_LEARNING_RATES: dict[str, FloatRange] = {
 }
 
 
-def with_task_learning_rates(space: Any, task: str) -> Any:
-    """A spec's ``space`` (a mapping, a :class:`SearchSpace` or ``None``) with the default learning-rate
-    range of ``task`` for each method whose space gives none: :data:`CAUSAL_LM_LEARNING_RATES` for the
+def with_task_learning_rates(space: SearchSpace, task: str) -> SearchSpace:
+    """``space`` with the default learning-rate range of ``task`` for each method whose space was given
+    none (``learning_rate`` not in its ``model_fields_set``): :data:`CAUSAL_LM_LEARNING_RATES` for the
     causal-LM tasks; unchanged for ``classification`` (the encoder ranges are the fields' defaults)."""
     if task == "classification":
         return space
-    if isinstance(space, SearchSpace):
-        update = {}
-        for method, rng in CAUSAL_LM_LEARNING_RATES.items():
-            sub = getattr(space, method)
-            if "learning_rate" not in sub.model_fields_set:
-                update[method] = sub.model_copy(update={"learning_rate": rng})
-        return space.model_copy(update=update)
-    if space is None:
-        space = {}
-    if not isinstance(space, dict):
-        return space  # pydantic names the type error
-    out = dict(space)
-    for method, rng in CAUSAL_LM_LEARNING_RATES.items():
-        sub = out.get(method)
-        if sub is None:
-            out[method] = {"learning_rate": rng.model_dump()}
-        elif isinstance(sub, dict) and "learning_rate" not in sub:
-            out[method] = {**sub, "learning_rate": rng.model_dump()}
-        elif isinstance(sub, _Model) and "learning_rate" not in sub.model_fields_set:
-            out[method] = sub.model_copy(update={"learning_rate": rng})
-    return out
+    update = {
+        method: getattr(space, method).model_copy(update={"learning_rate": rng})
+        for method, rng in CAUSAL_LM_LEARNING_RATES.items()
+        if "learning_rate" not in getattr(space, method).model_fields_set
+    }
+    return space.model_copy(update=update) if update else space
 
 
 class SearchSpace(_Model):
