@@ -111,6 +111,8 @@ class Trial(BaseModel):
     error: str | None
     optuna_trial_id: int | None
     ray_trial_id: str | None
+    node_id: str | None = Field(None, description="The Ray node that ran the trial (its last attempt).")
+    node_host: str | None = Field(None, description="That node's host name and IP address.")
     started_at: datetime | None
     finished_at: datetime | None
 

@@ -149,7 +149,7 @@ _LEFT_COLUMNS = (
 )
 _WRAPPED_COLUMNS = ("params", "best", "trials", "name", "objective", "error")
 _TABLE_HIDDEN = ("steps",)  # in --json output only
-_DROP_IF_UNIFORM = ("state",)
+_DROP_IF_UNIFORM = ("state", "node")  # one node: no column
 _RENAMED = {"trainable_params": "trainable", "train_seconds": "seconds"}
 
 
@@ -227,7 +227,7 @@ def _stop_on_signals() -> list[int]:
     script or a CI runner) keeps it ignored, and Python then installs no handler, so a foreground
     ``run`` would not stop on Ctrl-C / ``kill -INT`` and its job would run on to the end. SIGTERM (a
     supervisor, ``kill``) stops a job the same way instead of ending the process mid-write (the
-    embedded Ray's own SIGTERM handler is put back to this one: ``search.ensure_ray``).
+    embedded Ray's own SIGTERM handler is put back to this one: ``search._pool.ensure_ray``).
     """
     received: list[int] = []
 

@@ -87,7 +87,9 @@ def select_trial(storage: Storage, job_id: int, trial_number: int | None = None)
     adapter_dir = getattr(trial, "adapter_dir", None)
     if not adapter_dir:
         raise ExportError(f"job {job_id} trial {trial.number} saved no adapter (state {_state(trial)})")
-    path = Path(adapter_dir)
+    from promptsweep.methods import local_adapter_dir
+
+    path = local_adapter_dir(adapter_dir)  # a storage URI (a bucket) is fetched into the cache first
     missing = [name for name in PEFT_FILES if not (path / name).is_file()]
     if missing:
         raise ExportError(
@@ -314,7 +316,9 @@ def export_adapter(
     out = Path(out_dir).expanduser().absolute()
     job = storage.get_job(job_id)
     trial = select_trial(storage, job_id, trial_number)
-    adapter_dir = Path(trial.adapter_dir)
+    from promptsweep.methods import local_adapter_dir
+
+    adapter_dir = local_adapter_dir(trial.adapter_dir)
     source = adapter_dir.resolve()
     if out.resolve().is_relative_to(source) or source.is_relative_to(out.resolve()):
         raise ExportError(f"cannot export into {out}: it overlaps the trial's adapter directory {source}")

@@ -221,6 +221,19 @@ def test_bad_database_url_is_one_clear_error() -> None:
     assert code == 1 and "error:" in out and "Traceback" not in out
 
 
+def test_worker_without_a_reachable_database_names_the_url_with_its_password_masked() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql+psycopg://ps:s3cret-pw@127.0.0.1:{port}/promptsweep"
+    code, out = invoke("--db", url, "worker", "--once")
+    assert code == 1 and "Traceback" not in out, out
+    assert f"cannot open database 'postgresql+psycopg://ps:***@127.0.0.1:{port}/promptsweep'" in out
+    assert "s3cret-pw" not in out
+
+
 def test_serve_refuses_a_public_address_without_token(db: str) -> None:
     code, out = invoke(
         "--db", db, "serve", "--host", "0.0.0.0", "--port", "1", env={"PROMPTSWEEP_API_TOKEN": ""}

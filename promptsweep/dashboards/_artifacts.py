@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from promptsweep._logging import get_logger
+from promptsweep.exceptions import DataError
+from promptsweep.methods import local_adapter_dir
 
 if TYPE_CHECKING:
     from promptsweep.storage import Storage
@@ -96,9 +98,15 @@ def attach_adapter_artifacts(storage: Storage, job_id: int, artifact_dir: str | 
     for trial in storage.list_trials(job_id):
         if not trial.adapter_dir or not trial.state.is_finished:
             continue
-        adapter = Path(trial.adapter_dir)
         name = artifact_name(trial.number, trial.variant)
-        if name in attached or not (adapter / "adapter_config.json").is_file():
+        if name in attached:
+            continue
+        try:
+            adapter = local_adapter_dir(trial.adapter_dir)  # a bucket's adapter is fetched first
+        except DataError as exc:
+            _log.warning("trial %d: %s", trial.number, exc)
+            continue
+        if not (adapter / "adapter_config.json").is_file():
             continue
         with tempfile.TemporaryDirectory(prefix="promptsweep-artifact-") as tmp:
             zip_path = Path(tmp) / name

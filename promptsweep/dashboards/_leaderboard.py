@@ -47,7 +47,9 @@ def trial_row(trial: TrialRecord, metric: str, rank: int | None = None) -> dict[
     """A flat, JSON-serializable dict describing one trial for tables and the report.
 
     Keys: ``rank``, ``trial``, ``method`` (the variant), ``state``, the objective ``metric`` (validation),
-    ``test_<metric>``, ``trainable_params``, ``train_seconds``, ``steps`` and the shown parameters.
+    ``test_<metric>``, ``trainable_params``, ``train_seconds``, ``steps``, ``node`` (the Ray node that
+    ran it: the first 8 characters of its id and its host; ``None`` when unknown) and the shown
+    parameters.
     """
     params = dict(trial.params or {})
     row: dict[str, Any] = {
@@ -60,6 +62,7 @@ def trial_row(trial: TrialRecord, metric: str, rank: int | None = None) -> dict[
         "trainable_params": trial.trainable_params,
         "train_seconds": None if trial.train_seconds is None else round(trial.train_seconds, 1),
         "steps": trial.steps,
+        "node": f"{trial.node_id[:8]} {trial.node_host or ''}".strip() if trial.node_id else None,
     }
     for key in SHOWN_PARAMS:
         if key in params:

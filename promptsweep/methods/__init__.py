@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from promptsweep.methods._adapters import is_uri, local_adapter_dir
 from promptsweep.methods._config import (
     DEFAULT_POOLING,
     METHOD_REGISTRY,
@@ -76,7 +77,9 @@ __all__ = [
     "cpu_bf16_supported",
     "default_params",
     "evaluate_adapter",
+    "is_uri",
     "load_adapter_model",
+    "local_adapter_dir",
     "measure_costs",
     "method_config_from_params",
     "method_parameters",

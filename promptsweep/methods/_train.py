@@ -23,6 +23,7 @@ from torch import nn
 from promptsweep._logging import get_logger
 from promptsweep.exceptions import DataError, MethodConfigError
 from promptsweep.methods import _modeling
+from promptsweep.methods._adapters import local_adapter_dir
 from promptsweep.methods._config import MethodConfig, TaskType, method_config_from_params
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import (
@@ -220,9 +221,11 @@ def read_adapter_meta(adapter_dir: Path | str) -> dict[str, Any]:
 def load_adapter_model(inputs: PreparedInputs, adapter_dir: Path | str, *, device: str | None = None) -> Any:
     """Rebuild the frozen base (with the adapter's pooling) and load the adapter with plain
     ``peft.PeftModel.from_pretrained(base, adapter_dir)`` (inference mode). Every weight is fp32, however
-    the adapter was trained."""
+    the adapter was trained. ``adapter_dir`` may also be a storage URI (``s3://...``): fetched first
+    (:func:`~promptsweep.methods.local_adapter_dir`)."""
     from peft import PeftModel
 
+    adapter_dir = local_adapter_dir(adapter_dir)
     meta = read_adapter_meta(adapter_dir)
     config = method_config_from_params(meta["params"], inputs.task)
     base = build_base_model(inputs, config, seed=meta.get("seed", 0))

@@ -2,9 +2,12 @@
 
 :class:`TrialRecorder` writes each trial's start, every validation evaluation (intermediate metrics at
 the training step), its end state (the same state :class:`PromptsweepSearch` told Optuna), error text,
-counts, timings and adapter location to :class:`promptsweep.storage.Storage`, and feeds the live
-progress display. Tune calls the searcher's ``on_trial_complete`` before the callbacks', so the
-Optuna study and our tables agree on every trial's state.
+counts, timings, the node that ran it and its adapter to :class:`promptsweep.storage.Storage`, and
+feeds the live progress display. A trial's adapter arrives as the Tune checkpoint of its final result,
+persisted by Ray to the run's ``storage_path`` whichever node trained it; the recorder records where
+(:func:`checkpoint_location`: a local folder, or a URI for a bucket), and readers fetch a URI with
+``promptsweep.methods.local_adapter_dir``. Tune calls the searcher's ``on_trial_complete`` before the
+callbacks', so the Optuna study and our tables agree on every trial's state.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ray.tune import Callback
@@ -21,23 +24,16 @@ from ray.tune.stopper import Stopper
 from promptsweep._logging import get_logger
 from promptsweep.search._progress import Progress
 from promptsweep.search._searcher import end_state
-from promptsweep.search._trainable import DONE_KEY, ERROR_KEY, NUMBER_KEY, PARAMS_KEY, STEP_KEY
+from promptsweep.search._trainable import (
+    DONE_KEY,
+    ERROR_KEY,
+    NODE_KEY,
+    NUMBER_KEY,
+    PARAMS_KEY,
+    STEP_KEY,
+)
 
 _log = get_logger(__name__)
-
-#: Result keys that are Tune bookkeeping or trial counts, not validation metrics.
-_NOT_METRICS = {
-    STEP_KEY,
-    DONE_KEY,
-    "trainable_params",
-    "total_params",
-    "train_seconds",
-    "examples_per_second",
-    "peak_memory_bytes",
-    "steps",
-    "epochs",
-    "adapter_dir",
-}
 
 
 def _now() -> datetime:
@@ -72,6 +68,8 @@ class TrialRecorder(Callback):
         metric_names: the objective names (``values`` are stored in this order).
         task_metrics: the validation metric names the task reports.
         study: the job's Optuna study (for Optuna trial ids).
+        storage_path: the run's ``storage_path`` (a local folder or a pyarrow URI), where Ray persists
+            each trial's final checkpoint (its adapter).
         progress: the live display, or ``None``.
     """
 
@@ -83,9 +81,11 @@ class TrialRecorder(Callback):
         metric_names: list[str],
         task_metrics: tuple[str, ...],
         study: Any,
+        storage_path: str,
         progress: Progress | None = None,
     ) -> None:
         self.storage = storage
+        self.storage_path = storage_path
         self.job_id = job_id
         self.metric_names = metric_names
         self.task_metrics = task_metrics
@@ -96,6 +96,12 @@ class TrialRecorder(Callback):
         self._last: dict[str, dict[str, Any]] = {}
         #: Tune trial id -> why its process died, for each restart (``max_failures``).
         self._restarts: dict[str, list[str]] = {}
+        #: Tune trial id -> the node recorded for it (recorded again only when it changes).
+        self._nodes: dict[str, str] = {}
+        #: Ray node id -> its host name and IP address.
+        self._hosts: dict[str, str] = {}
+        #: Tune trial id -> where its adapter is (its final checkpoint).
+        self._adapters: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the Tuner's state; the database, the study and the live
@@ -111,6 +117,24 @@ class TrialRecorder(Callback):
             return self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
         except Exception:  # pragma: no cover - the trial exists by construction
             return None
+
+    def _host(self, node_id: str, result: dict[str, Any]) -> str | None:
+        """``"<host name> (<IP address>)"`` of a Ray node, as the cluster reports it (``ray.nodes()``);
+        Tune's own ``hostname`` / ``node_ip`` result keys where the cluster does not answer."""
+        if node_id not in self._hosts:
+            import ray
+
+            try:
+                found = {n["NodeID"]: n for n in ray.nodes()}.get(node_id)
+            except Exception:  # pragma: no cover - a GCS hiccup must not lose the trial
+                found = None
+            if found:
+                self._hosts[node_id] = f"{found['NodeManagerHostname']} ({found['NodeManagerAddress']})"
+            elif result.get("hostname"):
+                return f"{result['hostname']} ({result.get('node_ip', '?')})"
+            else:
+                return None
+        return self._hosts[node_id]
 
     def _record(self, number: int, **fields: Any) -> None:
         try:
@@ -139,6 +163,10 @@ class TrialRecorder(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         number = self._number(trial)
         self._last[trial.trial_id] = dict(result)
+        node = result.get(NODE_KEY)
+        if node and self._nodes.get(trial.trial_id) != node:
+            self._nodes[trial.trial_id] = node
+            self._record(number, node_id=str(node), node_host=self._host(str(node), result))
         step = result.get(STEP_KEY)
         metrics = validation_metrics(result, self.task_metrics)
         if step is None or not metrics:
@@ -149,6 +177,10 @@ class TrialRecorder(Callback):
             _log.exception("could not record step %s of trial %d", step, number)
         if self.progress:
             self.progress.trial_result(number, int(step), metrics)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        # Only a trial's final result carries one: its adapter, wherever Ray persisted it.
+        self._adapters[trial.trial_id] = checkpoint_location(checkpoint, self.storage_path)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial.trial_id, dict(trial.last_result or {}), error=None)
@@ -224,12 +256,27 @@ class TrialRecorder(Callback):
                 if result.get(key) is not None:
                     fields[key] = float(result[key])
             fields["steps"] = int(result.get("steps") or result[STEP_KEY])
-            fields["adapter_dir"] = result.get("adapter_dir")
+            fields["adapter_dir"] = self._adapters.pop(trial_id, None)
         elif started is not None:
             fields["train_seconds"] = time.time() - started
         self._record(number, **fields)
         if self.progress:
             self.progress.trial_finished(number, state, metrics, shown)
+
+
+def checkpoint_location(checkpoint: Any, storage_path: str) -> str:
+    """Where a persisted Tune checkpoint lies, as readers anywhere can find it: its folder when the
+    run's ``storage_path`` is a local path (one machine, or an NFS mount), else the ``storage_path``
+    URI extended by the checkpoint's path below it (``s3://bucket/prefix/<run>/<trial>/checkpoint_000000``,
+    query parameters kept)."""
+    import pyarrow.fs
+
+    if "://" not in storage_path:
+        return str(checkpoint.path)
+    base, _, query = storage_path.partition("?")
+    _, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+    below = PurePosixPath(checkpoint.path).relative_to(PurePosixPath(root))
+    return f"{base.rstrip('/')}/{below}" + (f"?{query}" if query else "")
 
 
 class CancelStopper(Stopper):

@@ -42,6 +42,7 @@ from promptsweep.search._planning import (
     job_plan,
     make_sampler,
 )
+from promptsweep.search._pool import check_pool, ensure_ray
 from promptsweep.search._running import (
     batch_started,
     continue_batch,
@@ -123,7 +124,7 @@ def submit(spec: JobSpec | dict[str, Any], storage: Any) -> int:
     """
     job_spec = _with_local_source_resolved(parse_spec(spec))
     if job_spec.ray_address is None and job_spec.resources.gpus_per_trial > 0:
-        check_resources(job_spec, gpus_available=local_gpu_count())
+        check_resources(job_spec, gpus_available=local_gpu_count(), pool="this machine")
     if job_spec.ray_address is None and job_spec.resources.gpus_per_trial == 0:
         check_cpu_precision(job_spec)
     job = storage.create_job(
@@ -209,46 +210,6 @@ def job_inputs(spec: JobSpec, *, capped: bool = True) -> Any:
         max_length=spec.dataset.max_length,
         cache_dir=paths.cache_dir(),
     )
-
-
-def ensure_ray(spec: JobSpec) -> bool:
-    """Start an embedded local Ray (or connect to ``spec.ray_address``); return True if started here.
-
-    The embedded instance is small for shared machines: ``num_cpus`` from the spec (default: all
-    cores), no dashboard, a ``resources.object_store_memory_mb`` object store, driver logs off.
-    """
-    import signal
-    import threading
-
-    import ray
-
-    if ray.is_initialized():
-        return False
-    # ray.init installs its own SIGTERM handler (clean up the node, then sys.exit), which would skip
-    # the job's bookkeeping; a handler the process set itself (`promptsweep worker` / `run`: SIGTERM
-    # interrupts the job) is put back, and run_job's `finally` shuts Ray down.
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) if main else None
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # Ray runs workers at nice 15 by default; here the trials *are* the job's work (a shared machine
-    # otherwise starves them). Read by the raylet that ray.init starts.
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    r = spec.resources
-    if spec.ray_address is None:
-        ray.init(
-            num_cpus=r.num_cpus or os.cpu_count() or 1,
-            num_gpus=local_gpu_count(),
-            include_dashboard=False,
-            object_store_memory=r.object_store_memory_mb * 1024 * 1024,
-            configure_logging=False,
-            log_to_driver=False,
-            ignore_reinit_error=True,
-        )
-    else:
-        ray.init(address=spec.ray_address, configure_logging=False, log_to_driver=False)
-    if main and callable(previous):
-        signal.signal(signal.SIGTERM, previous)
-    return True
 
 
 def _stderr_console() -> Any:
@@ -398,10 +359,7 @@ def _run(
     # 3. the resource pool.
     started_ray = ensure_ray(spec)
     try:
-        pool = ray.cluster_resources()
-        check_resources(
-            spec, gpus_available=float(pool.get("GPU", 0)), cpus_available=float(pool.get("CPU", 0))
-        )
+        check_pool(spec)
 
         # 4. the study, created once; warm start on a fresh one.
         study, fresh = _create_study(spec, storage, job_id, plan)

@@ -124,12 +124,15 @@ def tune_job(
         if progress
         else None
     )
+    # Where Ray persists each trial's final checkpoint (its adapter), for the driver and readers anywhere.
+    storage_path = spec.ray_storage_path or str(job_dir / "ray")
     recorder = TrialRecorder(
         storage=storage,
         job_id=job_id,
         metric_names=spec.metric_names,
         task_metrics=TASK_METRICS[spec.task],
         study=study,
+        storage_path=storage_path,
         progress=display,
     )
     resources = {"cpu": r.cpus_per_trial}
@@ -171,11 +174,12 @@ def tune_job(
         ),
         run_config=tune.RunConfig(
             name=run_name,
-            storage_path=str(job_dir / "ray"),
+            storage_path=storage_path,
             callbacks=[recorder],
             stop=stopper,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # One checkpoint per trial (its final adapter); a `num_to_keep` would make Tune snapshot
+            # its experiment state after each.
             verbose=0,
         ),
     )

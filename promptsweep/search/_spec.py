@@ -277,6 +277,12 @@ class JobSpec(_Model):
     ray_address: str | None = Field(
         default=None, description="null: embedded local Ray; auto | ray://host:port"
     )
+    ray_storage_path: str | None = Field(
+        default=None,
+        description="where Ray Tune persists the trials' checkpoints (their adapters), for the driver to "
+        "fetch: an absolute path every node mounts (NFS) or a pyarrow URI (s3://bucket/prefix, gs://...); "
+        "null: the job's directory on the driver's machine, right for one machine only",
+    )
     seed: int = 0
     warm_start: bool = Field(default=True, description="enqueue each method's paper-default config first")
     warm_start_configs: list[dict[str, Any]] = Field(
@@ -356,6 +362,14 @@ class JobSpec(_Model):
             if not (addr == "auto" or addr.startswith("ray://") or ":" in addr):
                 raise _FieldError(
                     "ray_address", f"expected null, 'auto', 'ray://host:port' or 'host:port', got {addr!r}"
+                )
+        if self.ray_storage_path is not None:
+            where = self.ray_storage_path
+            if "://" not in where and not Path(where).expanduser().is_absolute():
+                raise _FieldError(
+                    "ray_storage_path",
+                    f"expected an absolute path every Ray node mounts (NFS) or a URI such as "
+                    f"s3://bucket/prefix, got {where!r}",
                 )
         for i, cfg in enumerate(self.warm_start_configs):
             method = cfg.get("method")
@@ -474,12 +488,15 @@ def local_gpu_count() -> int:
     return found
 
 
-def check_resources(spec: JobSpec, *, gpus_available: float, cpus_available: float | None = None) -> None:
+def check_resources(
+    spec: JobSpec, *, gpus_available: float, cpus_available: float | None = None, pool: str = "the pool"
+) -> None:
     """Refuse a spec whose per-trial resources the pool cannot give.
 
     Args:
-        gpus_available: GPUs in the pool (a Ray cluster's ``GPU`` resource, or the local count).
-        cpus_available: CPUs in the pool, when known.
+        gpus_available: GPUs one trial can get (the local count, or the most any Ray node has).
+        cpus_available: CPUs one trial can get, when known.
+        pool: what the numbers describe, for the message (e.g. the cluster's largest node).
 
     Raises:
         SpecError: naming ``resources.gpus_per_trial`` / ``resources.cpus_per_trial``.
@@ -487,16 +504,16 @@ def check_resources(spec: JobSpec, *, gpus_available: float, cpus_available: flo
     r = spec.resources
     if r.gpus_per_trial > 0 and gpus_available <= 0:
         raise SpecError(
-            f"resources.gpus_per_trial: {r.gpus_per_trial} GPU(s) per trial requested, "
-            "but no GPU exists in the resource pool; set gpus_per_trial: 0"
+            f"resources.gpus_per_trial: {r.gpus_per_trial:g} GPU(s) per trial requested, "
+            f"but {pool} has no GPU; set gpus_per_trial: 0"
         )
     if r.gpus_per_trial > gpus_available:
         raise SpecError(
-            f"resources.gpus_per_trial: {r.gpus_per_trial} GPU(s) per trial, the pool has {gpus_available}"
+            f"resources.gpus_per_trial: {r.gpus_per_trial:g} GPU(s) per trial, {pool} has {gpus_available:g}"
         )
     if cpus_available is not None and r.cpus_per_trial > cpus_available:
         raise SpecError(
-            f"resources.cpus_per_trial: {r.cpus_per_trial} CPU(s) per trial, the pool has {cpus_available}"
+            f"resources.cpus_per_trial: {r.cpus_per_trial:g} CPU(s) per trial, {pool} has {cpus_available:g}"
         )
 
 

@@ -7,6 +7,13 @@ steps (key ``step``; the scheduler's rungs count these steps). The last evaluati
 together with the trial's counts and :data:`DONE_KEY`, so the driver can tell a trial that ran its
 whole budget (COMPLETE) from one the scheduler stopped (PRUNED).
 
+No disk is assumed shared with the driver: the trial trains in Tune's working directory for it, on
+the node that runs it, and hands its adapter to the driver as a Tune checkpoint of that final result
+(Ray persists it to the run's ``storage_path``: the job directory on one machine, an NFS path or a
+bucket on a cluster). Every result carries the node's id (:data:`NODE_KEY`). The job directory gets
+the trial's pid and error text only where it is visible from the node (the driver's machine or a
+shared disk): diagnostics, never needed by the driver.
+
 The worker never opens the database: the driver is the only writer.
 """
 
@@ -32,6 +39,8 @@ PARAMS_KEY = "params"
 NUMBER_KEY = "trial_number"
 #: Written in the trial directory when the trial starts: the process id of the Ray worker running it.
 PID_FILE = "pid"
+#: In every result: the Ray node id of the node running the trial.
+NODE_KEY = "promptsweep_node_id"
 
 
 def trial_dir(job_dir: str | Path, number: int) -> Path:
@@ -75,12 +84,19 @@ def run_trial(
         torch.set_num_threads(int(torch_threads))
     number = int(config[NUMBER_KEY])
     params = dict(config[PARAMS_KEY])
-    out = trial_dir(job_dir, number)
+    # Tune runs each trial in its own working directory on the node (RAY_CHDIR_TO_TRIAL_DIR); the
+    # subdirectory keeps trials apart where a user turned that off.
+    out = Path.cwd() / f"trial-{number:04d}"
     if out.exists():  # a re-run of an interrupted trial starts clean
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    (out / PID_FILE).write_text(str(os.getpid()), encoding="utf-8")  # whoever must kill it (chaos tests)
-
+    seen = trial_dir(job_dir, number) if Path(job_dir).is_dir() else None
+    if seen is not None:  # the job directory is visible from this node: leave the diagnostics there
+        if seen.exists():
+            shutil.rmtree(seen, ignore_errors=True)
+        seen.mkdir(parents=True, exist_ok=True)
+        (seen / PID_FILE).write_text(str(os.getpid()), encoding="utf-8")  # whoever must kill it (chaos)
+    where = node_info()
     last_step = 0
 
     def report(step: int, metrics: dict[str, float]) -> None:
@@ -90,18 +106,20 @@ def run_trial(
             # The final evaluation (the budget's end, or the job's wall-clock cap) goes out with the
             # final result below, so that the scheduler never stops a trial at its last evaluation.
             return
-        tune.report({STEP_KEY: int(step), **{k: float(v) for k, v in metrics.items()}})
+        tune.report({STEP_KEY: int(step), **where, **{k: float(v) for k, v in metrics.items()}})
 
     try:
         result = train_trial(inputs, params, budget=budget, output_dir=out, seed=seed + number, report=report)
     except Exception as exc:
         # The driver copies the reason into the Optuna study (user attr "error") and our tables.
         text = "".join(traceback.format_exception(exc))
-        (out / ERROR_FILE).write_text(text[-8000:], encoding="utf-8")
+        if seen is not None:
+            (seen / ERROR_FILE).write_text(text[-8000:], encoding="utf-8")
         lines = [ln for ln in text.splitlines() if ln.strip()]
-        tune.report({STEP_KEY: last_step, ERROR_KEY: "\n".join(lines[-12:])[-2000:]})
+        tune.report({STEP_KEY: last_step, **where, ERROR_KEY: "\n".join(lines[-12:])[-2000:]})
+        shutil.rmtree(out, ignore_errors=True)
         return
-    final: dict[str, Any] = {STEP_KEY: int(max(result.steps, 1)), DONE_KEY: 1}
+    final: dict[str, Any] = {STEP_KEY: int(max(result.steps, 1)), DONE_KEY: 1, **where}
     final.update({k: float(v) for k, v in result.metrics.items()})
     final.update(
         trainable_params=int(result.trainable_params),
@@ -111,6 +129,17 @@ def run_trial(
         peak_memory_bytes=int(result.peak_memory_bytes or 0),
         steps=int(result.steps),
         epochs=float(result.epochs),
-        adapter_dir=str(result.adapter_dir) if result.adapter_dir else None,
     )
-    tune.report(final)
+    if result.adapter_dir:  # the adapter travels to the driver as this result's checkpoint
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(result.adapter_dir)))
+    else:
+        tune.report(final)
+    # `report` has persisted the checkpoint to the run's storage: the node keeps no copy.
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def node_info() -> dict[str, str]:
+    """The Ray node id of this process (the result key :data:`NODE_KEY`)."""
+    import ray
+
+    return {NODE_KEY: str(ray.get_runtime_context().get_node_id())}

@@ -23,7 +23,7 @@ _logger = get_logger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("_alembic")
 #: The revision this promptsweep's models match (the newest file in ``_alembic/versions``).
-HEAD_REVISION = "0005_job_requests"
+HEAD_REVISION = "0006_trial_node"
 #: The first revision (a database made by promptsweep 0.1.0's first schema).
 BASE_REVISION = "0001_jobs_trials"
 UPGRADE_COMMAND = "promptsweep db upgrade"

@@ -125,6 +125,9 @@ class TrialModel(Base):
     # Revision 0002:
     variant: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Revision 0006:
+    node_id: Mapped[str | None] = mapped_column(String(64))
+    node_host: Mapped[str | None] = mapped_column(String(255))
 
     job: Mapped[JobModel] = relationship(back_populates="trials")
     intermediate: Mapped[list[IntermediateMetricModel]] = relationship(

@@ -229,7 +229,9 @@ class TrialRecord:
         train_seconds: wall-clock training time in seconds.
         peak_memory_bytes: peak accelerator (or process) memory in bytes.
         steps, epochs: optimizer steps and epochs done.
-        adapter_dir: where the trained adapter was saved.
+        adapter_dir: where the trained adapter was saved (on the machine of the job's driver).
+        node_id, node_host: the Ray node that ran the trial (its last attempt) and that node's host
+            name / IP address; ``None`` for a trial that never reported.
         error: why the trial failed.
         started_at, finished_at, updated_at: aware UTC datetimes.
     """
@@ -257,6 +259,8 @@ class TrialRecord:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime | None
+    node_id: str | None = None
+    node_host: str | None = None
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,7 @@ INVALID: list[tuple[str, Any, str]] = [
     ("sampler.name", "cmaes", "sampler.name"),
     ("scheduler.name", "hyperband", "scheduler.name"),
     ("ray_address", "localhost", "ray_address: expected null"),
+    ("ray_storage_path", "runs/ray", "ray_storage_path: expected an absolute path every Ray node mounts"),
     ("warm_start_configs", [{"method": "lora"}], "warm_start_configs[0].method"),
     (
         "warm_start_configs",
@@ -115,6 +116,12 @@ def test_invalid_spec_names_the_field(field: str, value: Any, message: str) -> N
     with pytest.raises(SpecError) as info:
         parse_spec(_set(_base(), field, value))
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("where", ["/nfs/promptsweep/ray", "s3://bucket/prefix", "gs://bucket/x"])
+def test_ray_storage_path_takes_a_mounted_path_or_a_uri(where: str) -> None:
+    spec = parse_spec(_set(_base(), "ray_storage_path", where))
+    assert spec.ray_storage_path == where and parse_spec(spec.to_dict()).ray_storage_path == where
 
 
 def test_a_spec_without_any_budget_gets_the_default_compute_budget() -> None:
@@ -155,7 +162,7 @@ def test_gpus_requested_where_none_exist(tmp_path) -> None:
     from promptsweep.storage import Storage
 
     storage = Storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    with pytest.raises(SpecError, match="no GPU exists"):
+    with pytest.raises(SpecError, match="this machine has no GPU"):
         submit(spec, storage)
     assert storage.list_jobs() == []  # refused before anything was stored
 

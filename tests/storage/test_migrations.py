@@ -42,6 +42,7 @@ ASSETS = Path(__file__).with_name("assets")
 SECOND_REVISION = "0002_queue_intermediate"
 THIRD_REVISION = "0003_job_summary"
 FOURTH_REVISION = "0004_job_history"
+FIFTH_REVISION = "0005_job_requests"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -49,6 +50,7 @@ def test_head_constant_matches_the_shipped_scripts() -> None:
     assert script_head() == HEAD_REVISION
     assert script_revisions() == [
         HEAD_REVISION,
+        FIFTH_REVISION,
         FOURTH_REVISION,
         THIRD_REVISION,
         SECOND_REVISION,
@@ -155,6 +157,8 @@ def _assert_committed_rows(storage: Storage) -> None:
         "p_tuning_lstm",
         "p_tuning_mlp",
     ]
+    # revision 0006: where the old trials ran was never recorded
+    assert {(t.node_id, t.node_host) for t in trials} == {(None, None)}
     assert [t.number for t in storage.leaderboard(1)] == [1, 0]
     assert [t.variant for t in storage.best_per_method(1)] == [
         "prefix_tuning_projection",
