@@ -322,7 +322,7 @@ def _run_job(
         record = next(t for t in trials if t.number == best)
         if record.adapter_dir:
             t1 = time.time()
-            whole, _, n_test = full_test_metrics(spec, Path(record.adapter_dir))
+            whole, _, n_test = full_test_metrics(spec, record.adapter_dir)
             row.update(
                 test_accuracy=float(whole["accuracy"]),
                 test_macro_f1=float(whole["macro_f1"]),

@@ -57,6 +57,8 @@ from typing import Any
 
 import yaml
 
+from promptsweep.exceptions import PromptsweepError
+
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "benchmarks" / "specs"
 #: Exit status when no GPU is visible (and --cpu-smoke is not given).
@@ -149,8 +151,12 @@ def _precision_of(adapter_dir: str | None) -> str:
     if not adapter_dir:
         return "?"
     try:
-        meta = json.loads((Path(adapter_dir) / "promptsweep_adapter.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        from promptsweep.methods import local_adapter_dir  # a bucket's adapter is fetched first
+
+        meta = json.loads(
+            (local_adapter_dir(adapter_dir) / "promptsweep_adapter.json").read_text(encoding="utf-8")
+        )
+    except (OSError, ValueError, PromptsweepError):
         return "?"
     return str(meta.get("precision") or "?")
 

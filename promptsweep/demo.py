@@ -82,7 +82,7 @@ def _budget_text(spec: Any) -> str:
     return ", ".join(p for p in parts if p)
 
 
-def full_test_metrics(spec: Any, adapter_dir: Path) -> tuple[dict[str, float], float, int]:
+def full_test_metrics(spec: Any, adapter_dir: Path | str) -> tuple[dict[str, float], float, int]:
     """Evaluate an exported adapter on the spec's whole test split (no ``max_eval_examples`` cap).
 
     Reloads it with plain ``PeftModel.from_pretrained`` (through ``methods.evaluate_adapter``).

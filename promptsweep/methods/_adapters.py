@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from promptsweep.exceptions import DataError
 
-#: Written last into a fetched copy: a copy without it is incomplete (a fetch that died) and is redone.
-_FETCHED = ".promptsweep_fetched"
+#: Suffix of the file written beside a fetched copy once it is complete (without it: fetched again).
+_FETCHED = ".fetched"
 
 
 def is_uri(location: str | os.PathLike[str]) -> bool:
@@ -44,22 +45,26 @@ def local_adapter_dir(location: str | os.PathLike[str], *, cache_dir: str | Path
 
     root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
     target = root / "adapters" / hashlib.sha256(text.encode()).hexdigest()[:24]
-    if (target / _FETCHED).is_file():
+    done = target.with_name(target.name + _FETCHED)  # beside the copy, so that exports do not carry it
+    if done.is_file() and target.is_dir():
         return target
     import pyarrow.fs
 
-    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # A staging folder of its own for each fetch (threads of one server, hosts sharing the cache).
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         pyarrow.fs.copy_files(text, str(staging))
     except (OSError, ValueError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise DataError(f"adapter {text!r} cannot be fetched: {exc}") from exc
-    (staging / _FETCHED).write_text(text, encoding="utf-8")
-    shutil.rmtree(target, ignore_errors=True)
+    if done.is_file() and target.is_dir():  # another reader finished first: keep its copy (in use)
+        shutil.rmtree(staging, ignore_errors=True)
+        return target
+    shutil.rmtree(target, ignore_errors=True)  # an incomplete copy left by a fetch that died
     try:
         staging.rename(target)
-    except OSError:  # another process fetched it meanwhile
+    except OSError:  # another reader renamed its copy there meanwhile
         shutil.rmtree(staging, ignore_errors=True)
+    done.write_text(text, encoding="utf-8")
     return target

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from promptsweep.exceptions import PromptsweepError
+from promptsweep.exceptions import PromptsweepError, SpecError
 from promptsweep.search._spec import JobSpec, check_resources, local_gpu_count
 
 
@@ -94,11 +94,23 @@ def connect_ray(address: str) -> None:
 
 
 def check_pool(spec: JobSpec) -> list[dict[str, Any]]:
-    """Refuse, before any trial, a spec asking one trial for more CPUs or GPUs than any live node of
-    the Ray pool has (one trial runs on one node); return the live nodes (``ray.nodes()``)."""
+    """:func:`check_nodes` on the live nodes of the Ray pool this driver is connected to; return them."""
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
+    check_nodes(spec, nodes)
+    return nodes
+
+
+def check_nodes(spec: JobSpec, nodes: list[dict[str, Any]]) -> None:
+    """Refuse, before any trial, a spec the live ``nodes`` (``ray.nodes()`` entries) cannot run: one
+    trial asking for more CPUs or GPUs than any node has (a trial runs on one node), or a cluster of
+    several machines with no ``ray_storage_path`` (the default, the job's directory on the driver's
+    disk, is out of the other machines' reach, and a trial there would train for nothing).
+
+    Raises:
+        SpecError: naming the field and the numbers the cluster reports.
+    """
     cpus = max((float(n["Resources"].get("CPU", 0)) for n in nodes), default=0.0)
     gpus = max((float(n["Resources"].get("GPU", 0)) for n in nodes), default=0.0)
     if spec.ray_address is None:
@@ -113,4 +125,12 @@ def check_pool(spec: JobSpec) -> list[dict[str, Any]]:
             f"(CPUs per node [{per_node['CPU']}], GPUs per node [{per_node['GPU']}])"
         )
     check_resources(spec, gpus_available=gpus, cpus_available=cpus, pool=pool)
-    return nodes
+    hosts = sorted({str(n.get("NodeManagerHostname")) for n in nodes})
+    if spec.ray_address is not None and spec.ray_storage_path is None and len(hosts) > 1:
+        raise SpecError(
+            f"ray_storage_path: the Ray cluster at {spec.ray_address!r} has nodes on {len(hosts)} machines "
+            f"({', '.join(hosts[:5])}{', ...' if len(hosts) > 5 else ''}); trials hand their adapters over "
+            "through Ray Tune's storage, by default this job's directory on the driver's disk, which the "
+            "other machines cannot reach: set ray_storage_path to a path every node mounts (NFS) or a "
+            "bucket URI (s3://bucket/prefix)"
+        )

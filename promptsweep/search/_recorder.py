@@ -101,7 +101,9 @@ class TrialRecorder(Callback):
         #: Ray node id -> its host name and IP address.
         self._hosts: dict[str, str] = {}
         #: Tune trial id -> where its adapter is (its final checkpoint).
-        self._adapters: dict[str, str] = {}
+        self._adapters: dict[str, str | None] = {}
+        #: Tune trial id -> why its adapter's location could not be recorded.
+        self._lost_adapters: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the Tuner's state; the database, the study and the live
@@ -179,8 +181,17 @@ class TrialRecorder(Callback):
             self.progress.trial_result(number, int(step), metrics)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-        # Only a trial's final result carries one: its adapter, wherever Ray persisted it.
-        self._adapters[trial.trial_id] = checkpoint_location(checkpoint, self.storage_path)
+        # Only a trial's final result carries one: its adapter, wherever Ray persisted it. (Tune logs
+        # and swallows what a callback raises here: the trial would end complete with no adapter and
+        # no reason.)
+        try:
+            self._adapters[trial.trial_id] = checkpoint_location(checkpoint, self.storage_path)
+        except Exception as exc:
+            _log.exception("trial %d: where its adapter was persisted is unknown", self._number(trial))
+            self._adapters[trial.trial_id] = None
+            self._lost_adapters[trial.trial_id] = (
+                f"its adapter's location {checkpoint.path!r} was lost: {exc}"
+            )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial.trial_id, dict(trial.last_result or {}), error=None)
@@ -236,6 +247,9 @@ class TrialRecorder(Callback):
         if error is None and state == "pruned":
             error = f"stopped early at step {result.get(STEP_KEY)}: {reason or 'by the scheduler'}"
         shown = error  # the progress table shows the error itself, not the restart note
+        lost = self._lost_adapters.pop(trial_id, None)
+        if lost:
+            error = f"{error}\n{lost}" if error else lost
         restarts = self._restarts.pop(trial_id, [])
         if restarts:  # kept on the trial, a complete one included: its process died on the way
             note = f"its process was restarted {len(restarts)} time(s), last after: {restarts[-1]}"

@@ -365,7 +365,7 @@ class JobSpec(_Model):
                 )
         if self.ray_storage_path is not None:
             where = self.ray_storage_path
-            if "://" not in where and not Path(where).expanduser().is_absolute():
+            if "://" not in where and not Path(where).is_absolute():  # Ray expands no `~`
                 raise _FieldError(
                     "ray_storage_path",
                     f"expected an absolute path every Ray node mounts (NFS) or a URI such as "

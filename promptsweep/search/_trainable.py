@@ -64,7 +64,9 @@ def run_trial(
         config: ``{"params": <flat trial params>, "trial_number": <Optuna trial number>}``.
         inputs: the job's ``PreparedInputs``.
         budget: the job's ``TrainBudget``.
-        job_dir: the job's output directory; the adapter goes to ``trials/trial-NNNN/adapter``.
+        job_dir: the job's directory on the driver's machine; where it is visible from this node, the
+            trial's pid (and error text) go to ``trials/trial-NNNN/`` there. The adapter goes to the
+            driver as the final result's checkpoint.
         seed: the job seed; the trial trains with ``seed + trial_number``.
         total_steps: the step at which the trial's budget ends (its last evaluation is held back
             and reported with the final result).
@@ -85,8 +87,8 @@ def run_trial(
     number = int(config[NUMBER_KEY])
     params = dict(config[PARAMS_KEY])
     # Tune runs each trial in its own working directory on the node (RAY_CHDIR_TO_TRIAL_DIR); the
-    # subdirectory keeps trials apart where a user turned that off.
-    out = Path.cwd() / f"trial-{number:04d}"
+    # subdirectory, named by the Tune trial id too, keeps trials apart where a user turned that off.
+    out = Path.cwd() / f"trial-{number:04d}-{tune.get_context().get_trial_id()}"
     if out.exists():  # a re-run of an interrupted trial starts clean
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -130,11 +132,16 @@ def run_trial(
         steps=int(result.steps),
         epochs=float(result.epochs),
     )
-    if result.adapter_dir:  # the adapter travels to the driver as this result's checkpoint
-        tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(result.adapter_dir)))
-    else:
+    if not result.adapter_dir:
         tune.report(final)
-    # `report` has persisted the checkpoint to the run's storage: the node keeps no copy.
+    else:  # the adapter travels to the driver as this result's checkpoint
+        try:
+            tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(result.adapter_dir)))
+        except Exception as exc:  # the run's storage is out of reach: FAIL now, with the reason
+            why = f"the adapter could not be saved to the run's storage (ray_storage_path): {exc}"
+            tune.report({STEP_KEY: int(max(result.steps, 1)), **where, ERROR_KEY: why[-2000:]})
+    # `report` persisted the checkpoint before it returned: the node keeps no copy (a trial the
+    # scheduler stops at this result ends inside `report`, and Ray's session dir keeps its copy).
     shutil.rmtree(out, ignore_errors=True)
 
 

@@ -29,6 +29,7 @@ def test_a_uri_is_fetched_once_into_the_cache(tmp_path: Path) -> None:
     fetched = local_adapter_dir(uri, cache_dir=tmp_path / "cache")
     assert fetched.is_relative_to(tmp_path / "cache") and fetched != folder
     assert (fetched / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert sorted(p.name for p in fetched.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     (folder / "adapter_model.safetensors").write_bytes(b"changed")  # a checkpoint never changes: reused
     assert local_adapter_dir(uri, cache_dir=tmp_path / "cache") == fetched
     assert (fetched / "adapter_model.safetensors").read_bytes() == b"weights"

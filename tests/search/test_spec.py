@@ -99,6 +99,7 @@ INVALID: list[tuple[str, Any, str]] = [
     ("scheduler.name", "hyperband", "scheduler.name"),
     ("ray_address", "localhost", "ray_address: expected null"),
     ("ray_storage_path", "runs/ray", "ray_storage_path: expected an absolute path every Ray node mounts"),
+    ("ray_storage_path", "~/ray", "ray_storage_path: expected an absolute path"),
     ("warm_start_configs", [{"method": "lora"}], "warm_start_configs[0].method"),
     (
         "warm_start_configs",
@@ -209,3 +210,31 @@ def test_bf16_on_a_cpu_without_native_bf16_is_refused_naming_precision() -> None
     # auto and fp32 never need it
     for precision in ("auto", "fp32"):
         check_cpu_precision(parse_spec({"name": "p", "precision": precision}), cpu_flags=[])
+
+
+def _node(host: str, cpus: float, gpus: float = 0) -> dict[str, Any]:
+    return {"NodeManagerHostname": host, "Alive": True, "Resources": {"CPU": cpus, "GPU": gpus}}
+
+
+def test_the_cluster_refuses_what_no_node_or_no_shared_storage_can_run() -> None:
+    from promptsweep.search._pool import check_nodes
+
+    cluster = _set(_set(_base(), "ray_address", "head:6379"), "ray_storage_path", "/nfs/ray")
+    nodes = [_node("a", 4, 1), _node("b", 8)]
+    check_nodes(parse_spec(cluster), nodes)  # 1 CPU and no GPU per trial: fits
+    with pytest.raises(
+        SpecError, match=r"resources\.cpus_per_trial: 16 CPU\(s\) per trial, the largest of the 2"
+    ):
+        check_nodes(parse_spec(_set(cluster, "resources.cpus_per_trial", 16)), nodes)
+    gpu = parse_spec(_set(cluster, "resources.gpus_per_trial", 2))
+    with pytest.raises(
+        SpecError, match=r"gpus_per_trial: 2 GPU\(s\) per trial.*GPUs per node \[0, 1\]\) has 1"
+    ):
+        check_nodes(gpu, nodes)
+    # Several machines and the default storage (the driver's disk): refused, naming the machines.
+    default_storage = parse_spec(_set(_base(), "ray_address", "head:6379"))
+    with pytest.raises(
+        SpecError, match=r"ray_storage_path: the Ray cluster at 'head:6379' has nodes on 2 machines \(a, b\)"
+    ):
+        check_nodes(default_storage, nodes)
+    check_nodes(default_storage, [_node("a", 4), _node("a", 2)])  # nodes of one machine share its disk
