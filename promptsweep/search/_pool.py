@@ -93,13 +93,11 @@ def connect_ray(address: str) -> None:
         ) from exc
 
 
-def check_pool(spec: JobSpec) -> list[dict[str, Any]]:
-    """:func:`check_nodes` on the live nodes of the Ray pool this driver is connected to; return them."""
+def check_pool(spec: JobSpec) -> None:
+    """:func:`check_nodes` on the live nodes of the Ray pool this driver is connected to."""
     import ray
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    check_nodes(spec, nodes)
-    return nodes
+    check_nodes(spec, [n for n in ray.nodes() if n.get("Alive")])
 
 
 def check_nodes(spec: JobSpec, nodes: list[dict[str, Any]]) -> None:

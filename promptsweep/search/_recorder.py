@@ -22,6 +22,7 @@ from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from promptsweep._logging import get_logger
+from promptsweep.methods import is_uri
 from promptsweep.search._progress import Progress
 from promptsweep.search._searcher import end_state
 from promptsweep.search._trainable import (
@@ -101,7 +102,7 @@ class TrialRecorder(Callback):
         #: Ray node id -> its host name and IP address.
         self._hosts: dict[str, str] = {}
         #: Tune trial id -> where its adapter is (its final checkpoint).
-        self._adapters: dict[str, str | None] = {}
+        self._adapters: dict[str, str] = {}
         #: Tune trial id -> why its adapter's location could not be recorded.
         self._lost_adapters: dict[str, str] = {}
 
@@ -188,7 +189,6 @@ class TrialRecorder(Callback):
             self._adapters[trial.trial_id] = checkpoint_location(checkpoint, self.storage_path)
         except Exception as exc:
             _log.exception("trial %d: where its adapter was persisted is unknown", self._number(trial))
-            self._adapters[trial.trial_id] = None
             self._lost_adapters[trial.trial_id] = (
                 f"its adapter's location {checkpoint.path!r} was lost: {exc}"
             )
@@ -285,7 +285,7 @@ def checkpoint_location(checkpoint: Any, storage_path: str) -> str:
     query parameters kept)."""
     import pyarrow.fs
 
-    if "://" not in storage_path:
+    if not is_uri(storage_path):
         return str(checkpoint.path)
     base, _, query = storage_path.partition("?")
     _, root = pyarrow.fs.FileSystem.from_uri(storage_path)

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from promptsweep.exceptions import SpecError
-from promptsweep.methods import METRICS, TaskType, method_parameters
+from promptsweep.methods import METRICS, TaskType, is_uri, method_parameters
 from promptsweep.methods import TASK_METRICS as _METHODS_TASK_METRICS
 from promptsweep.search._spec_space import (
     METHOD_NAMES,
@@ -365,7 +365,7 @@ class JobSpec(_Model):
                 )
         if self.ray_storage_path is not None:
             where = self.ray_storage_path
-            if "://" not in where and not Path(where).is_absolute():  # Ray expands no `~`
+            if not is_uri(where) and not Path(where).is_absolute():  # Ray expands no `~`
                 raise _FieldError(
                     "ray_storage_path",
                     f"expected an absolute path every Ray node mounts (NFS) or a URI such as "
