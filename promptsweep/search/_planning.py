@@ -13,7 +13,11 @@ Ray Tune's ASHA:
 - as many configs as the budget pays for, at their expected cost under Ray Tune's ASHA as it really
   decides (:func:`simulate_asha`: the first trial to reach a rung always goes on, so with few configs
   many more than ``1 / reduction_factor**k`` of them reach rung ``k``; the ideal count planned 11
-  configs for 900 trial-s where 4 ran and the wall cap ended the job), their evaluations and set-up.
+  configs for 900 trial-s where 4 ran and the wall cap ended the job), their evaluations and set-up;
+- when that buys fewer than :data:`MIN_SCREENED_CONFIGS` configs, no screening at all: each of the
+  trials at a time trains one config (warm-start order) on its equal share of the budget, validated
+  once at the end (a stopped trial's slot would only idle, and the first config would lose the steps
+  the screening took).
 
 The costs come from :class:`Costs`, timed on this job's model and data before any trial
 (``promptsweep.methods.measure_costs``). Whatever the spec gives explicitly (``num_trials``,
@@ -47,6 +51,16 @@ MIN_RUNG_STEPS = 20
 #: training of a good config is worth more than screening many. ASHA trains the first warm-start config
 #: (the most reliable default) to the end anyway.
 LONGEST_TRIAL_SHARE = 0.6
+#: The fewest configs worth screening. When the budget, with the longest trial at its share, buys
+#: fewer, the plan screens nothing: each of the trials at a time trains one config (the warm-start
+#: order: the most reliable paper default first) on its equal share of the budget, with one validation
+#: at the end. Measured at 900 trial-s (docs/quality.md): SmolLM2, 1 trial at a time, 2 configs
+#: planned: the first default trained 306 steps and scored 0.790, the second was stopped at the first
+#: rung and 160 trial-s went unspent, while the same default on the whole budget (632 steps) scored
+#: 0.818; MiniLM, 2 at a time, 2 configs planned: the second slot idled after the first rung and
+#: 300-370 of the 900 trial-s went unspent. A stopped trial only pays when something waits for its
+#: slot.
+MIN_SCREENED_CONFIGS = 3
 #: Cut rungs at most (ASHA's brackets; more rungs screen more configs for fewer steps each).
 MAX_RUNGS = 3
 #: Reduction factor when the spec gives none (keep the best third at each rung; Li et al. 2020).
@@ -100,6 +114,7 @@ class Plan:
         concurrency: trials at a time.
         planned: the settings planned here (the rest came from the spec).
         costs: the timing the plan is based on (``None``: nothing was timed).
+        note: why the plan departs from successive halving (e.g. too few configs fit to screen any).
     """
 
     configs: int | None
@@ -117,6 +132,7 @@ class Plan:
     costs: Costs | None = None
     eval_at_steps: list[int] | None = None
     eval_examples: int | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (stored with the job; :meth:`from_dict` reloads it)."""
@@ -138,14 +154,16 @@ def describe_plan(plan: dict[str, Any]) -> list[str]:
     stages = ", ".join(
         f"{_count(n)} to {s} steps" for n, s in zip(reaching or [None] * len(steps), steps, strict=False)
     )
+    if plan.get("eval_at_steps"):
+        evaluation = "validation at each rung and the end"
+    elif plan["eval_every_steps"] >= plan["max_steps"]:
+        evaluation = "validation at the end"
+    else:
+        evaluation = f"validation every {plan['eval_every_steps']} steps"
     lines = [
-        f"plan: {configs if configs is not None else 'as many configs as time allows'} configs; "
+        f"plan: {'as many configs as time allows' if configs is None else _plural(configs, 'config')}; "
         f"{stages} ({plan['epochs']:.1f} epochs at most), "
-        + (
-            "validation at each rung and the end"
-            if plan.get("eval_at_steps")
-            else f"validation every {plan['eval_every_steps']} steps"
-        )
+        + evaluation
         + (f", keep 1/{plan['reduction_factor']:g} at each rung" if rungs else "")
     ]
     budget = []
@@ -165,7 +183,13 @@ def describe_plan(plan: dict[str, Any]) -> list[str]:
     lines.append("      " + "; ".join(budget))
     if plan.get("planned"):
         lines.append(f"      planned from the budget: {', '.join(plan['planned'])}")
+    if plan.get("note"):
+        lines.append(f"      {plan['note']}")
     return lines
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _count(n: float | None) -> str:
@@ -305,6 +329,11 @@ def plan_search(spec: JobSpec, *, train_examples: int, eval_examples: int, costs
         if configs is None:
             planned.insert(0, "configs")
             configs = _most_configs(compute, expected_cost, setup_s + segments[0])
+            screenable = "max_steps" in planned and rungs_planned and b.eval_every_steps is None
+            if configs < MIN_SCREENED_CONFIGS and screenable:
+                return _plan_without_screening(
+                    spec, costs, compute, eval_examples=eval_examples, per_epoch=per_epoch, screened=configs
+                )
     if configs is not None and costs is not None:
         expected, reaching = expected_cost(configs)
     elif configs is not None and rungs:
@@ -326,6 +355,51 @@ def plan_search(spec: JobSpec, *, train_examples: int, eval_examples: int, costs
         concurrency=spec.resources.max_concurrent_trials,
         planned=planned,
         costs=costs,
+    )
+
+
+def _plan_without_screening(
+    spec: JobSpec, costs: Costs, compute: float, *, eval_examples: int, per_epoch: int, screened: int
+) -> Plan:
+    """The plan when successive halving would screen fewer than :data:`MIN_SCREENED_CONFIGS`
+    configs: each of the trials at a time trains one config on an equal share of the budget (set-up,
+    steps and one validation at the end), with no rungs. Fewer configs than trials at a time when a
+    share could not train :data:`MIN_RUNG_STEPS` steps."""
+    eval_s = eval_examples * costs.eval_example_s
+
+    def steps(configs: int) -> int:
+        return math.floor((compute / configs - costs.setup_s - eval_s) / costs.step_s)
+
+    configs = spec.resources.max_concurrent_trials
+    while configs > 1 and steps(configs) < MIN_RUNG_STEPS:
+        configs -= 1
+    max_steps = max(1, steps(configs))
+    expected = configs * (costs.setup_s + max_steps * costs.step_s + eval_s)
+    return Plan(
+        configs=configs,
+        max_steps=max_steps,
+        epochs=round(max_steps / per_epoch, 2),
+        rungs=[],
+        reduction_factor=spec.scheduler.reduction_factor or DEFAULT_REDUCTION_FACTOR,
+        eval_every_steps=max_steps,
+        eval_examples=eval_examples,
+        reaching=[float(configs)],
+        expected_trial_seconds=round(expected, 1),
+        compute_budget_s=round(compute, 1),
+        time_budget_s=spec.budget.time_budget_s,
+        concurrency=spec.resources.max_concurrent_trials,
+        planned=["configs", "max_steps", "eval_every_steps"],
+        costs=costs,
+        note=(
+            f"no screening: successive halving would fit only {_plural(screened, 'config')} in this "
+            "budget, so "
+            + (
+                "one config trains on the whole budget"
+                if configs == 1
+                else f"each of the {configs} trials at a time trains one config on its share of the budget"
+            )
+            + f" (fewer than {MIN_SCREENED_CONFIGS} configs are not worth screening)"
+        ),
     )
 
 

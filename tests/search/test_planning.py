@@ -13,10 +13,12 @@ from promptsweep.search import parse_spec
 from promptsweep.search._planning import (
     LONGEST_TRIAL_SHARE,
     MIN_RUNG_STEPS,
+    MIN_SCREENED_CONFIGS,
     TARGET_EPOCHS,
     Costs,
     Plan,
     describe_plan,
+    make_scheduler,
     plan_search,
     replay_asha,
     simulate_asha,
@@ -56,19 +58,20 @@ def test_a_wall_clock_budget_alone_plans_configs_rungs_and_survivor_steps() -> N
     assert max(1.0, plan.configs / 9) < plan.reaching[-1] < plan.configs / 2
 
 
-def test_more_budget_buys_more_configs_and_longer_survivors() -> None:
-    small = plan_search(_spec({"compute_budget_s": 400}), train_examples=3200, eval_examples=400, costs=COSTS)
-    large = plan_search(
-        _spec({"compute_budget_s": 4000}), train_examples=3200, eval_examples=400, costs=COSTS
-    )
-    assert large.configs > small.configs and large.max_steps > small.max_steps
-    # trial-seconds do not depend on concurrency: the same compute budget plans the same search
-    one = plan_search(
-        _spec({"compute_budget_s": 400}, resources={"max_concurrent_trials": 1}),
-        train_examples=3200,
-        eval_examples=400,
-        costs=COSTS,
-    )
+def test_more_budget_buys_longer_trials_then_more_configs() -> None:
+    def plan(budget: float, concurrency: int = 2) -> Plan:
+        spec = _spec({"compute_budget_s": budget}, resources={"max_concurrent_trials": concurrency})
+        return plan_search(spec, train_examples=3200, eval_examples=400, costs=COSTS)
+
+    # below 3 epochs of one config per slot, a larger budget trains longer (nothing screened)
+    short, longer = plan(150), plan(400)
+    assert short.rungs == longer.rungs == [] and longer.max_steps > short.max_steps
+    # once 3 epochs fit, a larger budget screens more configs
+    small, large = plan(1800), plan(7200)
+    assert small.rungs and large.configs > small.configs >= MIN_SCREENED_CONFIGS
+    assert large.max_steps == small.max_steps <= math.ceil(TARGET_EPOCHS * 3200 / 16)  # rounded to rungs
+    # trial-seconds do not depend on concurrency: the same compute budget plans the same screening
+    one = plan(1800, concurrency=1)
     assert (one.configs, one.max_steps, one.rungs) == (small.configs, small.max_steps, small.rungs)
 
 
@@ -189,12 +192,61 @@ def test_the_first_config_trains_to_the_end_and_many_approach_the_ideal_shares()
 
 
 def test_the_plan_fits_the_budget_as_asha_spends_it() -> None:
-    # 900 trial-s on the benchmark's MiniLM timing: 11 configs planned by the ideal count, 2 now
+    # 1,800 trial-s on the benchmark's MiniLM timing
     costs = Costs(step_s=0.738, eval_example_s=0.041, setup_s=4.0, precision="bf16")
-    plan = plan_search(_spec({"compute_budget_s": 900}), train_examples=3200, eval_examples=400, costs=costs)
-    assert plan.expected_trial_seconds <= 900
+    plan = plan_search(_spec({"compute_budget_s": 1800}), train_examples=3200, eval_examples=400, costs=costs)
+    assert plan.rungs and plan.configs >= MIN_SCREENED_CONFIGS and plan.note is None
+    assert plan.expected_trial_seconds <= 1800
     bounds = [0, *plan.rungs, plan.max_steps]
     evaluation = 400 * costs.eval_example_s
     segments = [(hi - lo) * costs.step_s + evaluation for lo, hi in itertools.pairwise(bounds)]
     more, _ = simulate_asha(plan.configs + 1, 2, segments, costs.setup_s, plan.reduction_factor)
-    assert more > 900  # one config more would not fit
+    assert more > 1800  # one config more would not fit
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_budget_too_small_to_screen_trains_one_config_per_slot_on_its_share(concurrency: int) -> None:
+    # 900 trial-s on the benchmark's MiniLM timing: successive halving would fit 2 configs, the
+    # second stopped at the first rung with nothing to take its slot (docs/quality.md)
+    costs = Costs(step_s=0.738, eval_example_s=0.041, setup_s=4.0, precision="bf16")
+    spec = _spec({"compute_budget_s": 900}, resources={"max_concurrent_trials": concurrency})
+    plan = plan_search(spec, train_examples=3200, eval_examples=400, costs=costs)
+    assert plan.configs == concurrency and plan.rungs == [] and plan.reaching == [concurrency]
+    assert plan.planned == ["configs", "max_steps", "eval_every_steps"]
+    # one validation, at the end; the whole budget spent, a share per slot
+    assert plan.eval_every_steps == plan.max_steps and plan.eval_at_steps is None
+    share = 900 / concurrency
+    one = costs.setup_s + plan.max_steps * costs.step_s + 400 * costs.eval_example_s
+    assert share - costs.step_s < one <= share
+    assert plan.expected_trial_seconds == pytest.approx(concurrency * one, abs=0.1)
+    assert "no screening" in plan.note and "2 configs" in plan.note
+    text = "\n".join(describe_plan(plan.to_dict()))
+    assert (
+        f"plan: {concurrency} config" in text and "validation at the end" in text and "no screening" in text
+    )
+    assert make_scheduler(spec, plan) is None
+    # a budget that screens 3 or more configs keeps the rungs
+    spec = _spec({"compute_budget_s": 1800}, resources={"max_concurrent_trials": concurrency})
+    assert plan_search(spec, train_examples=3200, eval_examples=400, costs=costs).rungs
+
+
+def test_explicit_settings_keep_screening_in_a_small_budget() -> None:
+    costs = Costs(step_s=0.738, eval_example_s=0.041, setup_s=4.0, precision="bf16")
+    for budget, scheduler in (
+        ({"compute_budget_s": 900, "max_steps": 300}, {"name": "asha"}),
+        ({"compute_budget_s": 900, "eval_every_steps": 50}, {"name": "asha"}),
+        ({"compute_budget_s": 900}, {"name": "asha", "grace_period_steps": 30}),
+    ):
+        plan = plan_search(
+            _spec(budget, scheduler=scheduler), train_examples=3200, eval_examples=400, costs=costs
+        )
+        assert plan.rungs and plan.note is None, (budget, scheduler)
+
+
+def test_a_share_too_small_for_one_rung_runs_fewer_configs_than_slots() -> None:
+    costs = Costs(step_s=0.738, eval_example_s=0.041, setup_s=4.0, precision="bf16")
+    spec = _spec({"compute_budget_s": 60}, resources={"max_concurrent_trials": 4})
+    plan = plan_search(spec, train_examples=3200, eval_examples=400, costs=costs)
+    assert plan.rungs == [] and 1 <= plan.configs < 4
+    assert plan.max_steps >= MIN_RUNG_STEPS
+    assert plan.expected_trial_seconds <= 60
