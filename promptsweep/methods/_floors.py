@@ -81,17 +81,14 @@ def _no_prompt_config(pooling: Pooling | None) -> MethodConfig:
 def _majority(run: _Run) -> dict[str, float]:
     """The train majority class predicted for every example of the split; ``eval_loss`` is the
     cross-entropy of the train class frequencies (the best constant prediction)."""
-    from sklearn.metrics import f1_score
+    from promptsweep.methods._labels import classification_metrics
 
     train = [e["label"] for e in run.train]
     golds = [e["label"] for e in run.evaluated]
     counts = Counter(train)
     major = counts.most_common(1)[0][0]
-    labels = list(range(run.inputs.num_labels))
-    f1 = f1_score(golds, [major] * len(golds), average="macro", labels=labels, zero_division=0)
     return {
-        "accuracy": sum(int(g == major) for g in golds) / len(golds),
-        "macro_f1": float(f1),
+        **classification_metrics(golds, [major] * len(golds), run.inputs.label_names),
         "eval_loss": -sum(math.log(counts[g] / len(train)) for g in golds) / len(golds),
     }
 
@@ -118,10 +115,16 @@ def head_features(
     batch_size: int,
     device: torch.device,
 ) -> torch.Tensor:
-    """What ``head`` receives for each example, (n, hidden) fp32: the frozen model's forward in eval mode
-    (the trials' pooling, no dropout), captured by a forward pre-hook on the head."""
+    """What ``head`` receives for each example, (n, hidden) fp32 - or (n, 1, hidden) for a head that takes
+    the sequence and reads position 0 (RoBERTa, DeBERTa's ContextPooler) - : the frozen model's forward in
+    eval mode (the trials' pooling, no dropout), captured by a forward pre-hook on the head."""
     captured: list[torch.Tensor] = []
-    hook = head.register_forward_pre_hook(lambda _module, args: captured.append(args[0].detach().float()))
+
+    def _capture(_module: nn.Module, args: tuple) -> None:
+        x = args[0].detach().float()
+        captured.append(x[:, :1] if x.ndim == 3 else x)
+
+    hook = head.register_forward_pre_hook(_capture)
     model.eval()
     try:
         for start in range(0, len(examples), batch_size):
@@ -133,7 +136,7 @@ def head_features(
     finally:
         hook.remove()
     features = torch.cat(captured)
-    if features.ndim != 2:
+    if features.ndim != 2 and features.shape[1:2] != (1,):
         raise MethodConfigError(
             f"model type {model.config.model_type!r}: the head takes {tuple(features.shape[1:])} per "
             "example, not one pooled vector; the head_only floor needs a pooled head"
@@ -141,17 +144,34 @@ def head_features(
     return features
 
 
+def _trial_head(model: Any) -> tuple[nn.Module, nn.Module]:
+    """(the module whose input is captured, the head trained on it): the modules trials train as the head
+    (``_architectures`` ``head_modules`` + ``classifier``). DistilBERT: ``pre_classifier`` + ReLU +
+    ``classifier``; DeBERTa-v2 with its ``ContextPooler``: pooler + ``classifier``; else ``classifier``."""
+    from promptsweep.methods._modeling import MaskedPooling
+
+    classifier = _classifier(model)
+    if isinstance(getattr(model, "pre_classifier", None), nn.Module):  # DistilBERT
+        return model.pre_classifier, nn.Sequential(model.pre_classifier, nn.ReLU(), model.dropout, classifier)
+    pooler = getattr(
+        model, "pooler", None
+    )  # DeBERTa-v2's top-level ContextPooler (not a pooling we installed)
+    if isinstance(pooler, nn.Module) and not isinstance(pooler, MaskedPooling):
+        return pooler, nn.Sequential(pooler, model.dropout, classifier)
+    return classifier, classifier
+
+
 def _head_only(run: _Run) -> dict[str, float]:
     """Train the trials' head (same init, same pooling) alone on cached frozen features, then evaluate
     the whole model on the split through the trials' evaluation."""
     model = build_base_model(run.inputs, _no_prompt_config(run.pooling), seed=run.seed).to(run.device)
-    head = _classifier(model)
+    entry, head = _trial_head(model)
     train = run.train
     if run.head_train_examples is not None and len(train) > run.head_train_examples:
         # The frozen features cost a forward pass each; a seeded subsample keeps the floor cheap.
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(run.seed))
         train = [train[i] for i in sorted(pick[: run.head_train_examples].tolist())]
-    features = head_features(model, head, run.inputs, train, batch_size=run.batch_size, device=run.device)
+    features = head_features(model, entry, run.inputs, train, batch_size=run.batch_size, device=run.device)
     labels = torch.tensor([e["label"] for e in train], dtype=torch.long, device=features.device)
     head.requires_grad_(True)
     head.train()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import peft
 
@@ -28,15 +29,46 @@ class PeftContext:
     """What a builder needs besides the method config.
 
     Attributes:
-        task: the trial's task (picks peft's task type).
+        task: the trial's task (picks peft's task type with ``seq2seq``).
         tokenizer_dir: the tokenizer's local directory (prompt-tuning ``text`` init).
         default_init_text: init text for ``prompt_init='text'`` when the params give none
             (the label words, or the label names).
+        seq2seq: the model is an encoder-decoder (peft ``SEQ_2_SEQ_LM``).
+        modules_to_save: task-model modules trained with the head besides ``classifier`` (e.g.
+            DistilBERT's ``pre_classifier``); saved in the adapter by peft.
+        prompt_shape: peft's model dimensions (``num_layers``, ``token_dim``, ``num_attention_heads``) where
+            peft cannot read them from the config dict (DistilBERT names them ``n_layers``/``dim``/
+            ``n_heads``); empty: peft's own guess.
+        prefix_shape: the same for prefix tuning only, over ``prompt_shape`` (T5: the decoder's layers,
+            ``num_heads * d_kv`` wide, where the virtual tokens stay ``d_model`` wide).
     """
 
     task: TaskType
     tokenizer_dir: str
     default_init_text: str
+    seq2seq: bool = False
+    modules_to_save: tuple[str, ...] = ()
+    prompt_shape: dict[str, int] = field(default_factory=dict)
+    prefix_shape: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def peft_task(self) -> peft.TaskType:
+        """peft's task type for this trial."""
+        return peft.TaskType.SEQ_2_SEQ_LM if self.seq2seq else _PEFT_TASK[self.task]
+
+    def common(self) -> dict[str, Any]:
+        """Keyword arguments every prompt-learning config of this trial takes."""
+        out: dict[str, Any] = {"task_type": self.peft_task, **self.prompt_shape}
+        if self.modules_to_save:
+            out["modules_to_save"] = list(self.modules_to_save)
+        return out
+
+    def virtual_token_kwargs(self) -> dict[str, Any]:
+        """Prompt tuning / P-tuning: on an encoder-decoder, one set of virtual tokens. peft's default for
+        ``SEQ_2_SEQ_LM`` is two (``num_transformer_submodules=2``), but its forward and ``generate`` prepend
+        only the first set, to the encoder input: the second set would be trained-parameter count without
+        effect."""
+        return {"num_transformer_submodules": 1} if self.seq2seq else {}
 
 
 def build_prompt_tuning(config: PromptTuningConfig, context: PeftContext) -> peft.PromptTuningConfig:
@@ -53,7 +85,8 @@ def build_prompt_tuning(config: PromptTuningConfig, context: PeftContext) -> pef
             "tokenizer_name_or_path": context.tokenizer_dir,
         }
     return peft.PromptTuningConfig(
-        task_type=_PEFT_TASK[context.task],
+        **context.common(),
+        **context.virtual_token_kwargs(),
         num_virtual_tokens=config.num_virtual_tokens,
         prompt_tuning_init=init,
         **kwargs,
@@ -61,12 +94,15 @@ def build_prompt_tuning(config: PromptTuningConfig, context: PeftContext) -> pef
 
 
 def build_prefix_tuning(config: PrefixTuningConfig, context: PeftContext) -> peft.PrefixTuningConfig:
-    """peft ``PrefixTuningConfig`` (Li & Liang 2021; P-tuning v2 without projection)."""
-    kwargs = {}
+    """peft ``PrefixTuningConfig`` (Li & Liang 2021; P-tuning v2 without projection).
+
+    On an encoder-decoder peft passes the prefix as the decoder's ``past_key_values``: it reaches the
+    decoder's self-attention (the cross-attention cache is reset; the encoder takes no prefix).
+    """
+    kwargs: dict[str, Any] = {**context.common(), **context.prefix_shape}
     if config.prefix_projection and config.encoder_hidden_size is not None:
         kwargs["encoder_hidden_size"] = config.encoder_hidden_size
     return peft.PrefixTuningConfig(
-        task_type=_PEFT_TASK[context.task],
         num_virtual_tokens=config.num_virtual_tokens,
         prefix_projection=config.prefix_projection,
         **kwargs,
@@ -81,7 +117,8 @@ def build_p_tuning(config: PTuningConfig, context: PeftContext) -> peft.PromptEn
     if config.encoder_type is EncoderType.LSTM and config.encoder_num_layers is not None:
         kwargs["encoder_num_layers"] = config.encoder_num_layers
     return peft.PromptEncoderConfig(
-        task_type=_PEFT_TASK[context.task],
+        **context.common(),
+        **context.virtual_token_kwargs(),
         num_virtual_tokens=config.num_virtual_tokens,
         encoder_reparameterization_type=(
             peft.PromptEncoderReparameterizationType.LSTM

@@ -17,7 +17,7 @@ from torch import nn
 
 from promptsweep.exceptions import MethodConfigError, TrainingError
 from promptsweep.methods._config import MethodConfig, TaskType
-from promptsweep.methods._modeling import class_logits, collate, generation_loss
+from promptsweep.methods._modeling import class_logits, collate, generation_loss, is_seq2seq
 from promptsweep.methods._precision import PRECISIONS, cpu_bf16_supported
 from promptsweep.methods._types import PreparedInputs, TrainBudget
 
@@ -181,6 +181,7 @@ class TrainStep:
         self.scheduler = _schedule(self.optimizer, total_steps, budget.warmup_ratio)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.precision = StepPrecision(model, precision, device)
+        self.seq2seq = is_seq2seq(model)
         self.done = 0
 
     def __call__(self, examples: list[dict[str, Any]]) -> float:
@@ -189,7 +190,9 @@ class TrainStep:
         Raises:
             TrainingError: a NaN/inf loss (names the step and the params); nothing is updated.
         """
-        batch = _to(collate(examples, self.inputs.task, self.inputs.pad_token_id), self.device)
+        batch = _to(
+            collate(examples, self.inputs.task, self.inputs.pad_token_id, seq2seq=self.seq2seq), self.device
+        )
         with self.precision.weights():
             with self.precision.autocast():
                 loss = train_step_loss(self.model, batch, self.inputs)

@@ -31,7 +31,9 @@ from promptsweep.methods._modeling import (
     build_peft_model,
     class_logits,
     collate,
+    generate_kwargs,
     generation_loss,
+    is_seq2seq,
 )
 from promptsweep.methods._step import (
     VALIDATION_PRECISION,
@@ -101,9 +103,10 @@ def evaluate_model(
 ) -> dict[str, float]:
     """Metrics of ``model`` on ``examples`` (see :data:`~promptsweep.methods.TASK_METRICS`).
 
-    Classification / verbalizer: ``accuracy``, ``macro_f1`` (sklearn, over all classes), ``eval_loss``
-    (mean cross-entropy per example, nats). Generation: ``eval_loss`` (mean per target token, nats),
-    ``perplexity`` = exp(eval_loss), ``exact_match`` (greedy decoding, stripped text equality).
+    Classification / verbalizer: ``accuracy``, ``macro_f1`` (sklearn, over all classes), each class's
+    F1 as ``f1[<label>]``, ``eval_loss`` (mean cross-entropy per example, nats). Generation:
+    ``eval_loss`` (mean per target token, nats), ``perplexity`` = exp(eval_loss), ``exact_match``
+    (greedy decoding, stripped text equality).
     ``precision``: a resolved ``"fp32"`` (default) or ``"bf16"`` (autocast).
     """
     was_training = model.training
@@ -113,8 +116,6 @@ def evaluate_model(
             return _evaluate_generation(
                 model, inputs, examples, batch_size=batch_size, device=device, precision=precision
             )
-        from sklearn.metrics import f1_score
-
         losses, preds, golds = 0.0, [], []
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
@@ -124,9 +125,9 @@ def evaluate_model(
             losses += nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
             preds.extend(logits.argmax(dim=-1).tolist())
             golds.extend(batch["labels"].tolist())
-        acc = sum(int(p == g) for p, g in zip(preds, golds, strict=True)) / len(golds)
-        f1 = f1_score(golds, preds, average="macro", labels=list(range(inputs.num_labels)), zero_division=0)
-        return {"accuracy": acc, "macro_f1": float(f1), "eval_loss": losses / len(golds)}
+        from promptsweep.methods._labels import classification_metrics
+
+        return {**classification_metrics(golds, preds, inputs.label_names), "eval_loss": losses / len(golds)}
     finally:
         model.train(was_training)
 
@@ -142,9 +143,11 @@ def _evaluate_generation(
 ) -> dict[str, float]:
     from promptsweep.methods._models import load_tokenizer
 
+    seq2seq = is_seq2seq(model)
     total, tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):
-        batch = _to(collate(examples[start : start + batch_size], inputs.task, inputs.pad_token_id), device)
+        chunk = examples[start : start + batch_size]
+        batch = _to(collate(chunk, inputs.task, inputs.pad_token_id, seq2seq=seq2seq), device)
         with _autocast(device, precision):
             loss, n = generation_loss(model, batch)
         total += loss.float().item()
@@ -153,7 +156,8 @@ def _evaluate_generation(
     tokenizer = load_tokenizer(inputs.model_dir)
     hits = 0
     # Batches of equal prompt length: no padding, so positions match training (peft ignores position_ids
-    # for prompt methods, which left padding would need).
+    # for prompt methods, which left padding would need). An encoder-decoder returns the decoder's tokens
+    # only (from its start token); a causal LM returns the prompt too.
     by_length: dict[int, list[dict[str, Any]]] = {}
     for e in examples:
         by_length.setdefault(len(e["input_ids"]), []).append(e)
@@ -171,8 +175,10 @@ def _evaluate_generation(
                     do_sample=False,
                     pad_token_id=inputs.pad_token_id,
                     eos_token_id=chunk[0]["target_ids"][-1],
+                    **generate_kwargs(model),
                 )
-            for row, e in zip(out[:, ids.shape[1] :].tolist(), chunk, strict=True):
+            generated = out if seq2seq else out[:, ids.shape[1] :]
+            for row, e in zip(generated.tolist(), chunk, strict=True):
                 text = tokenizer.decode(row, skip_special_tokens=True).strip()
                 hits += int(text == e["target_text"].strip())
     return {
@@ -275,8 +281,10 @@ def check_positions(model: Any, inputs: PreparedInputs, config: MethodConfig) ->
     tuning's prefix also counts for causal LMs, whose positions start after it)."""
     cfg = model.config
     limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-    if limit is None:
+    if limit is None:  # e.g. T5: relative position buckets, no limit
         return
+    if cfg.model_type in ("roberta", "xlm-roberta", "camembert"):  # positions start after padding_idx
+        limit -= int(cfg.pad_token_id or 0) + 1
     need = inputs.max_length + config.num_virtual_tokens
     if need > limit:
         raise MethodConfigError(

@@ -26,8 +26,9 @@ class DataSpec:
             Foods reviews, ``review`` -> ``score`` great/other), a local ``.csv``/``.json``/``.jsonl``/
             ``.parquet`` file (the train split; validation is carved from it), a local directory holding
             one such file per split named after ``splits`` (default ``train.csv``, ``validation.csv``,
-            ``test.csv``),
-            or a Hugging Face hub dataset name (needs network).
+            ``test.csv``), a ``datasets`` ``save_to_disk`` folder (a ``DatasetDict``: splits by name; a
+            single ``Dataset``: the train split), or a Hugging Face hub dataset name (from the local
+            datasets cache when ``HF_DATASETS_OFFLINE=1``; else downloaded).
         text_column: the input text column (default: ``review`` for fine-foods, else ``text``).
         text_pair_column: an optional second text column (sentence pairs).
         label_column: the label column (classification, verbalizer; default ``score`` / ``label``).
@@ -195,6 +196,7 @@ class PreparedInputs:
         pad_token_id: the tokenizer's pad id.
         cache_key: the hash the tokenized cache is keyed by.
         data: the :class:`DataSpec` as a dict.
+        notes: what preparation cleaned, counted (e.g. stripped label whitespace); empty when nothing.
     """
 
     model: str
@@ -212,6 +214,7 @@ class PreparedInputs:
     pad_token_id: int
     cache_key: str
     data: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def num_labels(self) -> int:

@@ -11,7 +11,7 @@
 Importing this package loads neither ray nor torch: they load when a job runs.
 """
 
-from promptsweep.search._runner import JobOutcome, data_spec, job_inputs, run_job, submit
+from promptsweep.search._runner import JobOutcome, job_inputs, run_job
 from promptsweep.search._space import sample_params, warm_start_params
 from promptsweep.search._spec import (
     JobSpec,
@@ -21,6 +21,7 @@ from promptsweep.search._spec import (
     load_spec,
     parse_spec,
 )
+from promptsweep.search._submitting import data_spec, submit
 from promptsweep.search._worker import run_worker
 
 __all__ = [

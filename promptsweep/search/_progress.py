@@ -7,6 +7,8 @@ training step, the latest validation metrics, and the job's best so far (validat
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,3 +156,59 @@ class Progress:
             else "best: none complete yet"
         )
         return Group(table, footer)
+
+
+# --------------------------------------------------------------------------------------------------
+# Preparation (before any trial): tokenization progress and what the data became
+
+
+@contextmanager
+def preparation_progress(console: Console | None = None) -> Iterator[Callable[[str, int, int], None]]:
+    """A ``progress(stage, done, total)`` callback for ``prepare_inputs`` drawing one bar per stage
+    (``tokenizing train`` ...) on ``console`` (default: stderr) while the block runs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bars
+
+    bars = Bars(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console or Console(stderr=True),
+    )
+    stages: dict[str, Any] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if stage not in stages:
+            stages[stage] = bars.add_task(stage, total=total)
+        bars.update(stages[stage], completed=done)
+
+    with bars:
+        yield report
+
+
+def data_summary(inputs: Any) -> dict[str, Any]:
+    """What a job's prepared data holds, for the job's summary (``PreparedInputs`` -> JSON):
+    ``examples`` and ``truncated`` (cut to ``max_length``) per split, ``max_length``, ``classes``
+    (0 for generation) and ``notes`` (what preparation cleaned, counted)."""
+    return {
+        "examples": dict(inputs.counts),
+        "truncated": dict(inputs.truncated),
+        "max_length": int(inputs.max_length),
+        "classes": len(inputs.label_names),
+        "notes": list(getattr(inputs, "notes", ()) or ()),
+    }
+
+
+def describe_data(data: dict[str, Any]) -> list[str]:
+    """Lines for ``run``/``show``: examples per split, how many were truncated, the cleaning notes."""
+    examples = data.get("examples") or {}
+    truncated = data.get("truncated") or {}
+    classes = f" ({data['classes']} classes)" if data.get("classes") else ""
+    lines = [
+        "data: " + ", ".join(f"{role} {n}" for role, n in examples.items()) + f" examples{classes}; "
+        f"truncated to max_length {data.get('max_length')}: "
+        + ", ".join(f"{role} {truncated.get(role, 0)}" for role in examples)
+    ]
+    lines += [f"data note: {note}" for note in data.get("notes") or ()]
+    return lines

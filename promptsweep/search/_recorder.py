@@ -7,7 +7,10 @@ feeds the live progress display. A trial's adapter arrives as the Tune checkpoin
 persisted by Ray to the run's ``storage_path`` whichever node trained it; the recorder records where
 (:func:`checkpoint_location`: a local folder, or a URI for a bucket), and readers fetch a URI with
 ``promptsweep.methods.local_adapter_dir``. Tune calls the searcher's ``on_trial_complete`` before the
-callbacks', so the Optuna study and our tables agree on every trial's state.
+callbacks', so the Optuna study and our tables agree on every trial's state. The checkpoint arrives
+before either (Tune handles the save, then the stop): :meth:`TrialRecorder.attach_adapter`, which the
+searcher calls just before it tells Optuna the trial ended, uploads the adapter (zipped) as an Optuna
+artifact of the trial, so optuna-dashboard offers it on that trial.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from promptsweep._logging import get_logger
-from promptsweep.methods import is_uri
+from promptsweep.methods import is_uri, local_adapter_dir
 from promptsweep.search._progress import Progress
 from promptsweep.search._searcher import end_state
 from promptsweep.search._trainable import (
@@ -33,6 +36,7 @@ from promptsweep.search._trainable import (
     PARAMS_KEY,
     STEP_KEY,
 )
+from promptsweep.storage import artifact_name, attach_trial_artifact, method_variant
 
 _log = get_logger(__name__)
 
@@ -72,6 +76,7 @@ class TrialRecorder(Callback):
         storage_path: the run's ``storage_path`` (a local folder or a pyarrow URI), where Ray persists
             each trial's final checkpoint (its adapter).
         progress: the live display, or ``None``.
+        artifact_dir: the Optuna artifact store the adapters are uploaded to (``None``: none are).
     """
 
     def __init__(
@@ -84,8 +89,10 @@ class TrialRecorder(Callback):
         study: Any,
         storage_path: str,
         progress: Progress | None = None,
+        artifact_dir: str | Path | None = None,
     ) -> None:
         self.storage = storage
+        self.artifact_dir = artifact_dir
         self.storage_path = storage_path
         self.job_id = job_id
         self.metric_names = metric_names
@@ -94,6 +101,8 @@ class TrialRecorder(Callback):
         self.progress = progress
         self._started: dict[str, float] = {}
         self._numbers: dict[str, int] = {}
+        #: Tune trial id -> its method variant (the adapter's artifact name).
+        self._variants: dict[str, str | None] = {}
         self._last: dict[str, dict[str, Any]] = {}
         #: Tune trial id -> why its process died, for each restart (``max_failures``).
         self._restarts: dict[str, list[str]] = {}
@@ -151,6 +160,7 @@ class TrialRecorder(Callback):
         params = dict(trial.config[PARAMS_KEY])
         self._started[trial.trial_id] = time.time()
         self._numbers[trial.trial_id] = number
+        self._variants[trial.trial_id] = method_variant(params)
         self._record(
             number,
             optuna_trial_id=self._optuna_id(number),
@@ -191,6 +201,34 @@ class TrialRecorder(Callback):
             _log.exception("trial %d: where its adapter was persisted is unknown", self._number(trial))
             self._lost_adapters[trial.trial_id] = (
                 f"its adapter's location {checkpoint.path!r} was lost: {exc}"
+            )
+
+    def attach_adapter(self, trial_id: str, ot_trial: Any) -> None:
+        """Upload Tune trial ``trial_id``'s adapter (if its final checkpoint brought one) as an Optuna
+        artifact of ``ot_trial``; the searcher calls this while the trial is still RUNNING in Optuna.
+        A failure is logged: ``promptsweep dashboard`` attaches the adapter later."""
+        location = self._adapters.get(trial_id)
+        if location is None or self.artifact_dir is None or self.storage is None or self.study is None:
+            return
+        number = self._numbers.get(trial_id, ot_trial.number)
+        try:
+            folder = local_adapter_dir(location)
+            if not (folder / "adapter_config.json").is_file():
+                return
+            attach_trial_artifact(
+                self.storage,
+                self.study._study_id,
+                ot_trial._trial_id,
+                folder,
+                artifact_name(number, self._variants.get(trial_id)),
+                self.artifact_dir,
+            )
+        except Exception as exc:
+            _log.warning(
+                "trial %d: its adapter was not uploaded as an Optuna artifact (`promptsweep dashboard` "
+                "attaches it): %s",
+                number,
+                exc,
             )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -11,8 +11,9 @@
 3. starts (or connects to) Ray: an embedded local instance sized by the spec (``num_cpus``, no
    dashboard, a small object store), or ``auto`` / ``ray://`` for a cluster; refuses GPUs the pool lacks;
 4. creates the job's Optuna study **once** on the job's database (``Storage.optuna_storage()``), so
-   optuna-dashboard shows it; on a fresh study, enqueues the warm-start configs (Optuna
-   ``enqueue_trial``; Ray's ``points_to_evaluate`` is ignored with define-by-run spaces, ray#35319);
+   optuna-dashboard shows it (its objectives named, e.g. ``accuracy``); on a fresh study, enqueues the
+   warm-start configs (Optuna ``enqueue_trial``; Ray's ``points_to_evaluate`` is ignored with
+   define-by-run spaces, ray#35319);
 5. resumes: trials a killed run left RUNNING are re-run under their own numbers; the budget counts the
    trials already finished (complete, pruned, failed);
 6. runs the ``Tuner`` (``tune.with_resources`` with fractional GPUs, ``max_concurrent_trials``, ASHA /
@@ -26,7 +27,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,7 +35,7 @@ from typing import Any
 
 from promptsweep import _faults, paths
 from promptsweep._logging import get_logger
-from promptsweep.exceptions import JobNotFoundError, SpecError
+from promptsweep.exceptions import JobNotFoundError
 from promptsweep.search._planning import (
     Plan,
     describe_plan,
@@ -43,6 +43,7 @@ from promptsweep.search._planning import (
     make_sampler,
 )
 from promptsweep.search._pool import check_pool, ensure_ray
+from promptsweep.search._progress import data_summary, describe_data, preparation_progress
 from promptsweep.search._running import (
     batch_started,
     continue_batch,
@@ -57,13 +58,8 @@ from promptsweep.search._running import (
     unfinished_trials,
 )
 from promptsweep.search._selecting import describe_floors, score_job_floors
-from promptsweep.search._spec import (
-    JobSpec,
-    check_cpu_precision,
-    check_resources,
-    local_gpu_count,
-    parse_spec,
-)
+from promptsweep.search._spec import JobSpec, parse_spec
+from promptsweep.search._submitting import data_spec
 from promptsweep.search._worker import HEARTBEAT_S, heartbeating, process_id, stale_default
 
 _log = get_logger(__name__)
@@ -109,94 +105,14 @@ class JobOutcome:
 
 
 # ------------------------------------------------------------------------------------------------
-# submit
+# the job's inputs
 
 
-def submit(spec: JobSpec | dict[str, Any], storage: Any) -> int:
-    """Validate ``spec`` and queue it as a job; return the job id.
-
-    The spec is stored with the job (JSON), including its search space. A local spec (no
-    ``ray_address``) asking for GPUs on a machine without any is refused here.
-
-    Raises:
-        SpecError: the spec is invalid (the message names the field).
-        StorageError: the database cannot be written.
-    """
-    job_spec = _with_local_source_resolved(parse_spec(spec))
-    if job_spec.ray_address is None and job_spec.resources.gpus_per_trial > 0:
-        check_resources(job_spec, gpus_available=local_gpu_count(), pool="this machine")
-    if job_spec.ray_address is None and job_spec.resources.gpus_per_trial == 0:
-        check_cpu_precision(job_spec)
-    job = storage.create_job(
-        job_spec.name,
-        job_spec.to_dict(),
-        objective_metric=job_spec.objective.metric,
-        direction=job_spec.objective.resolved_direction,
-        secondary_objective=job_spec.objective.secondary,
-        model=job_spec.model,
-        dataset=job_spec.dataset.source,
-        task=job_spec.task,
-    )
-    _log.info("submitted job %d (%s)", job.id, job_spec.name)
-    return int(job.id)
-
-
-# ------------------------------------------------------------------------------------------------
-# helpers
-
-#: Suffixes that mark ``dataset.source`` as a local data file (the formats promptsweep.methods reads).
-_DATA_SUFFIXES = (".csv", ".json", ".jsonl", ".parquet")
-
-
-def _with_local_source_resolved(spec: JobSpec) -> JobSpec:
-    """Check a local ``dataset.source`` at submit time and store it as an absolute path.
-
-    A source naming a data file (by suffix) or an existing path is local: relative paths resolve
-    against the submitting process's directory, so a worker started elsewhere finds the same file.
-    Aliases (``fine-foods``) and hub names pass unchanged.
-
-    Raises:
-        SpecError: a data file that does not exist (names ``dataset.source`` and the resolved path).
-    """
-    source = spec.dataset.source
-    path = Path(source).expanduser()
-    if not (path.exists() or path.suffix.lower() in _DATA_SUFFIXES):
-        return spec
-    resolved = path.resolve()
-    if not resolved.exists():
-        raise SpecError(
-            f"dataset.source: no such file {str(resolved)!r} (relative paths resolve against the "
-            f"current directory, {os.getcwd()!r})"
-        )
-    dataset = spec.dataset.model_copy(update={"source": str(resolved)})
-    return spec.model_copy(update={"dataset": dataset})
-
-
-def data_spec(spec: JobSpec) -> Any:
-    """Return the :class:`promptsweep.methods.DataSpec` that a job with ``spec`` prepares its data with
-    (the job's dataset settings and seed), e.g. to rebuild a job's inputs for evaluating an adapter."""
-    from promptsweep.methods import DataSpec
-
-    d = spec.dataset
-    return DataSpec(
-        source=d.source,
-        text_column=d.text_column,
-        text_pair_column=d.text_pair_column,
-        label_column=d.label_column,
-        target_column=d.target_column,
-        label_words=d.label_words,
-        splits={k: v for k, v in d.splits.items() if v is not None},
-        validation_fraction=d.validation_fraction,
-        max_train_examples=d.max_train_examples,
-        max_eval_examples=d.max_eval_examples,
-        seed=spec.seed,
-    )
-
-
-def job_inputs(spec: JobSpec, *, capped: bool = True) -> Any:
+def job_inputs(spec: JobSpec, *, capped: bool = True, progress: Any = None) -> Any:
     """The :class:`promptsweep.methods.PreparedInputs` of a job with ``spec`` (prepared once, cached on
     disk). ``capped=False``: the whole validation and test splits (no ``dataset.max_eval_examples``;
-    the capped splits are stratified subsamples of these), e.g. to re-score finalists or an export."""
+    the capped splits are stratified subsamples of these), e.g. to re-score finalists or an export.
+    ``progress``: ``progress(stage, done, total)`` while tokenizing (see ``prepare_inputs``)."""
     from promptsweep.methods import TaskType, prepare_inputs
 
     if not capped and spec.dataset.max_eval_examples is not None:
@@ -209,6 +125,7 @@ def job_inputs(spec: JobSpec, *, capped: bool = True) -> Any:
         TaskType(spec.task),
         max_length=spec.dataset.max_length,
         cache_dir=paths.cache_dir(),
+        progress=progress,
     )
 
 
@@ -226,9 +143,26 @@ def _state_counts(study: Any) -> dict[str, int]:
     return counts
 
 
+def _enqueue_warm_start(spec: JobSpec, study: Any, limit: int | None) -> None:
+    """Enqueue the job's warm-start configs that no trial of ``study`` has run or holds yet, in order,
+    until ``limit`` trials wait (``None``: all; Optuna's ``skip_if_exists`` decides what was run)."""
+    from optuna.trial import TrialState
+
+    from promptsweep.search._space import to_optuna_params, warm_start_params
+
+    def waiting() -> int:
+        return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    for params in warm_start_params(spec):
+        if limit is not None and waiting() >= limit:
+            return
+        study.enqueue_trial(to_optuna_params(params), skip_if_exists=True)
+
+
 def _create_study(spec: JobSpec, storage: Any, job_id: int, plan: Plan) -> tuple[Any, bool]:
-    """Create the job's study once (``Storage.create_study``: idempotent, cross-process locked) and
-    load it with the spec's sampler; return ``(study, fresh)`` where ``fresh`` means no trial yet."""
+    """Create the job's study once (``Storage.create_study``: idempotent, cross-process locked; it also
+    names the objectives, ``study.set_metric_names``, on a resumed job's study too) and load it with the
+    spec's sampler; return ``(study, fresh)`` where ``fresh`` means no trial yet."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -337,15 +271,23 @@ def _run(
 ) -> JobOutcome:
     import ray
 
-    from promptsweep.search._space import to_optuna_params, warm_start_params
-
     job_id = int(job.id)
     base = Path(spec.output_dir) if spec.output_dir else paths.runs_dir()
     job_dir = (base / f"job-{job_id}").absolute()
     job_dir.mkdir(parents=True, exist_ok=True)
 
-    # 1. model files + tokenized data, once per job (cached on disk by the methods layer).
-    inputs = job_inputs(spec)
+    # 1. model files + tokenized data, once per job (cached on disk by the methods layer); what the
+    # data became (examples and truncations per split, cleaning notes) goes into the job's summary.
+    if progress:
+        with preparation_progress(_stderr_console()) as report:
+            inputs = job_inputs(spec, progress=report)
+    else:
+        inputs = job_inputs(spec)
+    storage.update_job_summary(job_id, data=data_summary(inputs))
+    for line in describe_data(data_summary(inputs)):
+        _log.info("job %d %s", job_id, line)
+        if progress:
+            _stderr_console().print(line, highlight=False, markup=False)
     # 2. the plan: stored with the job, made once (a resumed job keeps its plan); the floors.
     plan = job_plan(spec, storage, job, inputs)
     for line in describe_plan(plan.to_dict()):
@@ -361,11 +303,11 @@ def _run(
     try:
         check_pool(spec)
 
-        # 4. the study, created once; warm start on a fresh one.
+        # 4. the study, created once; warm start on a fresh one: as many warm-start configs as the
+        # plan runs (the rest are enqueued when `extend` adds trials), so none is left waiting.
         study, fresh = _create_study(spec, storage, job_id, plan)
         if fresh:
-            for params in warm_start_params(spec):
-                study.enqueue_trial(to_optuna_params(params), skip_if_exists=True)
+            _enqueue_warm_start(spec, study, plan.configs)
         failed_before = len(failed_trials(study))
         _faults.hold("study")  # the chaos tests kill a worker here
 
@@ -407,6 +349,9 @@ def _run(
                     _log.info("job %d: resuming; re-running unfinished trial(s) %s", job_id, stale)
                 if batch.kind != "plan":
                     _log.info("job %d: extended: %s", job_id, batch.describe())
+                    if not reopened:
+                        slots = spec.resources.max_concurrent_trials  # a time extension: one wave
+                        _enqueue_warm_start(spec, study, slots if batch.trials < 0 else batch.trials)
                 before = finished_count(study)
                 if not reopened:
                     current = book(**batch_started(batch, before, time.time()))

@@ -101,24 +101,13 @@ def tune_job(
     from promptsweep.search._searcher import PromptsweepSearch
     from promptsweep.search._space import sample_params
     from promptsweep.search._trainable import run_trial
+    from promptsweep.storage import default_artifact_dir
 
     r = spec.resources
     modes = ["max" if d == "maximize" else "min" for d in spec.directions]
     # The wall-clock cap: no trial starts after it, and running trials end at their next step with an
     # evaluation and a saved adapter (TrainBudget.deadline); Tune's own time budget is the backstop.
     deadline = time.time() + cap if cap else None
-    searcher = PromptsweepSearch(
-        study=study,
-        space_fn=functools.partial(sample_params, space=spec.space),
-        metrics=spec.metric_names,
-        modes=modes,
-        resume_numbers=stale,
-        job_dir=job_dir,
-        deadline=deadline,
-        max_failed=max(0, max_failed_trials(spec, plan) - failed_so_far),
-    )
-    if halted:
-        searcher.halt(halted)
     display = (
         Progress(job_id, spec.objective.metric, spec.objective.resolved_direction, plan.configs)
         if progress
@@ -134,7 +123,21 @@ def tune_job(
         study=study,
         storage_path=storage_path,
         progress=display,
+        artifact_dir=default_artifact_dir(storage),
     )
+    searcher = PromptsweepSearch(
+        study=study,
+        space_fn=functools.partial(sample_params, space=spec.space),
+        metrics=spec.metric_names,
+        modes=modes,
+        resume_numbers=stale,
+        job_dir=job_dir,
+        deadline=deadline,
+        max_failed=max(0, max_failed_trials(spec, plan) - failed_so_far),
+        before_tell=recorder.attach_adapter,
+    )
+    if halted:
+        searcher.halt(halted)
     resources = {"cpu": r.cpus_per_trial}
     if r.gpus_per_trial:
         resources["gpu"] = r.gpus_per_trial

@@ -19,6 +19,9 @@ It also:
 - uses the study the driver created once before any trial (``_setup_study`` does not create it);
 - re-runs the trials a killed process left RUNNING, under their own trial numbers and parameters
   (resume), before asking the sampler for new ones;
+- calls ``before_tell(tune trial id, optuna trial)`` while the trial is still RUNNING in Optuna, just
+  before it tells Optuna the end (the driver uploads the trial's adapter as an Optuna artifact there:
+  Optuna refuses attributes on a finished trial);
 - hands Tune the config ``{"params": <flat params>, "trial_number": <n>}``.
 """
 
@@ -81,6 +84,8 @@ class PromptsweepSearch(OptunaSearch):
         resume_numbers: trial numbers left RUNNING by a killed process, re-run first.
         job_dir: the job's output directory; a failed trial's error text is read from it (when the
             driver shares the workers' filesystem) into the trial's Optuna user attr ``error``.
+        before_tell: called with the Tune trial id and the Optuna trial before the trial's end is
+            told to Optuna (what it raises is logged; the trial is told all the same).
     """
 
     def __init__(
@@ -94,8 +99,10 @@ class PromptsweepSearch(OptunaSearch):
         job_dir: str | Path | None = None,
         deadline: float | None = None,
         max_failed: int | None = None,
+        before_tell: Callable[[str, optuna.Trial], None] | None = None,
     ) -> None:
         self._given_study = study
+        self._before_tell = before_tell
         #: The job's wall-clock cap (``time.time()``): no trial starts after it.
         self._deadline = deadline
         #: The failure budget of this run: no trial starts once this many trials failed in it (a
@@ -123,7 +130,16 @@ class PromptsweepSearch(OptunaSearch):
     # Tune pickles its search algorithm into the experiment directory (Tuner state, periodic
     # checkpoints). The study and its open trials live in the job's database, which is what resume
     # rebuilds from (ray#30861: Tuner.restore has dropped searcher state), so they are not pickled.
-    _UNPICKLED = ("_given_study", "_ot_study", "_ot_trials", "_storage", "_sampler", "_space", "_space_fn")
+    _UNPICKLED = (
+        "_given_study",
+        "_ot_study",
+        "_ot_trials",
+        "_storage",
+        "_sampler",
+        "_space",
+        "_space_fn",
+        "_before_tell",
+    )
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: (None if k in self._UNPICKLED else v) for k, v in self.__dict__.items()}
@@ -242,6 +258,11 @@ class PromptsweepSearch(OptunaSearch):
                 _log.exception("could not store the error of trial %d", ot_trial.number)
         if state == TrialState.FAIL:
             self._failed += 1
+        if self._before_tell is not None:
+            try:
+                self._before_tell(trial_id, ot_trial)
+            except Exception:  # e.g. the artifact store is full: the trial's end is told all the same
+                _log.exception("trial %d: before telling Optuna its end", ot_trial.number)
         try:
             self._ot_study.tell(ot_trial, values, state=state)
         except Exception as exc:  # e.g. a trial told already by an earlier process

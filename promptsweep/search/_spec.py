@@ -26,7 +26,16 @@ from pydantic import (
 )
 
 from promptsweep.exceptions import SpecError
-from promptsweep.methods import METRICS, TaskType, is_uri, method_parameters
+from promptsweep.methods import (
+    ALIAS_CONFIGS,
+    METRICS,
+    ModelSupportError,
+    TaskType,
+    check_model_support,
+    is_uri,
+    method_parameters,
+    model_config_if_known,
+)
 from promptsweep.methods import TASK_METRICS as _METHODS_TASK_METRICS
 from promptsweep.search._spec_space import (
     METHOD_NAMES,
@@ -41,8 +50,6 @@ TASK_NAMES: tuple[str, ...] = tuple(t.value for t in TaskType)
 METRIC_DIRECTIONS: dict[str, str] = dict(METRICS)
 #: Metrics each task reports (``promptsweep.methods.TASK_METRICS``).
 TASK_METRICS: dict[str, tuple[str, ...]] = {t.value: tuple(m) for t, m in _METHODS_TASK_METRICS.items()}
-#: Model aliases whose architecture is known without loading them: alias -> "encoder" | "causal_lm".
-KNOWN_MODELS: dict[str, str] = {"minilm": "encoder", "smollm2-135m": "causal_lm"}
 #: Trial-parameter keys every method takes; the rest come from each method's registry entry.
 _COMMON_KEYS = frozenset({"method", "num_virtual_tokens", "learning_rate", "pooling"})
 #: The flat trial-parameter keys of each method (besides ``method``, ``num_virtual_tokens``,
@@ -66,9 +73,12 @@ class _FieldError(ValueError):
 class DatasetSpec(_Model):
     """The labelled data (maps onto ``promptsweep.methods.DataSpec``).
 
-    ``source`` is an alias (``fine-foods``), a local csv/json/jsonl/parquet path or a hub name.
-    ``splits`` names the train / validation / test splits in the source; a missing validation split
-    is carved from train (``validation_fraction``, stratified). Trials rank on validation only.
+    ``source`` is an alias (``fine-foods``), a local csv/json/jsonl/parquet path (or a folder of one
+    file per split), a ``datasets`` ``save_to_disk`` folder, or a hub name (offline: from the local
+    datasets cache with ``HF_DATASETS_OFFLINE=1``). ``splits`` names the train / validation / test
+    splits in the source; a missing validation split is carved from train (``validation_fraction``,
+    stratified, every class on both sides). Trials rank on validation only. ``submit`` loads and
+    checks the data (``_submitting.check_dataset``).
     """
 
     source: str = "fine-foods"
@@ -323,11 +333,13 @@ class JobSpec(_Model):
         # A causal LM's own default learning-rate ranges where the spec gives none (the stored spec then
         # holds them, so a job reloads with the ranges it ran with).
         object.__setattr__(self, "space", with_task_learning_rates(self.space, self.task))
-        kind = KNOWN_MODELS.get(self.model)
-        if kind == "encoder" and self.task != "classification":
-            raise _FieldError(
-                "task", f"model {self.model!r} is an encoder; task {self.task!r} needs a causal LM"
-            )
+        # An alias's architecture against the task, methods and poolings (a local folder's is checked
+        # by `check_model` at submit: a stored job re-parses without reading the model's files).
+        if self.model in ALIAS_CONFIGS:
+            try:
+                _check_model_support(self, ALIAS_CONFIGS[self.model])
+            except ModelSupportError as exc:
+                raise _FieldError(exc.field, exc.message) from None
         if self.task == "generation" and not self.dataset.target_column:
             raise _FieldError("dataset.target_column", "the generation task needs a target column")
         if self.task != "generation" and not self.dataset.label_column:
@@ -406,6 +418,34 @@ class JobSpec(_Model):
     def to_dict(self) -> dict[str, Any]:
         """The JSON-serializable form stored with the job (reload with :func:`parse_spec`)."""
         return self.model_dump(mode="json")
+
+
+def _check_model_support(spec: JobSpec, model_config: dict[str, Any]) -> None:
+    check_model_support(
+        model_config,
+        spec.task,
+        methods=spec.space.methods,
+        poolings=spec.space.pooling or (),
+        model=spec.model,
+    )
+
+
+def check_model(spec: JobSpec) -> None:
+    """The model's architecture against the job's task, methods and poolings, where it is known without
+    the network: an alias or a local folder's ``config.json`` (a hub name is checked when a trial builds
+    the model). Run by ``submit``, before the job is stored.
+
+    Raises:
+        SpecError: what the model cannot do, naming the field (``model``, ``task``, ``space.methods``
+            or ``space.pooling``).
+    """
+    model_config = model_config_if_known(spec.model)
+    if model_config is None:
+        return
+    try:
+        _check_model_support(spec, model_config)
+    except ModelSupportError as exc:
+        raise SpecError(f"{exc.field}: {exc.message}") from None
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:

@@ -209,6 +209,13 @@ class JobRecord:
             return [self.direction.value, Direction.MINIMIZE.value]
         return [self.direction.value]
 
+    @property
+    def metric_names(self) -> list[str]:
+        """The Optuna study's objective names, in :attr:`directions` order: the objective metric (``value``
+        when the job has none), then the secondary objective."""
+        names = [self.objective_metric or "value"]
+        return [*names, self.secondary_objective] if self.secondary_objective else names
+
 
 @dataclass(frozen=True)
 class TrialRecord:

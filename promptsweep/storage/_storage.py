@@ -233,7 +233,8 @@ class Storage(JobsMixin, QueueMixin, TrialsMixin):
         """Create the job's Optuna study once (before its trials start) and return its name.
 
         Directions come from the job: its objective's, then ``minimize`` for a secondary objective
-        (trainable parameters). Idempotent; concurrent callers create it once. Raises JobNotFoundError.
+        (trainable parameters); so do its metric names (:meth:`name_study_metrics`). Idempotent;
+        concurrent callers create it once. Raises JobNotFoundError.
         """
         job = self.get_job(job_id)
         storage = self.optuna_storage()
@@ -243,7 +244,31 @@ class Storage(JobsMixin, QueueMixin, TrialsMixin):
             optuna.create_study(
                 storage=storage, study_name=job.study_name, directions=job.directions, load_if_exists=True
             )
+        self.name_study_metrics(job_id)
         return job.study_name
+
+    def name_study_metrics(self, job_id: int) -> bool:
+        """Give the job's Optuna study its objective names (``study.set_metric_names``, e.g.
+        ``["accuracy"]``: what optuna-dashboard shows instead of "Objective 0"), unless it has them.
+
+        Returns ``True`` when it set them, ``False`` when the study had them or does not exist yet.
+        Raises JobNotFoundError.
+        """
+        import warnings
+
+        import optuna
+
+        job = self.get_job(job_id)
+        try:
+            study = optuna.load_study(study_name=job.study_name, storage=self.optuna_storage())
+        except KeyError:
+            return False
+        if study.metric_names == job.metric_names:
+            return False
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, unchanged since
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(job.metric_names)
+        return True
 
 
 def upgrade_database(url: str | None = None) -> tuple[str | None, str]:

@@ -106,14 +106,26 @@ _OPTUNA_STATE = {
 }
 
 
-def seed_job(storage: Storage, *, adapter_dirs: dict[int, Path] | None = None, name: str = "seeded") -> int:
+def seed_job(
+    storage: Storage,
+    *,
+    adapter_dirs: dict[int, Path] | None = None,
+    name: str = "seeded",
+    metric_names: bool = True,
+) -> int:
     """Create one finished job with the :data:`TRIALS` above; return its id.
 
-    ``adapter_dirs`` maps trial numbers to adapter directories to record for them.
+    ``adapter_dirs`` maps trial numbers to adapter directories to record for them. ``metric_names=False``
+    creates the study as promptsweep did before it named the objectives (plain ``optuna.create_study``).
     """
     adapter_dirs = adapter_dirs or {}
     job = storage.create_job(name, {**SPEC, "name": name})
-    storage.create_study(job.id)
+    if metric_names:
+        storage.create_study(job.id)
+    else:
+        optuna.create_study(
+            storage=storage.optuna_storage(), study_name=job.study_name, directions=job.directions
+        )
     ostorage = storage.optuna_storage()
     study = optuna.load_study(study_name=job.study_name, storage=ostorage)
     study_id = ostorage.get_study_id_from_name(job.study_name)

@@ -23,12 +23,15 @@ def test_report_holds_tables_and_plots(storage: Storage, tmp_path: Path) -> None
     path = write_report(storage, job_id, tmp_path / "out" / "report.html")
     text = path.read_text()
     # readable without a server: plotly.js is inlined once, nothing is fetched from a CDN
-    assert text.count("Plotly.newPlot") == 4  # Pareto front, history, learning curves, importances
+    # method comparison, Pareto front, history, learning curves, importances
+    assert text.count("Plotly.newPlot") == 5
     assert not re.search(r"<script[^>]*src=", text)
     assert len(re.findall(r"plotly\.js v\d", text)) == 1
+    assert text.index("plotly.js v") < text.index("Plotly.newPlot")  # defined before the first plot
     for heading in (
         "Leaderboard",
         "Best trial per method",
+        "Method comparison",
         "Pareto front",
         "Optimization history",
         "Learning curves",

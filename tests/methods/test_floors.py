@@ -93,7 +93,8 @@ def test_head_only_beats_majority_and_trains_only_the_head(
     assert set(floors) == {"majority", "head_only"}
     assert floors["head_only"]["accuracy"] >= 0.9 > floors["majority"]["accuracy"] + 0.3
     assert floors["head_only"]["eval_loss"] < floors["majority"]["eval_loss"]
-    assert set(floors["head_only"]) == {"accuracy", "macro_f1", "eval_loss", "seconds"}
+    metrics = {"accuracy", "macro_f1", "f1[bad]", "f1[good]", "eval_loss", "seconds"}  # per-class F1 too
+    assert set(floors["head_only"]) == set(floors["majority"]) == metrics
 
     (trained,) = built
     fresh = build_base_model(*_floors_build_args(keyword_inputs), seed=0)

@@ -13,17 +13,19 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
 from promptsweep.search import parse_spec, run_job, run_worker, submit, warm_start_params
 from promptsweep.search._spec import local_gpu_count
-from promptsweep.storage import Storage
+from promptsweep.storage import Storage, artifact_name, default_artifact_dir
 from tests.search.conftest import tiny_spec
 
 pytestmark = pytest.mark.slow
@@ -64,6 +66,9 @@ def test_job_runs_all_methods_and_both_encoders(main_job) -> None:
     storage, job_id, outcome, _spec = main_job
     assert outcome.status == "succeeded"
     assert storage.get_job(job_id).status.value == "succeeded"
+    data = storage.get_job(job_id).summary["data"]  # what preparation made of the data, for show/run
+    assert data["examples"] == {"train": 120, "validation": 40, "test": 60} and data["max_length"] == 32
+    assert set(data["truncated"]) == {"train", "validation", "test"} and data["notes"] == []
     trials = storage.list_trials(job_id)
     assert [t.number for t in trials] == list(range(7))  # one row per trial, none twice
     assert outcome.finished == 7
@@ -103,6 +108,26 @@ def test_asha_stopped_trials_are_pruned_not_complete(main_job) -> None:
             row = storage.get_trial(job_id, t.number)
             assert row.steps == total_steps and row.adapter_dir and Path(row.adapter_dir).is_dir()
             assert row.trainable_params > 0
+
+
+def test_complete_trials_carry_their_adapters_as_optuna_trial_artifacts(main_job) -> None:
+    # Uploaded by the driver while each trial was still RUNNING in Optuna (Optuna's own trial artifact
+    # record, which a finished trial refuses), so optuna-dashboard offers each adapter on its trial.
+    storage, job_id, _outcome, spec = main_job
+    study = _study(storage, job_id)
+    assert study.metric_names == spec.metric_names == ["eval_loss"]  # not "Objective 0"
+    store = default_artifact_dir(storage)
+    assert any(t.state == TrialState.COMPLETE for t in study.trials)
+    for t in study.trials:
+        metas = get_all_artifact_meta(t, storage=storage.optuna_storage())
+        row = storage.get_trial(job_id, t.number)
+        if t.state != TrialState.COMPLETE:
+            assert metas == [] and row.adapter_dir is None
+            continue
+        (meta,) = metas
+        assert meta.filename == artifact_name(t.number, row.variant)
+        with zipfile.ZipFile(store / meta.artifact_id) as zf:
+            assert zf.read("adapter_config.json") == Path(row.adapter_dir, "adapter_config.json").read_bytes()
 
 
 def test_crashing_trial_is_fail_with_its_error_and_the_job_goes_on(main_job) -> None:
@@ -503,16 +528,28 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(
 def test_bad_data_fails_the_job_before_any_trial(
     tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
 ) -> None:
-    from promptsweep.exceptions import DataError
+    from promptsweep.exceptions import DataError, SpecError
 
     storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
     spec = tiny_spec(tiny_encoder, reviews_dir, tmp_path / "runs")
     spec["dataset"]["label_column"] = "stars"
-    job_id = submit(spec, storage)
-    with pytest.raises(DataError, match="stars"):
+    # a column the data lacks is refused at submit, naming the field and the columns: nothing stored
+    with pytest.raises(
+        SpecError, match=r"dataset\.label_column: column 'stars' not found .*\['text', 'label'\]"
+    ):
+        submit(spec, storage)
+    assert storage.list_jobs() == []
+    # what only splitting finds (a class too small to carve a validation split from) fails the job
+    # before any trial
+    data = tmp_path / "reviews"
+    data.mkdir()
+    (data / "train.csv").write_text((reviews_dir / "train.csv").read_text() + "an odd one,odd\n")
+    (data / "test.csv").write_text((reviews_dir / "test.csv").read_text())
+    job_id = submit(tiny_spec(tiny_encoder, data, tmp_path / "runs"), storage)
+    with pytest.raises(DataError, match="class 'odd' has 1 example"):
         run_job(job_id, storage, progress=False)
     job = storage.get_job(job_id)
-    assert job.status.value == "failed" and "stars" in job.error
+    assert job.status.value == "failed" and "class 'odd' has 1 example" in job.error
     assert storage.list_trials(job_id) == []
 
 

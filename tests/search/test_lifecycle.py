@@ -230,6 +230,38 @@ def test_extend_continues_a_finished_study_by_trials_then_by_time(
     _states_agree(storage, job_id)
 
 
+def test_warm_start_enqueues_what_the_plan_runs_and_extend_takes_the_next_default(
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    from promptsweep.search import parse_spec
+    from promptsweep.search._space import paper_default_params, warm_start_order
+
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    spec = tiny_spec(
+        tiny_encoder,
+        reviews_dir,
+        tmp_path / "runs",
+        scheduler={"name": "none"},
+        budget={"num_trials": 1, "max_steps": 10, "eval_every_steps": 10},
+        resources={"cpus_per_trial": 1, "max_concurrent_trials": 1, "num_cpus": 2},
+    )
+    job_id = submit(spec, storage)
+    parsed = parse_spec(spec)
+    defaults = [paper_default_params(m, parsed) for m in warm_start_order(parsed)]
+    assert len(defaults) == 3
+    assert run_job(job_id, storage, progress=False).status == "succeeded"
+    # one planned trial: the first default ran, and no other default waits in the study
+    states = [t.state.name for t in _study(storage, job_id).trials]
+    assert states == ["COMPLETE"]
+    assert storage.list_trials(job_id)[0].method == defaults[0]["method"]
+
+    storage.extend_job(job_id, trials=1)
+    assert run_worker(storage, once=True) == 1
+    trials = storage.list_trials(job_id)
+    assert [t.method for t in trials] == [d["method"] for d in defaults[:2]]
+    assert [t.state.name for t in _study(storage, job_id).trials] == ["COMPLETE", "COMPLETE"]
+
+
 def test_stop_of_a_paused_job_selects_from_its_finished_trials_without_new_ones(
     ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from promptsweep.exceptions import SpecError
 from promptsweep.search import parse_spec
+from promptsweep.search._asha import replay_asha, simulate_asha
 from promptsweep.search._planning import (
     LONGEST_TRIAL_SHARE,
     MIN_RUNG_STEPS,
@@ -20,8 +21,6 @@ from promptsweep.search._planning import (
     describe_plan,
     make_scheduler,
     plan_search,
-    replay_asha,
-    simulate_asha,
 )
 
 COSTS = Costs(step_s=0.5, eval_example_s=0.01, setup_s=3.0, precision="bf16")
