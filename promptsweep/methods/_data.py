@@ -394,7 +394,8 @@ def prepare_inputs(
         task: ``classification`` (encoder + head), ``verbalizer`` or ``generation`` (causal LM).
         max_length: tokens per example (input + target for generation), >= 8.
         cache_dir: cache root (default :func:`promptsweep.paths.cache_dir`).
-        progress: ``progress(stage, done, total)`` as tokenization advances (``"tokenizing <role>"``,
+        progress: ``progress(stage, done, total)`` as preparation advances: a model conversion
+            (SmolLM2's GGUF, once: 0 then 1 of 1), then tokenization (``"tokenizing <role>"``,
             examples done of the split's total, after every chunk of 2,000); not called on a cache hit.
 
     Raises:
@@ -417,7 +418,7 @@ def prepare_inputs(
     if not isinstance(data, DataSpec):
         raise SpecError(f"data must be a DataSpec, got {type(data).__name__}")
     root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
-    model_dir = resolve_model_dir(model, root)
+    model_dir = resolve_model_dir(model, root, progress)
     key = cache_key(model_dir, data, task, max_length)
     data_dir = root / "tokenized" / key
     meta_path = data_dir / "meta.json"

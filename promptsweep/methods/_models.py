@@ -13,7 +13,7 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +69,13 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _convert_smollm2(cache_dir: Path) -> Path:
+def _convert_smollm2(cache_dir: Path, progress: Callable[[str, int, int], None] | None = None) -> Path:
     """Convert the GGUF once to an fp32 safetensors checkpoint + tokenizer with a pad token.
 
     Reloading the converted directory takes well under a second; the GGUF route takes ~15 s and ~1.2 GB.
     The cache directory is keyed by the GGUF's size and modification time; the write is atomic
     (temporary directory, then rename) under a file lock, so concurrent workers convert once.
+    ``progress(stage, done, total)`` hears the conversion start (0 of 1) and end (1 of 1).
     """
     gguf = smollm2_gguf_path()
     st = gguf.stat()
@@ -90,6 +91,9 @@ def _convert_smollm2(cache_dir: Path) -> Path:
 
         started = time.perf_counter()
         log.info("converting %s to an fp32 checkpoint in %s (once)", gguf, target)
+        stage = f"converting the {SMOLLM2} GGUF (once, ~15 s)"
+        if progress is not None:
+            progress(stage, 0, 1)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32
@@ -111,15 +115,20 @@ def _convert_smollm2(cache_dir: Path) -> Path:
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, target)
         log.info("converted %s in %.1f s", SMOLLM2, time.perf_counter() - started)
+        if progress is not None:
+            progress(stage, 1, 1)
     return target
 
 
-def resolve_model_dir(model: str, cache_dir: Path) -> Path:
+def resolve_model_dir(
+    model: str, cache_dir: Path, progress: Callable[[str, int, int], None] | None = None
+) -> Path:
     """Return a local directory holding ``model``'s weights and tokenizer.
 
     Args:
         model: ``"minilm"``, ``"smollm2-135m"``, a local model directory, or a hub name (needs network).
         cache_dir: where converted checkpoints are cached.
+        progress: ``progress(stage, done, total)`` for a conversion (SmolLM2's GGUF, once).
 
     Raises:
         SpecError: naming the model when it is neither an alias, a directory with ``config.json``, nor a
@@ -128,7 +137,7 @@ def resolve_model_dir(model: str, cache_dir: Path) -> Path:
     if model == MINILM:
         return _minilm_dir()
     if model == SMOLLM2:
-        return _convert_smollm2(cache_dir)
+        return _convert_smollm2(cache_dir, progress)
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

@@ -100,3 +100,16 @@ def test_smollm2_is_converted_once_with_a_pad_token(smollm2_inputs) -> None:
     assert tok.pad_token == "<|im_end|>" and tok.eos_token == "<|im_end|>"
     config = AutoConfig.from_pretrained(model_dir)
     assert config.pad_token_id == tok.pad_token_id and str(config.torch_dtype).endswith("float32")
+
+
+def test_the_gguf_conversion_reports_its_progress_once(tmp_path: Path) -> None:
+    from promptsweep.methods._models import resolve_model_dir
+
+    heard: list[tuple[str, int, int]] = []
+    converted = resolve_model_dir("smollm2-135m", tmp_path, lambda *a: heard.append(a))
+    assert (converted / "config.json").is_file() and converted.is_relative_to(tmp_path)
+    assert [(done, total) for _, done, total in heard] == [(0, 1), (1, 1)]
+    assert "converting the smollm2-135m GGUF" in heard[0][0]
+    heard.clear()
+    assert resolve_model_dir("smollm2-135m", tmp_path, lambda *a: heard.append(a)) == converted
+    assert heard == []  # converted once: the cache answers
