@@ -83,7 +83,8 @@ def test_run_end_to_end(tmp_path: Path) -> None:
     assert metrics["trial_number"] == best.number and metrics["test_metrics"] == best.test_metrics
     report = _cli("--db", db, "report", str(job.id), "--out", str(tmp_path / "report.html"))
     assert report.returncode == 0, report.stderr
-    assert (tmp_path / "report.html").read_text().count("Plotly.newPlot") == 4
+    # the report's figures, as tests/dashboards/test_report.py names them
+    assert (tmp_path / "report.html").read_text().count("Plotly.newPlot") == 5
 
 
 def test_demo_driver(tmp_path: Path) -> None:
