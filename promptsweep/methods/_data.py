@@ -308,12 +308,11 @@ def _tokenize_split(
     spec: DataSpec,
     max_length: int,
     label_index: dict[str, int],
-    report: Callable[[int], None] = lambda done: None,
-    closing: list[int] | None = None,
+    report: Callable[[int], None],
+    closing: list[int],
 ) -> tuple[dict[str, Any], int]:
     """Token ids of one split (in chunks of ``_CHUNK``, ``report(done)`` after each) and how many
     examples were truncated to ``max_length``; ``closing`` ends each prompt (see :func:`_causal_prompts`)."""
-    closing = closing or []
     template = spec.template or _DEFAULT_TEMPLATE.get(task, "")
     n = len(rec["text"])
     out: dict[str, Any] = {}

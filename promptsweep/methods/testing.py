@@ -55,17 +55,18 @@ def make_tiny_model(directory: Path | str, kind: TinyKind = "encoder", *, seed: 
     tokenizer = transformers.AutoTokenizer.from_pretrained(tok_dir)
     vocab = len(tokenizer)
     torch.manual_seed(seed)
+    # the sizes every BERT-style encoder here shares (BERT, RoBERTa / XLM-R, DeBERTa-v2)
+    bert_like = {
+        "vocab_size": vocab,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 512,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     if kind == "encoder":
-        config = transformers.BertConfig(
-            vocab_size=vocab,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=512,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        model = transformers.BertModel(config)
+        model = transformers.BertModel(transformers.BertConfig(**bert_like))
     elif kind == "decoder":
         config = transformers.LlamaConfig(
             vocab_size=vocab,
@@ -121,13 +122,7 @@ def make_tiny_model(directory: Path | str, kind: TinyKind = "encoder", *, seed: 
             else (transformers.XLMRobertaConfig, transformers.XLMRobertaModel)
         )
         config = config_cls(
-            vocab_size=vocab,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=514,
-            pad_token_id=tokenizer.pad_token_id,
+            **{**bert_like, "max_position_embeddings": 514},  # positions start after padding_idx
             bos_token_id=tokenizer.cls_token_id,
             eos_token_id=tokenizer.sep_token_id,
         )
@@ -145,16 +140,7 @@ def make_tiny_model(directory: Path | str, kind: TinyKind = "encoder", *, seed: 
         model = transformers.DistilBertModel(config)
     elif kind == "deberta-v2":
         config = transformers.DebertaV2Config(
-            vocab_size=vocab,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=512,
-            relative_attention=True,
-            position_buckets=16,
-            pos_att_type=["p2c", "c2p"],
-            pad_token_id=tokenizer.pad_token_id,
+            **bert_like, relative_attention=True, position_buckets=16, pos_att_type=["p2c", "c2p"]
         )
         model = transformers.DebertaV2Model(config)
     else:
