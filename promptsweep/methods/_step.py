@@ -137,15 +137,18 @@ def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
-def _schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> Any:
-    warmup = int(total_steps * warmup_ratio)
+class _WarmupLinear:
+    """The learning-rate factor: linear warm-up over ``warmup_ratio`` of the first ``total_steps``, then
+    linear decay to 0 at :attr:`total_steps`, which a re-sized trial moves (the warm-up stays)."""
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    def __init__(self, total_steps: int, warmup_ratio: float) -> None:
+        self.total_steps = total_steps
+        self.warmup = int(total_steps * warmup_ratio)
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        return max(0.0, (self.total_steps - step) / max(1, self.total_steps - self.warmup))
 
 
 def train_step_loss(model: Any, batch: dict, inputs: PreparedInputs) -> torch.Tensor:
@@ -178,7 +181,8 @@ class TrainStep:
         self.model, self.inputs, self.config, self.device = model, inputs, config, device
         self.max_grad_norm = budget.max_grad_norm
         self.optimizer = _optimizer(model, config.learning_rate, budget.weight_decay)
-        self.scheduler = _schedule(self.optimizer, total_steps, budget.warmup_ratio)
+        self._factor = _WarmupLinear(total_steps, budget.warmup_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._factor)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.precision = StepPrecision(model, precision, device)
         self.seq2seq = is_seq2seq(model)
@@ -209,3 +213,11 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.done += 1
         return float(loss.item())
+
+    def resize(self, total_steps: int) -> None:
+        """Move the end of the learning-rate decay to ``total_steps`` (a trial re-sized to its time
+        share, see :attr:`~promptsweep.methods.TrainBudget.step_time_s`); the next step already uses it."""
+        self._factor.total_steps = total_steps
+        step = self.scheduler.last_epoch
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = base * self._factor(step)

@@ -119,6 +119,10 @@ class TrainBudget:
         deadline: a wall-clock time (``time.time()`` seconds): the first step that ends past it is the
             trial's last - evaluated, reported and saved like a trial that ran its whole budget (a
             search's time budget ends its running trials this way, with an adapter).
+        step_time_s: seconds of training steps the trial may spend (a plan without screening gives
+            each trial its share of the budget): the trial re-sizes its ``max_steps`` (and the end of its
+            learning-rate decay) to what its own steps show fits, at every tenth of its steps, between
+            a quarter and twice the planned steps (``max_steps``); it then validates only at its end.
         batch_size: train examples per step.
         eval_batch_size: examples per evaluation forward pass.
         warmup_ratio: fraction of the steps with linear warm-up, then linear decay to 0.
@@ -135,6 +139,7 @@ class TrainBudget:
     eval_every_steps: int = 50
     eval_at_steps: tuple[int, ...] | None = None
     deadline: float | None = None
+    step_time_s: float | None = None
     batch_size: int = 16
     eval_batch_size: int = 64
     warmup_ratio: float = 0.06
@@ -174,6 +179,10 @@ class TrainBudget:
             object.__setattr__(self, "eval_at_steps", tuple(sorted(set(steps))))
         if self.precision not in PRECISIONS:
             raise SpecError(f"budget.precision={self.precision!r} must be one of {PRECISIONS}")
+        if self.step_time_s is not None and (self.max_steps is None or not self.step_time_s > 0):
+            raise SpecError(
+                f"budget.step_time_s={self.step_time_s!r} must be > 0, with max_steps (the planned steps)"
+            )
 
 
 @dataclass(frozen=True)

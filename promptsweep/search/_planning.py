@@ -17,7 +17,7 @@ Ray Tune's ASHA:
 - when that buys fewer than :data:`MIN_SCREENED_CONFIGS` configs, no screening at all: each of the
   trials at a time trains one config (warm-start order) on its equal share of the budget, validated
   once at the end (a stopped trial's slot would only idle, and the first config would lose the steps
-  the screening took).
+  the screening took); each such trial re-sizes its steps to its share from its own step time.
 
 The costs come from :class:`Costs`, timed on this job's model and data before any trial
 (``promptsweep.methods.measure_costs``). Whatever the spec gives explicitly (``num_trials``,
@@ -112,6 +112,9 @@ class Plan:
         planned: the settings planned here (the rest came from the spec).
         costs: the timing the plan is based on (``None``: nothing was timed).
         note: why the plan departs from successive halving (e.g. too few configs fit to screen any).
+        step_time_s: seconds of training steps each trial may spend (a plan without screening): a
+            trial re-sizes its steps to fit them from the time its own steps take
+            (``TrainBudget.step_time_s``), so ``max_steps`` is where it starts, not where it ends.
     """
 
     configs: int | None
@@ -130,6 +133,7 @@ class Plan:
     eval_at_steps: list[int] | None = None
     eval_examples: int | None = None
     note: str | None = None
+    step_time_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (stored with the job; :meth:`from_dict` reloads it)."""
@@ -371,6 +375,7 @@ def _plan_without_screening(
     while configs > 1 and steps(configs) < MIN_RUNG_STEPS:
         configs -= 1
     max_steps = max(1, steps(configs))
+    step_time = compute / configs - costs.setup_s - eval_s
     expected = configs * (costs.setup_s + max_steps * costs.step_s + eval_s)
     return Plan(
         configs=configs,
@@ -387,6 +392,7 @@ def _plan_without_screening(
         concurrency=spec.resources.max_concurrent_trials,
         planned=["configs", "max_steps", "eval_every_steps"],
         costs=costs,
+        step_time_s=round(step_time, 1) if step_time > 0 else None,
         note=(
             f"no screening: successive halving would fit only {_plural(screened, 'config')} in this "
             "budget, so "
@@ -395,7 +401,8 @@ def _plan_without_screening(
                 if configs == 1
                 else f"each of the {configs} trials at a time trains one config on its share of the budget"
             )
-            + f" (fewer than {MIN_SCREENED_CONFIGS} configs are not worth screening)"
+            + f" (fewer than {MIN_SCREENED_CONFIGS} configs are not worth screening); each trial "
+            f"re-sizes its steps to {step_time:,.0f} s of training from the time its own steps take"
         ),
     )
 
@@ -495,6 +502,7 @@ def train_budget(spec: JobSpec, plan: Plan | None = None) -> Any:
         max_epochs=max_epochs,
         eval_every_steps=plan.eval_every_steps if plan else (b.eval_every_steps or 50),
         eval_at_steps=tuple(plan.eval_at_steps) if plan and plan.eval_at_steps else None,
+        step_time_s=plan.step_time_s if plan else None,
         batch_size=b.batch_size,
         eval_batch_size=b.eval_batch_size,
         warmup_ratio=b.warmup_ratio,

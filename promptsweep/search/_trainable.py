@@ -104,9 +104,10 @@ def run_trial(
     def report(step: int, metrics: dict[str, float]) -> None:
         nonlocal last_step
         last_step = max(last_step, int(step))
-        if step >= total_steps or budget.past_deadline():
-            # The final evaluation (the budget's end, or the job's wall-clock cap) goes out with the
-            # final result below, so that the scheduler never stops a trial at its last evaluation.
+        if step >= total_steps or budget.past_deadline() or budget.step_time_s is not None:
+            # The final evaluation (the budget's end, or the job's wall-clock cap; a trial re-sized to
+            # its time share validates only at its end) goes out with the final result below, so that
+            # the scheduler never stops a trial at its last evaluation.
             return
         tune.report({STEP_KEY: int(step), **where, **{k: float(v) for k, v in metrics.items()}})
 

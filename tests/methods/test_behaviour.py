@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from promptsweep.exceptions import DataError, MethodConfigError, TrainingError
+from promptsweep.exceptions import DataError, MethodConfigError, SpecError, TrainingError
 from promptsweep.methods import (
     DataSpec,
     Pooling,
@@ -22,6 +22,7 @@ from promptsweep.methods import (
 )
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import build_peft_model, collate
+from promptsweep.methods._step import TrainStep
 from promptsweep.methods._train import _examples, count_parameters
 
 TINY = TrainBudget(max_steps=4, max_epochs=None, eval_every_steps=2, batch_size=8)
@@ -119,6 +120,61 @@ def test_parameter_counts_are_measured_on_the_built_model(prepared, tmp_path: Pa
     # the reparameterizations dominate: counted, not derived from the token count
     assert counts["lstm"] > counts["mlp"] > counts["prompt"]
     assert counts["prefix_mlp"] > 10 * counts["prefix"]
+
+
+def test_a_time_share_resizes_the_trial_to_what_its_steps_show_fits(prepared, tmp_path: Path) -> None:
+    inputs = prepared(TaskType.CLASSIFICATION, "encoder")
+    params = {"method": "prompt_tuning", "learning_rate": 0.1, "num_virtual_tokens": 4}
+    planned = TrainBudget(max_steps=20, max_epochs=None, eval_every_steps=5, batch_size=8)
+    # no time for its steps: it ends at a quarter of them; all the time in the world: at twice them.
+    # Either way it validates once, at its end (it cannot know its end in advance)
+    for share, ends in ((1e-6, 5), (1e6, 40)):
+        steps: list[int] = []
+        result = train_trial(
+            inputs,
+            params,
+            budget=dataclasses.replace(planned, step_time_s=share),
+            output_dir=tmp_path / str(share),
+            seed=0,
+            report=lambda s, m, steps=steps: steps.append(s),
+        )
+        assert result.steps == ends and steps == [ends] and [s for s, _ in result.history] == [ends]
+    # without a share: the planned steps, validated every 5
+    steps = []
+    train_trial(
+        inputs,
+        params,
+        budget=planned,
+        output_dir=tmp_path / "planned",
+        seed=0,
+        report=lambda s, m: steps.append(s),
+    )
+    assert steps == [5, 10, 15, 20]
+    with pytest.raises(SpecError, match="step_time_s"):
+        dataclasses.replace(planned, step_time_s=0.0)
+
+
+def test_resizing_a_step_moves_the_end_of_the_learning_rate_decay(prepared) -> None:
+    inputs = prepared(TaskType.CLASSIFICATION, "encoder")
+    config = method_config_from_params(
+        {"method": "prompt_tuning", "learning_rate": 0.1, "num_virtual_tokens": 4}, inputs.task
+    )
+    model = build_peft_model(inputs, config, seed=0)
+    budget = TrainBudget(max_steps=20, max_epochs=None, batch_size=8, warmup_ratio=0.1)  # 2 warm-up steps
+    step = TrainStep(
+        model, inputs, config, budget=budget, total_steps=20, precision="fp32", device=torch.device("cpu")
+    )
+    batch = _examples(load_split(inputs, "train"))[:8]
+    lrs = []
+    for _ in range(4):
+        step(batch)
+        lrs.append(step.optimizer.param_groups[0]["lr"])
+    assert lrs[-1] == pytest.approx(0.1 * (20 - 4) / (20 - 2))  # decaying towards step 20
+    step.resize(8)
+    assert step.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * (8 - 4) / (8 - 2))  # at once
+    for _ in range(4):
+        step(batch)
+    assert step.optimizer.param_groups[0]["lr"] == 0.0  # decayed to 0 at the new end
 
 
 def test_report_callback_can_stop_or_prune(prepared, tmp_path: Path) -> None:

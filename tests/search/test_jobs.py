@@ -628,3 +628,40 @@ def test_a_budget_alone_plans_the_search_and_survivors_keep_training(
     assert summary["selected_trial"] == finalists[0]["number"] == outcome.best_trials[0]
     # only the selected trial saw the test split
     assert [t.number for t in trials if t.test_metrics] == [summary["selected_trial"]]
+
+
+def test_trials_of_a_plan_without_screening_resize_to_their_time_share(
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    """A budget too small to screen: each slot trains one config on its time share, re-sizing its steps
+    from its own step time. The plan here was made from a timing 10 s/step, far slower than the
+    tiny model's steps, so both trials grow to twice their planned steps (the bound), are validated
+    once, at their end, and complete (a plan stored with a job is the one it runs, as on a resume)."""
+    from promptsweep.search._planning import Costs, plan_search
+
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    spec = tiny_spec(
+        tiny_encoder,
+        reviews_dir,
+        tmp_path / "runs",
+        objective={"metric": "accuracy"},
+        budget={"num_trials": None, "max_steps": None, "eval_every_steps": None, "compute_budget_s": 1000},
+        scheduler={"name": "asha", "grace_period_steps": None, "reduction_factor": None},
+    )
+    job_id = submit(spec, storage)
+    plan = plan_search(
+        parse_spec(spec),
+        train_examples=120,
+        eval_examples=40,
+        costs=Costs(step_s=10.0, eval_example_s=0.001, setup_s=0.1),
+    )
+    assert plan.note and plan.configs == 2 and plan.step_time_s and plan.rungs == []
+    storage.update_job_summary(job_id, plan=plan.to_dict())
+    outcome = run_job(job_id, storage, progress=False)
+    assert outcome.status == "succeeded"
+    trials = storage.list_trials(job_id)
+    assert [t.state.value for t in trials] == ["complete", "complete"]
+    for t in trials:
+        assert t.steps == 2 * plan.max_steps, (t.number, t.steps)
+        assert [p.step for p in storage.list_intermediate(job_id, t.number)] == [t.steps]
+    assert storage.get_job(job_id).summary["selected_trial"] in {t.number for t in trials}

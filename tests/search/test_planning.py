@@ -21,6 +21,7 @@ from promptsweep.search._planning import (
     describe_plan,
     make_scheduler,
     plan_search,
+    train_budget,
 )
 
 COSTS = Costs(step_s=0.5, eval_example_s=0.01, setup_s=3.0, precision="bf16")
@@ -219,14 +220,24 @@ def test_a_budget_too_small_to_screen_trains_one_config_per_slot_on_its_share(co
     assert share - costs.step_s < one <= share
     assert plan.expected_trial_seconds == pytest.approx(concurrency * one, abs=0.1)
     assert "no screening" in plan.note and "2 configs" in plan.note
+    # each trial re-sizes its steps to its share's training time (what is left after set-up and the
+    # validation), which the trials' budget carries
+    step_time = share - costs.setup_s - 400 * costs.eval_example_s
+    assert plan.step_time_s == pytest.approx(step_time, abs=0.1)
+    assert plan.max_steps == math.floor(step_time / costs.step_s)
+    assert train_budget(spec, plan).step_time_s == plan.step_time_s
+    assert Plan.from_dict(plan.to_dict()) == plan
+    assert f"re-sizes its steps to {step_time:,.0f} s" in plan.note
     text = "\n".join(describe_plan(plan.to_dict()))
     assert (
         f"plan: {concurrency} config" in text and "validation at the end" in text and "no screening" in text
     )
     assert make_scheduler(spec, plan) is None
-    # a budget that screens 3 or more configs keeps the rungs
+    # a budget that screens 3 or more configs keeps the rungs, and its trials their planned steps
     spec = _spec({"compute_budget_s": 1800}, resources={"max_concurrent_trials": concurrency})
-    assert plan_search(spec, train_examples=3200, eval_examples=400, costs=costs).rungs
+    screening = plan_search(spec, train_examples=3200, eval_examples=400, costs=costs)
+    assert screening.rungs and screening.step_time_s is None
+    assert train_budget(spec, screening).step_time_s is None
 
 
 def test_explicit_settings_keep_screening_in_a_small_budget() -> None:
