@@ -68,6 +68,10 @@ MAX_RUNGS = 3
 DEFAULT_REDUCTION_FACTOR = 3.0
 #: Share of a wall-clock budget that trials can use (Ray start, trial set-up, tails of the last trials).
 WALL_UTILIZATION = 0.85
+#: The same for a plan without screening, whose slots each run one config from the start to the cap:
+#: only the trial's start after the cap is set is lost (6-8 s in the demo, docs/quality.md); its set-up
+#: and validation are priced in. With 0.85 the demo's two re-sized trials ended 44 s before its 300 s.
+SLOT_WALL_UTILIZATION = 0.95
 
 
 @dataclass(frozen=True)
@@ -364,18 +368,27 @@ def _plan_without_screening(
 ) -> Plan:
     """The plan when successive halving would screen fewer than :data:`MIN_SCREENED_CONFIGS`
     configs: each of the trials at a time trains one config on an equal share of the budget (set-up,
-    steps and one validation at the end), with no rungs. Fewer configs than trials at a time when a
-    share could not train :data:`MIN_RUNG_STEPS` steps."""
+    steps and one validation at the end), with no rungs; a wall-clock budget alone gives each slot
+    :data:`SLOT_WALL_UTILIZATION` of it. Fewer configs than trials at a time when a share of a compute
+    budget could not train :data:`MIN_RUNG_STEPS` steps."""
     eval_s = eval_examples * costs.eval_example_s
+    b = spec.budget
+    if b.compute_budget_s is None and b.time_budget_s is not None:
+        # a slot runs one config for the whole wall-clock budget, re-sized to it as it trains
+        compute = b.time_budget_s * spec.resources.max_concurrent_trials * SLOT_WALL_UTILIZATION
+
+    def share(configs: int) -> float:  # one slot's trial-seconds; no more than the wall-clock cap
+        wall = b.time_budget_s * SLOT_WALL_UTILIZATION if b.time_budget_s is not None else math.inf
+        return min(compute / configs, wall)
 
     def steps(configs: int) -> int:
-        return math.floor((compute / configs - costs.setup_s - eval_s) / costs.step_s)
+        return math.floor((share(configs) - costs.setup_s - eval_s) / costs.step_s)
 
     configs = spec.resources.max_concurrent_trials
-    while configs > 1 and steps(configs) < MIN_RUNG_STEPS:
+    while configs > 1 and steps(configs) < MIN_RUNG_STEPS and steps(configs - 1) > steps(configs):
         configs -= 1
     max_steps = max(1, steps(configs))
-    step_time = compute / configs - costs.setup_s - eval_s
+    step_time = share(configs) - costs.setup_s - eval_s
     expected = configs * (costs.setup_s + max_steps * costs.step_s + eval_s)
     return Plan(
         configs=configs,

@@ -15,6 +15,7 @@ from promptsweep.search._planning import (
     LONGEST_TRIAL_SHARE,
     MIN_RUNG_STEPS,
     MIN_SCREENED_CONFIGS,
+    SLOT_WALL_UTILIZATION,
     TARGET_EPOCHS,
     Costs,
     Plan,
@@ -260,3 +261,19 @@ def test_a_share_too_small_for_one_rung_runs_fewer_configs_than_slots() -> None:
     assert plan.rungs == [] and 1 <= plan.configs < 4
     assert plan.max_steps >= MIN_RUNG_STEPS
     assert plan.expected_trial_seconds <= 60
+
+
+def test_a_wall_clock_budget_too_small_to_screen_gives_each_slot_the_whole_wall() -> None:
+    # the demo's shape: 300 s of wall, 2 at a time, fp32 steps of ~2 s: one config per slot, each
+    # running from the start to the cap (less its start), not the 85 % a screening plan can use
+    costs = Costs(step_s=2.0, eval_example_s=0.05, setup_s=8.0, precision="fp32")
+    plan = plan_search(_spec({"time_budget_s": 300}), train_examples=1000, eval_examples=300, costs=costs)
+    assert plan.configs == 2 and plan.rungs == [] and plan.note
+    step_time = 300 * SLOT_WALL_UTILIZATION - 8.0 - 300 * 0.05
+    assert plan.step_time_s == pytest.approx(step_time, abs=0.1)
+    assert plan.max_steps == math.floor(step_time / 2.0)
+    assert plan.compute_budget_s == pytest.approx(2 * 300 * SLOT_WALL_UTILIZATION)
+    assert plan.expected_trial_seconds <= plan.compute_budget_s
+    # a wall too short for one rung in each slot keeps both slots: fewer would not lengthen either
+    short = plan_search(_spec({"time_budget_s": 40}), train_examples=1000, eval_examples=300, costs=costs)
+    assert short.configs == 2 and short.max_steps == math.floor((40 * SLOT_WALL_UTILIZATION - 23.0) / 2.0)
