@@ -381,14 +381,17 @@ def _plan_without_screening(
         wall = b.time_budget_s * SLOT_WALL_UTILIZATION if b.time_budget_s is not None else math.inf
         return min(compute / configs, wall)
 
+    def step_time(configs: int) -> float:  # one slot's seconds of training steps
+        return share(configs) - costs.setup_s - eval_s
+
     def steps(configs: int) -> int:
-        return math.floor((share(configs) - costs.setup_s - eval_s) / costs.step_s)
+        return math.floor(step_time(configs) / costs.step_s)
 
     configs = spec.resources.max_concurrent_trials
     while configs > 1 and steps(configs) < MIN_RUNG_STEPS and steps(configs - 1) > steps(configs):
         configs -= 1
     max_steps = max(1, steps(configs))
-    step_time = share(configs) - costs.setup_s - eval_s
+    seconds = step_time(configs)
     expected = configs * (costs.setup_s + max_steps * costs.step_s + eval_s)
     return Plan(
         configs=configs,
@@ -405,7 +408,7 @@ def _plan_without_screening(
         concurrency=spec.resources.max_concurrent_trials,
         planned=["configs", "max_steps", "eval_every_steps"],
         costs=costs,
-        step_time_s=round(step_time, 1) if step_time > 0 else None,
+        step_time_s=round(seconds, 1) if seconds > 0 else None,
         note=(
             f"no screening: successive halving would fit only {_plural(screened, 'config')} in this "
             "budget, so "
@@ -415,7 +418,7 @@ def _plan_without_screening(
                 else f"each of the {configs} trials at a time trains one config on its share of the budget"
             )
             + f" (fewer than {MIN_SCREENED_CONFIGS} configs are not worth screening); each trial "
-            f"re-sizes its steps to {step_time:,.0f} s of training from the time its own steps take"
+            f"re-sizes its steps to {seconds:,.0f} s of training from the time its own steps take"
         ),
     )
 
