@@ -21,6 +21,7 @@ from promptsweep.methods._architectures import (
     ModelSupportError,
     check_model_support,
     model_config_if_known,
+    read_model_config,
 )
 from promptsweep.methods._config import (
     DEFAULT_POOLING,
@@ -57,6 +58,7 @@ _LAZY = {
     "resolve_precision": "promptsweep.methods._step",
     "measure_costs": "promptsweep.methods._costs",
     "score_floors": "promptsweep.methods._floors",
+    "resolve_model_dir": "promptsweep.methods._models",
     "Floor": "promptsweep.methods._floors",
 }
 
@@ -100,7 +102,9 @@ __all__ = [
     "method_parameters",
     "model_config_if_known",
     "prepare_inputs",
+    "read_model_config",
     "register_method",
+    "resolve_model_dir",
     "resolve_precision",
     "score_floors",
     "train_trial",

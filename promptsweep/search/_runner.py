@@ -58,7 +58,7 @@ from promptsweep.search._running import (
     unfinished_trials,
 )
 from promptsweep.search._selecting import describe_floors, score_job_floors
-from promptsweep.search._spec import JobSpec, parse_spec
+from promptsweep.search._spec import JobSpec, check_model, parse_spec
 from promptsweep.search._submitting import data_spec
 from promptsweep.search._worker import HEARTBEAT_S, heartbeating, process_id, stale_default
 
@@ -127,6 +127,21 @@ def job_inputs(spec: JobSpec, *, capped: bool = True, progress: Any = None) -> A
         cache_dir=paths.cache_dir(),
         progress=progress,
     )
+
+
+def check_job_model(spec: JobSpec) -> None:
+    """:func:`check_model` where the job runs: a local folder's ``config.json`` as it is now, a hub
+    name's from the folder it resolves to (downloaded, or the hub cache's offline).
+
+    Raises:
+        SpecError: naming the field, as at submit; or the model, when it cannot be resolved here.
+    """
+    from promptsweep.methods import model_config_if_known, resolve_model_dir
+
+    if model_config_if_known(spec.model) is not None:
+        check_model(spec)
+    else:
+        check_model(spec, model_dir=resolve_model_dir(spec.model, paths.cache_dir()))
 
 
 def _stderr_console() -> Any:
@@ -275,6 +290,11 @@ def _run(
     base = Path(spec.output_dir) if spec.output_dir else paths.runs_dir()
     job_dir = (base / f"job-{job_id}").absolute()
     job_dir.mkdir(parents=True, exist_ok=True)
+
+    # 0. the model against the job's task, methods and poolings, before any data is prepared: submit
+    # could not check a hub name (it does not reach the hub), and a stored job's local folder may have
+    # changed since. An alias was checked when the spec was parsed.
+    check_job_model(spec)
 
     # 1. model files + tokenized data, once per job (cached on disk by the methods layer); what the
     # data became (examples and truncations per split, cleaning notes) goes into the job's summary.

@@ -35,6 +35,7 @@ from promptsweep.methods import (
     is_uri,
     method_parameters,
     model_config_if_known,
+    read_model_config,
 )
 from promptsweep.methods import TASK_METRICS as _METHODS_TASK_METRICS
 from promptsweep.search._spec_space import (
@@ -430,16 +431,20 @@ def _check_model_support(spec: JobSpec, model_config: dict[str, Any]) -> None:
     )
 
 
-def check_model(spec: JobSpec) -> None:
-    """The model's architecture against the job's task, methods and poolings, where it is known without
-    the network: an alias or a local folder's ``config.json`` (a hub name is checked when a trial builds
-    the model). Run by ``submit``, before the job is stored.
+def check_model(spec: JobSpec, *, model_dir: str | Path | None = None) -> None:
+    """The model's architecture against the job's task, methods and poolings. Run by ``submit``, before
+    the job is stored, where it is known without the network (an alias or a local folder's
+    ``config.json``; a hub name is let through), and again by the job's run before its data is prepared,
+    with ``model_dir`` the folder a hub name resolved to (``promptsweep.methods.resolve_model_dir``).
 
     Raises:
         SpecError: what the model cannot do, naming the field (``model``, ``task``, ``space.methods``
             or ``space.pooling``).
     """
-    model_config = model_config_if_known(spec.model)
+    if model_dir is not None:
+        model_config = read_model_config(model_dir)
+    else:
+        model_config = model_config_if_known(spec.model)
     if model_config is None:
         return
     try:

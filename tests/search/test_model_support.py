@@ -126,5 +126,66 @@ def test_what_the_model_can_do_is_accepted(tmp_path: Path, name, task, space) ->
 def test_aliases_and_unknown_names_are_checked_where_known() -> None:
     with pytest.raises(SpecError, match=r"task: model 'smollm2-135m' is a causal LM"):
         parse_spec(_spec("smollm2-135m", "classification"))
-    # a hub name is not resolved at submit (no network): the trainer checks it when it builds the model
+    # a hub name is not resolved at submit (it needs the hub): the job's run checks it before any data
+    # is prepared (test_a_hub_model_is_checked_when_its_job_runs_before_any_trial)
     assert parse_spec(_spec("someone/some-model", "classification")).model == "someone/some-model"
+
+
+def _hub_model(hub_cache: Path, repo_id: str, config: dict[str, Any]) -> None:
+    """``repo_id`` laid out in a Hugging Face hub cache as a download leaves it (only its config)."""
+    repo = hub_cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(config))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+
+
+def _job_spec(tmp_path: Path, model: str, task: str = "classification", **space: Any) -> dict[str, Any]:
+    data = _spec(model, task, **space)
+    data["output_dir"] = str(tmp_path / "runs")
+    return data
+
+
+def test_a_hub_model_is_checked_when_its_job_runs_before_any_trial(tmp_path: Path, monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    from promptsweep.search import run_job
+    from promptsweep.storage import Storage
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    _hub_model(tmp_path / "hub", "someone/tiny-llama", CONFIGS["llama"])
+    storage = Storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    cases = [
+        # (model, task, space, the one error the run gives)
+        ("someone/tiny-llama", "classification", {}, r"^task: model 'someone/tiny-llama' is a causal LM"),
+        ("someone/absent", "classification", {}, r"^model 'someone/absent' is not an alias .*the hub did not"),
+    ]
+    for model, task, space, message in cases:
+        job_id = submit(_job_spec(tmp_path, model, task, **space), storage)  # submit lets a hub name in
+        with pytest.raises(SpecError, match=message):
+            run_job(job_id, storage, progress=False)
+        job = storage.get_job(job_id)
+        assert job.status.value == "failed" and "SpecError: " in job.error
+        assert storage.list_trials(job_id) == []
+        assert "data" not in job.summary  # refused before its data was prepared
+    # the same hub model with a task it can do passes the check (the run goes on to prepare its data)
+    from promptsweep.search._runner import check_job_model
+
+    check_job_model(parse_spec(_job_spec(tmp_path, "someone/tiny-llama", "verbalizer")))
+
+
+def test_a_stored_jobs_local_model_is_checked_again_when_it_runs(tmp_path: Path) -> None:
+    from promptsweep.search import run_job
+    from promptsweep.storage import Storage
+
+    storage = Storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    model = _model(tmp_path, "bert")
+    job_id = submit(_job_spec(tmp_path, model), storage)
+    # the folder's checkpoint was replaced by one the job cannot use after the job was stored
+    (Path(model) / "config.json").write_text(json.dumps(CONFIGS["electra"]))
+    with pytest.raises(SpecError, match=r"^model: .*model_type 'electra'"):
+        run_job(job_id, storage, progress=False)
+    job = storage.get_job(job_id)
+    assert job.status.value == "failed" and storage.list_trials(job_id) == []
