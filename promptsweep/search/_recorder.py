@@ -46,8 +46,10 @@ def _now() -> datetime:
 
 
 def validation_metrics(result: dict[str, Any], names: tuple[str, ...]) -> dict[str, float]:
-    """The validation metrics in a Tune result (only the names the task reports)."""
-    return {k: float(result[k]) for k in names if isinstance(result.get(k), int | float)}
+    """The validation metrics in a Tune result: the names the task reports and, for classification and
+    verbalizer tasks, each class's F1 (``f1[<label>]``; the labels depend on the data)."""
+    per_class = sorted(k for k in result if isinstance(k, str) and k.startswith("f1[") and k.endswith("]"))
+    return {k: float(result[k]) for k in (*names, *per_class) if isinstance(result.get(k), int | float)}
 
 
 def _error_text(trial: Any) -> str:

@@ -193,6 +193,9 @@ def test_trials_were_recorded_as_they_happened(main_job) -> None:
         if t.state.value == "fail":
             continue
         assert points, t.number
+        # every evaluation keeps each class's F1 beside the task's metrics, as the trial's end does
+        for record in (*points, t):
+            assert {"accuracy", "macro_f1", "f1[great]", "f1[other]"} <= record.metrics.keys(), t.number
         # each evaluation was written before the trial finished, not in a batch at the end
         assert all(p.recorded_at <= t.finished_at for p in points)
         assert t.started_at < points[0].recorded_at
