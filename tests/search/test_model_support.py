@@ -158,12 +158,12 @@ def test_a_hub_model_is_checked_when_its_job_runs_before_any_trial(tmp_path: Pat
     _hub_model(tmp_path / "hub", "someone/tiny-llama", CONFIGS["llama"])
     storage = Storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
     cases = [
-        # (model, task, space, the one error the run gives)
-        ("someone/tiny-llama", "classification", {}, r"^task: model 'someone/tiny-llama' is a causal LM"),
-        ("someone/absent", "classification", {}, r"^model 'someone/absent' is not an alias .*the hub did not"),
+        # (model, the one error the run gives for a classification job)
+        ("someone/tiny-llama", r"^task: model 'someone/tiny-llama' is a causal LM"),
+        ("someone/absent", r"^model 'someone/absent' is not an alias .*the hub did not give it"),
     ]
-    for model, task, space, message in cases:
-        job_id = submit(_job_spec(tmp_path, model, task, **space), storage)  # submit lets a hub name in
+    for model, message in cases:
+        job_id = submit(_job_spec(tmp_path, model), storage)  # submit lets a hub name in
         with pytest.raises(SpecError, match=message):
             run_job(job_id, storage, progress=False)
         job = storage.get_job(job_id)
