@@ -44,6 +44,7 @@ from promptsweep.methods._config import (
     method_parameters,
     register_method,
 )
+from promptsweep.methods._labels import PER_CLASS_F1
 from promptsweep.methods._precision import PRECISIONS, cpu_bf16_supported
 from promptsweep.methods._sources import DATA_ALIASES
 from promptsweep.methods._types import DataSpec, PreparedInputs, TrainBudget, TrialResult
@@ -68,6 +69,7 @@ __all__ = [
     "DEFAULT_POOLING",
     "METHOD_REGISTRY",
     "METRICS",
+    "PER_CLASS_F1",
     "PRECISIONS",
     "TASK_METRICS",
     "DataSpec",

@@ -25,7 +25,7 @@ from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from promptsweep._logging import get_logger
-from promptsweep.methods import is_uri, local_adapter_dir
+from promptsweep.methods import PER_CLASS_F1, is_uri, local_adapter_dir
 from promptsweep.search._progress import Progress
 from promptsweep.search._searcher import end_state
 from promptsweep.search._trainable import (
@@ -47,8 +47,11 @@ def _now() -> datetime:
 
 def validation_metrics(result: dict[str, Any], names: tuple[str, ...]) -> dict[str, float]:
     """The validation metrics in a Tune result: the names the task reports and, for classification and
-    verbalizer tasks, each class's F1 (``f1[<label>]``; the labels depend on the data)."""
-    per_class = sorted(k for k in result if isinstance(k, str) and k.startswith("f1[") and k.endswith("]"))
+    verbalizer tasks, each class's F1 (``PER_CLASS_F1``: ``f1[<label>]``; the labels depend on the data)."""
+    prefix, suffix = PER_CLASS_F1.split("{}")
+    per_class = sorted(
+        k for k in result if isinstance(k, str) and k.startswith(prefix) and k.endswith(suffix)
+    )
     return {k: float(result[k]) for k in (*names, *per_class) if isinstance(result.get(k), int | float)}
 
 
