@@ -136,12 +136,12 @@ def check_job_model(spec: JobSpec) -> None:
     Raises:
         SpecError: naming the field, as at submit; or the model, when it cannot be resolved here.
     """
-    from promptsweep.methods import model_config_if_known, resolve_model_dir
+    from promptsweep.methods import model_config_if_known, read_model_config, resolve_model_dir
 
-    if model_config_if_known(spec.model) is not None:
-        check_model(spec)
-    else:
-        check_model(spec, model_dir=resolve_model_dir(spec.model, paths.cache_dir()))
+    model_config = model_config_if_known(spec.model)
+    if model_config is None:
+        model_config = read_model_config(resolve_model_dir(spec.model, paths.cache_dir()))
+    check_model(spec, model_config=model_config)
 
 
 def _stderr_console() -> Any:
@@ -293,7 +293,7 @@ def _run(
 
     # 0. the model against the job's task, methods and poolings, before any data is prepared: submit
     # could not check a hub name (it does not reach the hub), and a stored job's local folder may have
-    # changed since. An alias was checked when the spec was parsed.
+    # changed since (an alias's known config is checked again, at no cost).
     check_job_model(spec)
 
     # 1. model files + tokenized data, once per job (cached on disk by the methods layer); what the

@@ -35,7 +35,6 @@ from promptsweep.methods import (
     is_uri,
     method_parameters,
     model_config_if_known,
-    read_model_config,
 )
 from promptsweep.methods import TASK_METRICS as _METHODS_TASK_METRICS
 from promptsweep.search._spec_space import (
@@ -431,19 +430,17 @@ def _check_model_support(spec: JobSpec, model_config: dict[str, Any]) -> None:
     )
 
 
-def check_model(spec: JobSpec, *, model_dir: str | Path | None = None) -> None:
+def check_model(spec: JobSpec, *, model_config: dict[str, Any] | None = None) -> None:
     """The model's architecture against the job's task, methods and poolings. Run by ``submit``, before
     the job is stored, where it is known without the network (an alias or a local folder's
     ``config.json``; a hub name is let through), and again by the job's run before its data is prepared,
-    with ``model_dir`` the folder a hub name resolved to (``promptsweep.methods.resolve_model_dir``).
+    with ``model_config`` read where the job runs (``search._runner.check_job_model``).
 
     Raises:
         SpecError: what the model cannot do, naming the field (``model``, ``task``, ``space.methods``
             or ``space.pooling``).
     """
-    if model_dir is not None:
-        model_config = read_model_config(model_dir)
-    else:
+    if model_config is None:
         model_config = model_config_if_known(spec.model)
     if model_config is None:
         return
