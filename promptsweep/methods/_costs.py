@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from promptsweep.methods._batches import example_length, typical_batch
 from promptsweep.methods._config import method_config_from_params
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import build_peft_model
@@ -45,8 +46,8 @@ def measure_costs(
 
     Returns:
         ``{"step_s", "eval_example_s", "setup_s", "precision"}``: the median seconds of one training
-        step of ``budget.batch_size`` random training examples, seconds per validation example at
-        ``budget.eval_batch_size``, seconds to build the model, and the precision used.
+        step on a batch as long as the trials' batches are on average (``typical_batch``), seconds per
+        validation example at ``budget.eval_batch_size``, seconds to build the model, and the precision used.
 
     Raises:
         MethodConfigError: invalid params, or ``precision="bf16"`` on a device without native bf16.
@@ -68,10 +69,11 @@ def measure_costs(
     train = _examples(load_split(inputs, "train"))
     val = _examples(load_split(inputs, "validation"))[: max(1, eval_examples)]
     gen = torch.Generator().manual_seed(seed)
+    lengths = [example_length(e) for e in train]
     times: list[float] = []
     model.train()
     for i in range(total):
-        idx = torch.randint(len(train), (budget.batch_size,), generator=gen).tolist()
+        idx = typical_batch(lengths, budget.batch_size, gen, grouped=budget.group_by_length)
         t0 = time.perf_counter()
         train_step([train[j] for j in idx])
         if i >= warmup_steps:

@@ -26,6 +26,7 @@ from torch import nn
 
 from promptsweep._logging import get_logger
 from promptsweep.exceptions import MethodConfigError
+from promptsweep.methods._batches import by_length
 from promptsweep.methods._config import DEFAULT_POOLING, MethodConfig, Pooling, PromptMethod, TaskType
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import build_base_model, class_logits, collate
@@ -171,6 +172,7 @@ def _head_only(run: _Run) -> dict[str, float]:
         # The frozen features cost a forward pass each; a seeded subsample keeps the floor cheap.
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(run.seed))
         train = [train[i] for i in sorted(pick[: run.head_train_examples].tolist())]
+    train = by_length(train)  # the feature passes pad less; features and labels keep this one order
     features = head_features(model, entry, run.inputs, train, batch_size=run.batch_size, device=run.device)
     labels = torch.tensor([e["label"] for e in train], dtype=torch.long, device=features.device)
     head.requires_grad_(True)

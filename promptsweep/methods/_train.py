@@ -24,6 +24,7 @@ from promptsweep._logging import get_logger
 from promptsweep.exceptions import DataError, MethodConfigError
 from promptsweep.methods import _modeling
 from promptsweep.methods._adapters import local_adapter_dir
+from promptsweep.methods._batches import by_length, epoch_batches, example_length
 from promptsweep.methods._config import MethodConfig, TaskType, method_config_from_params
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import (
@@ -119,6 +120,7 @@ def evaluate_model(
     """
     was_training = model.training
     model.eval()
+    examples = by_length(examples)  # less padding; no metric depends on the order
     try:
         if inputs.task is TaskType.GENERATION:
             return _evaluate_generation(
@@ -333,16 +335,17 @@ def fit(
         model, inputs, config, budget=budget, total_steps=total_steps, precision=precision, device=device
     )
     gen = torch.Generator().manual_seed(seed)
+    lengths = [example_length(e) for e in train]
     history: list[tuple[int, dict[str, float]]] = []
     train_seconds, seen, step, stop = 0.0, 0, 0, False
     first_step_s, resize_at = 0.0, _next_resize(0, total_steps, budget)
     loss_sum, loss_n = 0.0, 0
-    order: list[int] = []
+    batches: list[list[int]] = []
     model.train()
     while step < total_steps and not stop:
-        if not order:
-            order = torch.randperm(len(train), generator=gen).tolist()
-        idx, order = order[: budget.batch_size], order[budget.batch_size :]
+        if not batches:
+            batches = epoch_batches(lengths, budget.batch_size, gen, grouped=budget.group_by_length)
+        idx = batches.pop()
         started = time.perf_counter()
         loss = train_step([train[i] for i in idx])
         train_seconds += time.perf_counter() - started

@@ -132,6 +132,8 @@ class TrainBudget:
             with AVX-512 BF16 or AMX - else fp32), ``"fp32"`` or ``"bf16"`` (refused on a device without
             it). bf16 covers the frozen model's forward/backward only: the trainable parameters, their
             gradients, the optimizer state, the saved adapter and the validation metrics stay fp32.
+        group_by_length: draw each training batch from examples of similar length (less padding:
+            ``promptsweep.methods._batches``) instead of at random. Evaluation always runs sorted by length.
     """
 
     max_steps: int | None = None
@@ -146,6 +148,7 @@ class TrainBudget:
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     precision: str = "auto"
+    group_by_length: bool = True
 
     def past_deadline(self) -> bool:
         """Whether :attr:`deadline` has passed (never, without one)."""
