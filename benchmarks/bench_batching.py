@@ -2,7 +2,8 @@
 
 Trials pad each batch to its longest example. ``TrainBudget.group_by_length`` (the default) draws each
 training batch from examples of similar length (``promptsweep.methods._batches``); evaluation runs
-sorted by length. This measures, on the benchmark specs' data (Fine Foods, every training review):
+sorted by length. This measures, on the benchmark specs' data (Fine Foods, every training review or
+``--train`` of them):
 
 (a) padding: the tokens a batch computes over the tokens of its examples, random vs grouped (one
     epoch's batches at each seed);
@@ -20,7 +21,7 @@ prompt tuning from the text init, 20 virtual tokens, lr 1e-2 (the search's first
 
 Usage:
     .venv/bin/python benchmarks/bench_batching.py [--models minilm smollm2] [--seeds 0 1 2]
-        [--steps 100] [--threads 2]
+        [--steps 100] [--train N] [--threads 2]
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def run_model(name: str, args: argparse.Namespace, tmp: Path) -> None:
         label_column="score",
         splits={"train": "train", "test": "test"},
         validation_fraction=0.2,
-        max_train_examples=None,
+        max_train_examples=args.train,
         seed=0,
         **cfg["data"],
     )
@@ -187,6 +188,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["minilm", "smollm2"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--train", type=int, default=None, help="training reviews (default: all 3,200)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     args = parser.parse_args()

@@ -5,8 +5,8 @@ padding: on Fine Foods a random training batch holds 1.4x (SmolLM2, 96 tokens, b
 (MiniLM, 128 tokens, batch 16) the tokens of its reviews. Training batches are therefore drawn like
 Hugging Face Trainer's ``group_by_length``: shuffle, cut into megabatches of
 :data:`GROUP_BATCHES` batches, sort each megabatch by length, cut it into batches, shuffle the
-batches. Each epoch still sees every example once in random batches of similar length (1.01-1.02x
-the tokens). Evaluation order does not change any metric, so it runs sorted by length.
+batches, the longest first. Each epoch still sees every example once, in batches of similar length
+(1.03-1.04x the tokens). Evaluation order does not change any metric, so it runs sorted by length.
 docs/quality.md ("Batches grouped by length") has the speed and accuracy measured.
 """
 
@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-#: Batches per megabatch (as Hugging Face's ``LengthGroupedSampler``): large enough that a sorted
-#: megabatch cuts into batches of near-equal length, small enough that an epoch's batches still mix.
-GROUP_BATCHES = 50
+#: Batches per megabatch. Hugging Face's ``LengthGroupedSampler`` uses 50; on 1,000 Fine Foods reviews
+#: that co-batches 32 % of the pairs of one epoch again in the next (random batches: 1.4 %), 16 only
+#: 12.5 %, at 1.03-1.04x the tokens of the examples instead of 1.01-1.02x (random: 1.4-1.7x).
+GROUP_BATCHES = 16
 
 
 def example_length(example: dict[str, Any]) -> int:
@@ -43,12 +44,26 @@ def epoch_batches(
     for start in range(0, len(order), size):
         mega = sorted(order[start : start + size], key=lengths.__getitem__)
         batches.extend(mega[i : i + batch_size] for i in range(0, len(mega), batch_size))
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    # the longest batch first, as Hugging Face's sampler does: a trial that runs out of memory does so at
+    # its first step, and its peak memory does not depend on how far it got
+    longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+    batches.insert(0, batches.pop(longest))
+    return batches
 
 
 def by_length(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``examples`` sorted by length (stable), for evaluation passes with little padding."""
     return sorted(examples, key=example_length)
+
+
+def sorted_pass_tokens(lengths: Sequence[int], batch_size: int) -> int:
+    """Tokens a pass over examples of ``lengths`` sorted by length computes, ``batch_size`` at a time."""
+    ordered = sorted(lengths)
+    return sum(
+        ordered[min(i + batch_size, len(ordered)) - 1] * len(ordered[i : i + batch_size])
+        for i in range(0, len(ordered), batch_size)
+    )
 
 
 def typical_batch(
@@ -69,4 +84,11 @@ def typical_batch(
     return [pool[i] for i in pick]
 
 
-__all__ = ["GROUP_BATCHES", "by_length", "epoch_batches", "example_length", "typical_batch"]
+__all__ = [
+    "GROUP_BATCHES",
+    "by_length",
+    "epoch_batches",
+    "example_length",
+    "sorted_pass_tokens",
+    "typical_batch",
+]

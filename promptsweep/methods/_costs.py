@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from promptsweep.methods._batches import example_length, typical_batch
+from promptsweep.methods._batches import example_length, sorted_pass_tokens, typical_batch
 from promptsweep.methods._config import method_config_from_params
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import build_peft_model
@@ -47,7 +47,9 @@ def measure_costs(
     Returns:
         ``{"step_s", "eval_example_s", "setup_s", "precision"}``: the median seconds of one training
         step on a batch as long as the trials' batches are on average (``typical_batch``), seconds per
-        validation example at ``budget.eval_batch_size``, seconds to build the model, and the precision used.
+        validation example at ``budget.eval_batch_size`` over the whole split (the timed sample's
+        seconds scaled by the tokens a sorted pass computes per example there and in the sample),
+        seconds to build the model, and the precision used.
 
     Raises:
         MethodConfigError: invalid params, or ``precision="bf16"`` on a device without native bf16.
@@ -67,7 +69,8 @@ def measure_costs(
     setup_s = time.perf_counter() - started
 
     train = _examples(load_split(inputs, "train"))
-    val = _examples(load_split(inputs, "validation"))[: max(1, eval_examples)]
+    val_split = _examples(load_split(inputs, "validation"))
+    val = val_split[: max(1, eval_examples)]
     gen = torch.Generator().manual_seed(seed)
     lengths = [example_length(e) for e in train]
     times: list[float] = []
@@ -82,7 +85,13 @@ def measure_costs(
     evaluate_model(model, inputs, warm, batch_size=budget.eval_batch_size, device=dev)
     t0 = time.perf_counter()
     evaluate_model(model, inputs, val, batch_size=budget.eval_batch_size, device=dev)
-    eval_example_s = (time.perf_counter() - t0) / len(val)
+    eval_s = time.perf_counter() - t0
+    # A validation pass runs sorted by length, so over the whole split its batches pad less than over
+    # the timed sample (one batch at the default sizes): scale by the tokens each pass computes.
+    timed, whole = (
+        sorted_pass_tokens([example_length(e) for e in x], budget.eval_batch_size) for x in (val, val_split)
+    )
+    eval_example_s = eval_s * whole / timed / len(val_split)
     return {
         "step_s": statistics.median(times),
         "eval_example_s": eval_example_s,

@@ -345,7 +345,7 @@ def fit(
     while step < total_steps and not stop:
         if not batches:
             batches = epoch_batches(lengths, budget.batch_size, gen, grouped=budget.group_by_length)
-        idx = batches.pop()
+        idx = batches.pop(0)
         started = time.perf_counter()
         loss = train_step([train[i] for i in idx])
         train_seconds += time.perf_counter() - started

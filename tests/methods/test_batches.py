@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from promptsweep.methods import TaskType, TrainBudget, train_trial
-from promptsweep.methods._batches import by_length, epoch_batches, example_length, typical_batch
+from promptsweep.methods._batches import (
+    by_length,
+    epoch_batches,
+    example_length,
+    sorted_pass_tokens,
+    typical_batch,
+)
 from promptsweep.methods._data import load_split
 from promptsweep.methods._train import _examples, evaluate_model, load_adapter_model
 
@@ -38,7 +44,7 @@ def test_grouped_batches_pad_less_and_stay_random() -> None:
         grouped = epoch_batches(LENGTHS, bs, torch.Generator().manual_seed(seed))
         shuffled = epoch_batches(LENGTHS, bs, torch.Generator().manual_seed(seed), grouped=False)
         assert _computed(LENGTHS, grouped) < 0.75 * _computed(LENGTHS, shuffled)
-        assert _computed(LENGTHS, grouped) < 1.05 * sum(LENGTHS)
+        assert _computed(LENGTHS, grouped) < 1.1 * sum(LENGTHS)
     # seeded: the same seed draws the same epoch, another seed other batches in another order
     a, b = (epoch_batches(LENGTHS, bs, torch.Generator().manual_seed(s)) for s in (0, 0))
     c = epoch_batches(LENGTHS, bs, torch.Generator().manual_seed(1))
@@ -59,6 +65,22 @@ def test_a_typical_batch_is_as_long_as_the_mean_batch() -> None:
             assert 0.9 * mean <= max(LENGTHS[i] for i in batch) <= mean
     # a split smaller than a batch: drawn with replacement, still a full batch
     assert len(typical_batch([5, 9, 30], 8, torch.Generator().manual_seed(0))) == 8
+
+
+def test_a_sorted_pass_computes_the_tokens_of_its_sorted_batches() -> None:
+    for bs in (1, 7, 64):
+        ordered = sorted(range(len(LENGTHS)), key=LENGTHS.__getitem__)
+        batches = [ordered[i : i + bs] for i in range(0, len(ordered), bs)]
+        assert sorted_pass_tokens(LENGTHS, bs) == _computed(LENGTHS, batches)
+    assert sorted_pass_tokens(LENGTHS, 1) == sum(LENGTHS)
+    assert sorted_pass_tokens([3, 10, 5], 8) == 30
+
+
+def test_the_longest_batch_comes_first() -> None:
+    for seed in range(3):
+        batches = epoch_batches(LENGTHS, 16, torch.Generator().manual_seed(seed))
+        padded = [max(LENGTHS[i] for i in b) for b in batches]
+        assert padded[0] == max(padded)
 
 
 def test_by_length_sorts_and_keeps_examples(prepared) -> None:
@@ -89,28 +111,38 @@ def test_sorted_evaluation_scores_each_example_as_unbatched(prepared, task, kind
 
 
 def test_trials_train_on_the_batches_the_budget_asks_for(prepared, tmp_path: Path, monkeypatch) -> None:
-    """``group_by_length`` reaches the epoch's draw; both ways a trial sees the same number of examples."""
+    """``group_by_length`` reaches each epoch's draw, and the trial takes the batches in the drawn order:
+    random batches (``group_by_length=False``) are a shuffled order cut into batches, the partial one
+    last, as before batches were grouped."""
     import promptsweep.methods._train as train_mod
 
-    drawn: list[bool] = []
+    drawn: list[tuple[bool, list[list[int]]]] = []
     real = train_mod.epoch_batches
 
     def spy(lengths, batch_size, generator, *, grouped=True):
-        drawn.append(grouped)
-        return real(lengths, batch_size, generator, grouped=grouped)
+        drawn.append((grouped, real(lengths, batch_size, generator, grouped=grouped)))
+        return list(drawn[-1][1])
 
     monkeypatch.setattr(train_mod, "epoch_batches", spy)
     inputs = prepared(TaskType.CLASSIFICATION, "encoder")
-    n_train = inputs.counts["train"]
-    steps = math.ceil(n_train / 8) + 2  # into the second epoch
+    n_train, bs = inputs.counts["train"], 7
+    assert n_train % bs  # a partial batch
+    per_epoch = math.ceil(n_train / bs)
     params = {"method": "prompt_tuning", "num_virtual_tokens": 4, "learning_rate": 0.1}
-    seen = {}
     for grouped in (True, False):
         drawn.clear()
         budget = TrainBudget(
-            max_steps=steps, max_epochs=None, eval_every_steps=steps, batch_size=8, group_by_length=grouped
+            max_steps=per_epoch + 1,
+            max_epochs=None,
+            eval_every_steps=100,
+            batch_size=bs,
+            group_by_length=grouped,
         )
         result = train_trial(inputs, params, budget=budget, output_dir=tmp_path / str(grouped), seed=0)
-        assert drawn == [grouped, grouped]  # one draw per epoch
-        seen[grouped] = result.epochs
-    assert seen[True] == seen[False]
+        assert [g for g, _ in drawn] == [grouped, grouped]  # one draw per epoch
+        first_epoch = drawn[0][1]
+        # every example once in the first epoch, then the second epoch's first batch
+        assert result.epochs == pytest.approx((n_train + len(drawn[1][1][0])) / n_train)
+        if not grouped:
+            order = torch.randperm(n_train, generator=torch.Generator().manual_seed(0)).tolist()
+            assert first_epoch == [order[i : i + bs] for i in range(0, n_train, bs)]
