@@ -6,7 +6,8 @@ sorted by length. This measures, on the benchmark specs' data (Fine Foods, every
 ``--train`` of them):
 
 (a) padding: the tokens a batch computes over the tokens of its examples, random vs grouped (one
-    epoch's batches at each seed);
+    epoch's batches at each seed), and how often two examples batched together in one epoch are
+    batched together again in the next (grouping's cost in randomness); ``--steps 0``: only this;
 (b) training: ``train_trial`` of one config for ``--steps`` steps with random batches and with grouped
     ones, at each of ``--seeds`` (the two alternate which runs first, seed by seed: the machine is
     shared and noisy): seconds per step, their paired ratio, and the validation accuracy (MiniLM: the
@@ -73,17 +74,24 @@ def _spread(values: list[float], fmt: str) -> str:
     return f"{statistics.mean(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
-def _padding(lengths: list[int], batch_size: int, seeds: list[int]) -> dict[bool, list[float]]:
+def _padding(lengths: list[int], batch_size: int, seeds: list[int]) -> dict[str, list[float]]:
+    """Per seed and arm: tokens computed / tokens of the examples over one epoch, and the share of the
+    pairs of examples batched together in that epoch that are batched together again in the next."""
+    from itertools import combinations
+
     import torch
 
     from promptsweep.methods._batches import epoch_batches
 
-    out: dict[bool, list[float]] = {False: [], True: []}
-    for grouped in out:
+    out: dict[str, list[float]] = {}
+    for grouped, arm in ((False, "random"), (True, "grouped")):
         for seed in seeds:
-            batches = epoch_batches(lengths, batch_size, torch.Generator().manual_seed(seed), grouped=grouped)
-            computed = sum(max(lengths[i] for i in b) * len(b) for b in batches)
-            out[grouped].append(computed / sum(lengths))
+            gen = torch.Generator().manual_seed(seed)
+            first, second = (epoch_batches(lengths, batch_size, gen, grouped=grouped) for _ in range(2))
+            computed = sum(max(lengths[i] for i in b) * len(b) for b in first)
+            out.setdefault(f"{arm} tokens", []).append(computed / sum(lengths))
+            pairs = [{p for b in e for p in combinations(sorted(b), 2)} for e in (first, second)]
+            out.setdefault(f"{arm} pairs again", []).append(len(pairs[0] & pairs[1]) / len(pairs[0]))
     return out
 
 
@@ -136,8 +144,12 @@ def run_model(name: str, args: argparse.Namespace, tmp: Path) -> None:
     )
     print(
         "(a) tokens computed / tokens of the examples, one epoch per seed: random "
-        f"{_spread(pad[False], '.2f')}, grouped {_spread(pad[True], '.2f')}"
+        f"{_spread(pad['random tokens'], '.2f')}, grouped {_spread(pad['grouped tokens'], '.2f')}; "
+        f"pairs batched together again the next epoch: random {_spread(pad['random pairs again'], '.3f')}, "
+        f"grouped {_spread(pad['grouped pairs again'], '.3f')}"
     )
+    if not args.steps:
+        return
     rows: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     evals: list[tuple[float, float, float, float]] = []
     for k, seed in enumerate(args.seeds):
