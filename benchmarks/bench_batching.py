@@ -81,14 +81,14 @@ def _padding(lengths: list[int], batch_size: int, seeds: list[int]) -> dict[str,
 
     import torch
 
-    from promptsweep.methods._batches import epoch_batches
+    from promptsweep.methods._batches import epoch_batches, padded_length
 
     out: dict[str, list[float]] = {}
     for grouped, arm in ((False, "random"), (True, "grouped")):
         for seed in seeds:
             gen = torch.Generator().manual_seed(seed)
             first, second = (epoch_batches(lengths, batch_size, gen, grouped=grouped) for _ in range(2))
-            computed = sum(max(lengths[i] for i in b) * len(b) for b in first)
+            computed = sum(padded_length(lengths, b) * len(b) for b in first)
             out.setdefault(f"{arm} tokens", []).append(computed / sum(lengths))
             pairs = [{p for b in e for p in combinations(sorted(b), 2)} for e in (first, second)]
             out.setdefault(f"{arm} pairs again", []).append(len(pairs[0] & pairs[1]) / len(pairs[0]))

@@ -28,6 +28,11 @@ def example_length(example: dict[str, Any]) -> int:
     return len(example["input_ids"]) + len(example.get("target_ids") or ())
 
 
+def padded_length(lengths: Sequence[int], batch: Sequence[int]) -> int:
+    """The length every example of ``batch`` (indices into ``lengths``) is padded to: its longest."""
+    return max(lengths[i] for i in batch)
+
+
 def epoch_batches(
     lengths: Sequence[int], batch_size: int, generator: torch.Generator, *, grouped: bool = True
 ) -> list[list[int]]:
@@ -47,7 +52,7 @@ def epoch_batches(
     batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
     # the longest batch first, as Hugging Face's sampler does: a trial that runs out of memory does so at
     # its first step, and its peak memory does not depend on how far it got
-    longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+    longest = max(range(len(batches)), key=lambda b: padded_length(lengths, batches[b]))
     batches.insert(0, batches.pop(longest))
     return batches
 
@@ -75,7 +80,7 @@ def typical_batch(
     the longest, so a few random ones would time the epoch's mean step poorly.
     """
     batches = epoch_batches(lengths, batch_size, generator, grouped=grouped)
-    mean = sum(max(lengths[i] for i in b) for b in batches) / len(batches)
+    mean = sum(padded_length(lengths, b) for b in batches) / len(batches)
     # examples at most that long, the nearest first (a batch pads to its longest), drawn with replacement
     # like a batch of a split smaller than a batch
     fitting = sorted((i for i in range(len(lengths)) if lengths[i] <= mean), key=lambda i: mean - lengths[i])
@@ -89,6 +94,7 @@ __all__ = [
     "by_length",
     "epoch_batches",
     "example_length",
+    "padded_length",
     "sorted_pass_tokens",
     "typical_batch",
 ]
