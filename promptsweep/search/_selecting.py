@@ -56,7 +56,8 @@ def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> 
         return []
     sub_n = int(inputs.counts.get("validation", 0))
     capped = spec.dataset.max_eval_examples is not None
-    full = job_inputs(spec, capped=False) if len(top) > 1 and capped else inputs
+    # a lone finalist is re-scored too: its whole-split value and standard error are what the job reports
+    full = job_inputs(spec, capped=False) if capped else inputs
     n = int(full.counts.get("validation", 0))
     out = []
     for rank, record in enumerate(top):

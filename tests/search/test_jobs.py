@@ -633,6 +633,37 @@ def test_a_budget_alone_plans_the_search_and_survivors_keep_training(
     assert [t.number for t in trials if t.test_metrics] == [summary["selected_trial"]]
 
 
+def test_a_lone_finalist_is_rescored_on_the_whole_validation_split(
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+) -> None:
+    """One complete trial is still re-scored on the whole validation split: the value and standard error the
+    job reports are the whole split's, not the ranked subsample's (a search whose rungs prune all but one
+    config must not report a 12-review accuracy as a 40-review one)."""
+    from promptsweep.methods import evaluate_adapter
+    from promptsweep.search._runner import job_inputs
+
+    storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
+    spec = tiny_spec(
+        tiny_encoder,
+        reviews_dir,
+        tmp_path / "runs",
+        dataset={"max_eval_examples": 12},
+        objective={"metric": "accuracy"},
+        budget={"num_trials": 1, "max_steps": 10, "eval_every_steps": 10},
+        floors=False,
+    )
+    job_id = submit(spec, storage)
+    outcome = run_job(job_id, storage, progress=False)
+    assert outcome.status == "succeeded"
+    (trial,) = storage.list_trials(job_id)
+    (finalist,) = storage.get_job(job_id).summary["finalists"]
+    assert (finalist["number"], finalist["n"], finalist["subsample_n"]) == (trial.number, 40, 12)
+    whole = evaluate_adapter(job_inputs(parse_spec(spec), capped=False), trial.adapter_dir, split="validation")
+    assert finalist["value"] == pytest.approx(whole["accuracy"])
+    assert finalist["se"] == pytest.approx((whole["accuracy"] * (1 - whole["accuracy"]) / 40) ** 0.5)
+    assert finalist["subsample"] == trial.value
+
+
 def test_trials_of_a_plan_without_screening_resize_to_their_time_share(
     ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
 ) -> None:
