@@ -658,7 +658,8 @@ def test_a_lone_finalist_is_rescored_on_the_whole_validation_split(
     (trial,) = storage.list_trials(job_id)
     (finalist,) = storage.get_job(job_id).summary["finalists"]
     assert (finalist["number"], finalist["n"], finalist["subsample_n"]) == (trial.number, 40, 12)
-    whole = evaluate_adapter(job_inputs(parse_spec(spec), capped=False), trial.adapter_dir, split="validation")
+    whole_split = job_inputs(parse_spec(spec), capped=False)
+    whole = evaluate_adapter(whole_split, trial.adapter_dir, split="validation")
     assert finalist["value"] == pytest.approx(whole["accuracy"])
     assert finalist["se"] == pytest.approx((whole["accuracy"] * (1 - whole["accuracy"]) / 40) ** 0.5)
     assert finalist["subsample"] == trial.value
