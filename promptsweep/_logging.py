@@ -7,6 +7,8 @@ Messages go to the ``promptsweep`` logger hierarchy; the library adds no handler
 from __future__ import annotations
 
 import logging
+import sys
+from typing import Any
 
 _ROOT = "promptsweep"
 logging.getLogger(_ROOT).addHandler(logging.NullHandler())
@@ -23,11 +25,27 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(f"{_ROOT}.{name}")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is at the time of each record.
+
+    ``logging.StreamHandler()`` binds the ``sys.stderr`` of the moment it is made: a CLI command invoked
+    in-process (typer's test runner, pytest's capture) left the handler writing to a closed stream.
+    """
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ sets it; the property decides
+        pass
+
+
 def enable_default_handler(level: int = logging.INFO) -> None:
     """Send ``promptsweep`` log records to stderr at ``level`` (used by the CLI)."""
     root = logging.getLogger(_ROOT)
     if not any(getattr(h, "_promptsweep_default", False) for h in root.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[%(levelname)s %(asctime)s] %(name)s: %(message)s"))
         handler._promptsweep_default = True  # type: ignore[attr-defined]
         root.addHandler(handler)

@@ -24,6 +24,26 @@ def test_logger_hierarchy() -> None:
     assert get_logger("x").parent is logging.getLogger("promptsweep")
 
 
+def test_the_cli_handler_writes_to_the_stderr_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler enabled while stderr was one (now closed) stream writes to the stderr of each record."""
+    import io
+
+    from promptsweep._logging import enable_default_handler
+
+    root = logging.getLogger("promptsweep")
+    others = [h for h in root.handlers if not hasattr(h, "_promptsweep_default")]
+    monkeypatch.setattr(root, "handlers", others)
+    monkeypatch.setattr(root, "level", root.level)
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    enable_default_handler(logging.WARNING)
+    first.close()
+    later = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", later)
+    get_logger("foundation").warning("after the first stream closed")
+    assert "promptsweep.foundation: after the first stream closed" in later.getvalue()
+
+
 def test_lazy_import_defers_and_reports_missing_module() -> None:
     json_mod = lazy_import("json")
     assert json_mod.dumps([1]) == "[1]"
