@@ -45,7 +45,9 @@ def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> 
 
     Returns one dict per finalist, best first by the whole-validation objective (ties: the leaderboard's
     order): ``number``, ``variant``, ``subsample`` (the ranked value) and its ``subsample_n`` and
-    ``subsample_se``, ``value`` (whole validation) with ``n`` and ``se``, and ``metrics``.
+    ``subsample_se``, ``value`` (whole validation) with ``n`` and ``se``, ``rescored`` and ``metrics``.
+    A lone finalist, or a job whose validation split is not capped, keeps its ranked value
+    (``rescored`` false; ``value`` is then the subsample's and ``n`` is ``subsample_n``).
     """
     from promptsweep.methods import evaluate_adapter
     from promptsweep.search._runner import job_inputs
@@ -56,8 +58,9 @@ def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> 
         return []
     sub_n = int(inputs.counts.get("validation", 0))
     capped = spec.dataset.max_eval_examples is not None
-    # a lone finalist is re-scored too: its whole-split value and standard error are what the job reports
-    full = job_inputs(spec, capped=False) if capped else inputs
+    # a lone finalist is not re-scored: there is nothing to choose between, and the selected trial's test
+    # split gives its honest estimate (re-scoring SmolLM2's 800 reviews on an fp32 CPU took ~80 s)
+    full = job_inputs(spec, capped=False) if len(top) > 1 and capped else inputs
     n = int(full.counts.get("validation", 0))
     out = []
     for rank, record in enumerate(top):
@@ -79,6 +82,7 @@ def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> 
                 "value": value,
                 "n": n,
                 "se": standard_error(metric, value, n),
+                "rescored": full is not inputs,
                 "metrics": metrics,
             }
         )
@@ -219,8 +223,11 @@ def describe_finalists(finalists: list[dict[str, Any]], metric: str) -> list[str
 
     lines = [f"finalists (validation {metric}: ranked subsample -> whole split, +/- one standard error):"]
     for f in finalists:
-        lines.append(
-            f"  trial {f['number']} ({f['variant']}): {pm(f['subsample'], f.get('subsample_se'))} "
-            f"(n={f['subsample_n']}) -> {pm(f['value'], f.get('se'))} (n={f['n']})"
-        )
+        ranked = f"  trial {f['number']} ({f['variant']}): {pm(f['subsample'], f.get('subsample_se'))} "
+        if f.get("rescored", True) or f["n"] != f["subsample_n"]:
+            lines.append(ranked + f"(n={f['subsample_n']}) -> {pm(f['value'], f.get('se'))} (n={f['n']})")
+        else:
+            alone = len(finalists) == 1
+            reason = "not re-scored: the only complete trial" if alone else "ranked on the whole split"
+            lines.append(ranked + f"(n={f['n']}; {reason})")
     return lines
