@@ -33,15 +33,18 @@ def test_the_cli_handler_writes_to_the_stderr_of_the_moment(monkeypatch: pytest.
     root = logging.getLogger("promptsweep")
     others = [h for h in root.handlers if not hasattr(h, "_promptsweep_default")]
     monkeypatch.setattr(root, "handlers", others)
-    monkeypatch.setattr(root, "level", root.level)
-    first = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", first)
-    enable_default_handler(logging.WARNING)
-    first.close()
-    later = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", later)
-    get_logger("foundation").warning("after the first stream closed")
-    assert "promptsweep.foundation: after the first stream closed" in later.getvalue()
+    level = root.level
+    try:
+        first = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", first)
+        enable_default_handler(logging.WARNING)
+        first.close()
+        later = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", later)
+        get_logger("foundation").warning("after the first stream closed")
+        assert "promptsweep.foundation: after the first stream closed" in later.getvalue()
+    finally:
+        root.setLevel(level)  # setLevel (not an attribute reset) also clears the loggers' level caches
 
 
 def test_lazy_import_defers_and_reports_missing_module() -> None:

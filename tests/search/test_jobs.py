@@ -624,7 +624,7 @@ def test_a_budget_alone_plans_the_search_and_survivors_keep_training(
     complete = [t for t in trials if t.state.value == "complete"]
     finalists = summary["finalists"]
     assert len(finalists) == min(3, len(complete))
-    # re-scored on the whole split when there is a choice (a lone finalist is not: the test above)
+    # re-scored on the whole split when there is a choice (a lone finalist is not: the next test)
     n = 40 if len(finalists) > 1 else 12
     assert {f["n"] for f in finalists} == {n} and {f["subsample_n"] for f in finalists} == {12}
     assert {f["rescored"] for f in finalists} == {len(finalists) > 1}
