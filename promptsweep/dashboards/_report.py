@@ -341,7 +341,10 @@ def _summary_sections(summary: dict[str, Any]) -> list[str]:
     finalists = summary.get("finalists")
     if finalists:
         rows = [{k: v for k, v in f.items() if k != "metrics"} for f in finalists]
-        parts += ["<h2>Finalists re-scored on the whole validation split</h2>", _table(rows, empty="")]
+        parts += [
+            "<h2>Finalists (validation: ranked subsample, then the whole split where rescored)</h2>",
+            _table(rows, empty=""),
+        ]
     return parts
 
 

@@ -228,6 +228,6 @@ def describe_finalists(finalists: list[dict[str, Any]], metric: str) -> list[str
             lines.append(ranked + f"(n={f['subsample_n']}) -> {pm(f['value'], f.get('se'))} (n={f['n']})")
         else:
             alone = len(finalists) == 1
-            reason = "not re-scored: the only complete trial" if alone else "ranked on the whole split"
+            reason = "not re-scored: a single finalist" if alone else "ranked on the whole split"
             lines.append(ranked + f"(n={f['n']}; {reason})")
     return lines

@@ -662,7 +662,7 @@ def test_a_lone_finalist_keeps_its_ranked_value_and_says_so(
     assert (finalist["number"], finalist["rescored"]) == (trial.number, False)
     assert (finalist["n"], finalist["subsample_n"], finalist["value"]) == (12, 12, trial.value)
     _header, line = describe_finalists([finalist], "accuracy")
-    assert line.endswith("(n=12; not re-scored: the only complete trial)"), line
+    assert line.endswith("(n=12; not re-scored: a single finalist)"), line
     assert trial.test_metrics  # the selected trial's estimate comes from the test split
 
 
