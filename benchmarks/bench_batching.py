@@ -22,7 +22,7 @@ prompt tuning from the text init, 20 virtual tokens, lr 1e-2 (the search's first
 
 Usage:
     .venv/bin/python benchmarks/bench_batching.py [--models minilm smollm2] [--seeds 0 1 2]
-        [--steps 100] [--train N] [--threads 2]
+        [--steps 100] [--eval-at 80 160 240] [--train N] [--threads 2] [--precision auto]
 """
 
 from __future__ import annotations
@@ -157,18 +157,25 @@ def run_model(name: str, args: argparse.Namespace, tmp: Path) -> None:
             budget = TrainBudget(
                 max_steps=args.steps,
                 max_epochs=None,
-                eval_at_steps=(args.steps,),
+                eval_at_steps=tuple(sorted({*args.eval_at, args.steps})),
                 batch_size=bs,
                 eval_batch_size=64 if name == "minilm" else 32,
                 precision=args.precision,
                 group_by_length=grouped,
             )
             out = tmp / f"{name}-{seed}-{int(grouped)}"
-            res = train_trial(inputs, cfg["params"], budget=budget, output_dir=out, seed=seed)
+            curve: list[str] = []
+
+            def report(step: int, metrics: dict[str, float], curve: list[str] = curve) -> None:
+                curve.append(f"{step}: {metrics['accuracy']:.3f} (train loss {metrics['train_loss']:.3f})")
+
+            res = train_trial(inputs, cfg["params"], budget=budget, output_dir=out, seed=seed, report=report)
             step_s, acc = res.train_seconds / res.steps, res.metrics["accuracy"]
             rows[grouped].append({"seed": seed, "step_s": step_s, "acc": acc})
             arm = "grouped" if grouped else "random "
             print(f"  seed {seed} {arm}: {step_s:.2f} s/step, validation accuracy {acc:.3f}", flush=True)
+            if len(curve) > 1:
+                print(f"    validation accuracy by step: {'; '.join(curve)}", flush=True)
             if grouped:
                 model = load_adapter_model(inputs, res.adapter_dir)
                 gen = torch.Generator().manual_seed(seed)
@@ -200,6 +207,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["minilm", "smollm2"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument(
+        "--eval-at", type=int, nargs="*", default=[], help="also validate at these steps (a learning curve)"
+    )
     parser.add_argument("--train", type=int, default=None, help="training reviews (default: all 3,200)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])

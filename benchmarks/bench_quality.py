@@ -252,6 +252,14 @@ def _trial_seconds(trials: list[Any]) -> float:
     return total
 
 
+def _whole_validation_value(finalist: dict[str, Any]) -> float | None:
+    """The selected finalist's value on the whole validation split, or ``None`` where it has none (a lone
+    finalist keeps the subsample value it was ranked on)."""
+    if finalist.get("rescored") or finalist.get("kept") == "ranked on the whole split":
+        return finalist.get("value")
+    return None
+
+
 def _run_job(
     model: str, arm: str, seed: int, spec: Any, root: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -313,7 +321,7 @@ def _run_job(
         best_trial=best,
         best_params=outcome.best_params[0] if outcome.best_params else None,
         best_val=outcome.best_values[0][0] if outcome.best_values else None,
-        best_val_whole=(summary.get("finalists") or [{}])[0].get("value"),
+        best_val_whole=_whole_validation_value((summary.get("finalists") or [{}])[0]),
         job_test=outcome.test_metrics.get(best) if best is not None else None,
     )
     if best is not None:

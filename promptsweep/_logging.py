@@ -30,15 +30,16 @@ class _StderrHandler(logging.StreamHandler):
 
     ``logging.StreamHandler()`` binds the ``sys.stderr`` of the moment it is made: a CLI command invoked
     in-process (typer's test runner, pytest's capture) left the handler writing to a closed stream.
+    Like the standard library's ``logging.lastResort`` handler, its stream is read-only (``setStream``
+    raises ``AttributeError``).
     """
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        logging.Handler.__init__(self, level)  # not StreamHandler.__init__: it would set ``stream``
 
     @property
     def stream(self) -> Any:
         return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:  # StreamHandler.__init__ sets it; the property decides
-        pass
 
 
 def enable_default_handler(level: int = logging.INFO) -> None:

@@ -141,9 +141,10 @@ class Job(BaseModel):
     summary: dict[str, Any] = Field(
         default_factory=dict,
         description="What the search decided: its budget `plan` (configs, rungs, steps, timed costs), "
-        "`floors` (validation scores of the cheap baselines), `finalists` (re-scored on the whole "
-        "validation split, with standard errors), `selected_trial`, and `separation` / `floor_warning` "
-        "notes.",
+        "`floors` (validation scores of the cheap baselines), `finalists` (the top trials, re-scored on "
+        "the whole validation split when the ranking used a subsample of it and there is more than one; "
+        "`rescored` and `kept` say which; with standard errors), `selected_trial`, and `separation` / "
+        "`floor_warning` notes.",
     )
     history: list[dict[str, Any]] = Field(
         default_factory=list,

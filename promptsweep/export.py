@@ -77,7 +77,7 @@ def select_trial(storage: Storage, job_id: int, trial_number: int | None = None)
     if trial_number is not None:
         trial = storage.get_trial(job_id, trial_number)
     elif selected is not None:
-        # The search's selection (its finalists re-scored on the whole validation split).
+        # The search's selection (the best of its finalists on the whole validation split, when re-scored).
         trial = storage.get_trial(job_id, int(selected))
     else:
         ranked = storage.leaderboard(job_id)

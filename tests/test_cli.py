@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -51,8 +52,16 @@ def seeded(db: str) -> tuple[str, int]:
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Exit code and what the user sees (stdout and stderr, where log records go)."""
     result = runner.invoke(app, list(args), env={"COLUMNS": "200", **(env or {})})
     return result.exit_code, result.output
+
+
+def invoke_json(*args: str, env: dict[str, str] | None = None) -> Any:
+    """A ``--json`` command's stdout, parsed (a log record on stderr must not break a script's parse)."""
+    result = runner.invoke(app, list(args), env={"COLUMNS": "200", **(env or {})})
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
 
 
 def test_help_lists_every_command() -> None:
@@ -65,9 +74,7 @@ def test_help_lists_every_command() -> None:
 
 def test_jobs_reads_the_db_option_and_the_environment(seeded: tuple[str, int], tmp_path: Path) -> None:
     db, job_id = seeded
-    code, out = invoke("--db", db, "jobs", "--json")
-    assert code == 0, out
-    (job,) = json.loads(out)
+    (job,) = invoke_json("--db", db, "jobs", "--json")
     assert (job["id"], job["status"], job["trials"], job["complete"], job["best"]) == (
         job_id,
         "succeeded",
@@ -76,12 +83,10 @@ def test_jobs_reads_the_db_option_and_the_environment(seeded: tuple[str, int], t
         0.76,
     )
     # the environment variable names the same database; --db beats it
-    code, out = invoke("jobs", "--json", env={"PROMPTSWEEP_DB": db})
-    assert code == 0 and json.loads(out)[0]["id"] == job_id
+    assert invoke_json("jobs", "--json", env={"PROMPTSWEEP_DB": db})[0]["id"] == job_id
     other = f"sqlite:///{tmp_path / 'other.sqlite'}"
     Storage(other)
-    code, out = invoke("--db", other, "jobs", "--json", env={"PROMPTSWEEP_DB": db})
-    assert code == 0 and json.loads(out) == []
+    assert invoke_json("--db", other, "jobs", "--json", env={"PROMPTSWEEP_DB": db}) == []
 
 
 def test_jobs_table(seeded: tuple[str, int]) -> None:
@@ -93,17 +98,16 @@ def test_jobs_table(seeded: tuple[str, int]) -> None:
 
 def test_leaderboard_views(seeded: tuple[str, int]) -> None:
     db, job_id = seeded
-    code, out = invoke("--db", db, "leaderboard", str(job_id), "--json")
-    assert code == 0, out
-    assert [(r["rank"], r["trial"], r["accuracy"]) for r in json.loads(out)] == [
+    board = invoke_json("--db", db, "leaderboard", str(job_id), "--json")
+    assert [(r["rank"], r["trial"], r["accuracy"]) for r in board] == [
         (1, 1, 0.76),
         (2, 0, 0.72),
         (3, 2, 0.70),
     ]
-    code, out = invoke("--db", db, "leaderboard", str(job_id), "--per-method", "--json")
-    assert [r["method"] for r in json.loads(out)] == ["prefix_tuning", "prompt_tuning", "p_tuning_lstm"]
-    code, out = invoke("--db", db, "leaderboard", str(job_id), "--pareto", "--json")
-    assert [(r["trial"], r["trainable_params"]) for r in json.loads(out)] == [(0, 3_840), (1, 73_728)]
+    board = invoke_json("--db", db, "leaderboard", str(job_id), "--per-method", "--json")
+    assert [r["method"] for r in board] == ["prefix_tuning", "prompt_tuning", "p_tuning_lstm"]
+    board = invoke_json("--db", db, "leaderboard", str(job_id), "--pareto", "--json")
+    assert [(r["trial"], r["trainable_params"]) for r in board] == [(0, 3_840), (1, 73_728)]
     code, out = invoke("--db", db, "leaderboard", str(job_id), "--limit", "1")
     assert code == 0 and "Pareto" not in out and "0.7600" in out and "0.7200" not in out
     code, out = invoke("--db", db, "leaderboard", str(job_id), "--per-method", "--pareto")

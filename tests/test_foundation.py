@@ -43,6 +43,9 @@ def test_the_cli_handler_writes_to_the_stderr_of_the_moment(monkeypatch: pytest.
         monkeypatch.setattr(sys, "stderr", later)
         get_logger("foundation").warning("after the first stream closed")
         assert "promptsweep.foundation: after the first stream closed" in later.getvalue()
+        (handler,) = [h for h in root.handlers if hasattr(h, "_promptsweep_default")]
+        with pytest.raises(AttributeError):  # read-only, as logging.lastResort: never silently ignored
+            handler.setStream(io.StringIO())
     finally:
         root.setLevel(level)  # setLevel (not an attribute reset) also clears the loggers' level caches
 

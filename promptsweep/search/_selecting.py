@@ -47,7 +47,8 @@ def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> 
     order): ``number``, ``variant``, ``subsample`` (the ranked value) and its ``subsample_n`` and
     ``subsample_se``, ``value`` (whole validation) with ``n`` and ``se``, ``rescored`` and ``metrics``.
     A lone finalist, or a job whose validation split is not capped, keeps its ranked value
-    (``rescored`` false; ``value`` is then the subsample's and ``n`` is ``subsample_n``).
+    (``rescored`` false; ``value`` is then the subsample's and ``n`` is ``subsample_n``; ``kept`` says
+    why: ``ranked on the whole split`` or ``not re-scored: a single finalist``).
     """
     from promptsweep.methods import evaluate_adapter
     from promptsweep.search._runner import job_inputs
@@ -61,6 +62,11 @@ def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> 
     # a lone finalist is not re-scored: there is nothing to choose between, and the selected trial's test
     # split gives its honest estimate (re-scoring SmolLM2's 800 reviews on an fp32 CPU took ~80 s)
     full = job_inputs(spec, capped=False) if len(top) > 1 and capped else inputs
+    kept = None  # why a finalist keeps its ranked value
+    if not capped:
+        kept = "ranked on the whole split"
+    elif full is inputs:
+        kept = "not re-scored: a single finalist"
     n = int(full.counts.get("validation", 0))
     out = []
     for rank, record in enumerate(top):
@@ -83,6 +89,7 @@ def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> 
                 "n": n,
                 "se": standard_error(metric, value, n),
                 "rescored": full is not inputs,
+                **({"kept": kept} if kept else {}),
                 "metrics": metrics,
             }
         )
@@ -227,7 +234,9 @@ def describe_finalists(finalists: list[dict[str, Any]], metric: str) -> list[str
         if f.get("rescored", True) or f["n"] != f["subsample_n"]:
             lines.append(ranked + f"(n={f['subsample_n']}) -> {pm(f['value'], f.get('se'))} (n={f['n']})")
         else:
-            alone = len(finalists) == 1
-            reason = "not re-scored: a single finalist" if alone else "ranked on the whole split"
+            alone = len(finalists) == 1  # a summary stored before ``kept`` existed: infer the reason
+            reason = f.get("kept") or (
+                "not re-scored: a single finalist" if alone else "ranked on the whole split"
+            )
             lines.append(ranked + f"(n={f['n']}; {reason})")
     return lines

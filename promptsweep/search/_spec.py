@@ -240,7 +240,12 @@ class SelectionSpec(_Model):
     re-scored on the *whole* validation split, and the best there is selected (1: no re-scoring).
     """
 
-    finalists: int = Field(default=3, ge=1, description="top trials re-scored on the whole validation split")
+    finalists: int = Field(
+        default=3,
+        ge=1,
+        description="the top complete trials, re-scored on the whole validation split when the trials were "
+        "ranked on a subsample (max_eval_examples) and there are 2 or more",
+    )
 
 
 class ResourcesSpec(_Model):

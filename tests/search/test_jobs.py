@@ -186,6 +186,48 @@ def test_test_split_never_reaches_sampler_pruner_or_leaderboard(main_job) -> Non
     assert best.test_metrics["accuracy"] < 0.5
 
 
+def test_finalists_of_an_uncapped_job_keep_the_values_they_were_ranked_on(main_job) -> None:
+    """No ``max_eval_examples``: trials ranked on the whole validation split already, so the finalists
+    (one or more: ASHA decides how many trials complete) are not evaluated again, and ``show`` says why;
+    a lone one is not told it was "not re-scored: a single finalist"."""
+    from promptsweep.search._selecting import describe_finalists
+
+    storage, job_id, _outcome, spec = main_job
+    finalists = storage.get_job(job_id).summary["finalists"]
+    values = {t.number: t.value for t in storage.list_trials(job_id) if t.state.value == "complete"}
+    assert 1 <= len(finalists) == min(spec.selection.finalists, len(values))
+    for f in finalists:
+        assert (f["rescored"], f["kept"], f["n"], f["subsample_n"]) == (
+            False,
+            "ranked on the whole split",
+            40,
+            40,
+        )
+        assert f["value"] == f["subsample"] == values[f["number"]]
+    _header, *lines = describe_finalists(finalists, "eval_loss")
+    assert len(lines) == len(finalists)
+    assert all(line.endswith("(n=40; ranked on the whole split)") for line in lines), lines
+
+
+def test_show_gives_each_finalist_its_own_reason_and_infers_it_for_older_summaries() -> None:
+    """``describe_finalists`` prints a finalist's stored ``kept``; a summary stored before ``kept``
+    existed gets the reason from the count (one: a single finalist; more: an uncapped ranking)."""
+    from promptsweep.search._selecting import describe_finalists
+
+    def finalist(number: int, value: float, **extra: Any) -> dict[str, Any]:
+        base = {"number": number, "variant": "prompt_tuning", "subsample": value, "subsample_n": 40}
+        return {**base, "value": value, "n": 40, "rescored": False, **extra}
+
+    kept = [finalist(3, 0.8, kept="ranked on the whole split")]
+    assert describe_finalists(kept, "accuracy")[1].endswith("0.8000 (n=40; ranked on the whole split)")
+    older = [finalist(3, 0.8), finalist(5, 0.7)]
+    lines = describe_finalists(older, "accuracy")[1:]
+    assert len(lines) == 2 and all(line.endswith("(n=40; ranked on the whole split)") for line in lines)
+    assert describe_finalists(older[:1], "accuracy")[1].endswith("(n=40; not re-scored: a single finalist)")
+    rescored = [finalist(3, 0.8, subsample_n=12, rescored=True)]
+    assert describe_finalists(rescored, "accuracy")[1].endswith("0.8000 (n=12) -> 0.8000 (n=40)")
+
+
 def test_trials_were_recorded_as_they_happened(main_job) -> None:
     storage, job_id, _outcome, _spec = main_job
     for t in storage.list_trials(job_id):
@@ -660,6 +702,7 @@ def test_a_lone_finalist_keeps_its_ranked_value_and_says_so(
     (trial,) = storage.list_trials(job_id)
     (finalist,) = storage.get_job(job_id).summary["finalists"]
     assert (finalist["number"], finalist["rescored"]) == (trial.number, False)
+    assert finalist["kept"] == "not re-scored: a single finalist"
     assert (finalist["n"], finalist["subsample_n"], finalist["value"]) == (12, 12, trial.value)
     _header, line = describe_finalists([finalist], "accuracy")
     assert line.endswith("(n=12; not re-scored: a single finalist)"), line
