@@ -12,7 +12,8 @@ sorted by length. This measures, on the benchmark specs' data (Fine Foods, every
     ones, at each of ``--seeds`` (the two alternate which runs first, seed by seed: the machine is
     shared and noisy): seconds per step, their paired ratio, and the validation accuracy (MiniLM: the
     whole split, 800 reviews; SmolLM2: 200) after the same number of steps (the same examples seen),
-    mean and min-max per arm;
+    mean and min-max per arm; ``--eval-at`` adds validations at earlier steps (each run's learning
+    curve, with the mean training loss since the previous validation);
 (c) evaluation: one pass over the validation split in random order and sorted by length (the
     metrics are equal up to float rounding), seconds and ratio.
 
