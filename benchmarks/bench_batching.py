@@ -23,7 +23,7 @@ prompt tuning from the text init, 20 virtual tokens, lr 1e-2 (the search's first
 
 Usage:
     .venv/bin/python benchmarks/bench_batching.py [--models minilm smollm2] [--seeds 0 1 2]
-        [--steps 100] [--eval-at 80 160 240] [--train N] [--threads 2] [--precision auto]
+        [--steps 100] [--eval-at 80 160 240] [--data-seed 0] [--train N] [--threads 2] [--precision auto]
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def run_model(name: str, args: argparse.Namespace, tmp: Path) -> None:
         splits={"train": "train", "test": "test"},
         validation_fraction=0.2,
         max_train_examples=args.train,
-        seed=0,
+        seed=args.data_seed,
         **cfg["data"],
     )
     inputs = prepare_inputs(cfg["model"], data, cfg["task"], max_length=cfg["max_length"])
@@ -141,7 +141,8 @@ def run_model(name: str, args: argparse.Namespace, tmp: Path) -> None:
     pad = _padding(lengths, bs, args.seeds)
     print(
         f"\n## {name}: {len(train)} train / {len(val)} validation reviews, max_length {cfg['max_length']}, "
-        f"batch {bs}, {args.steps} steps, {torch.get_num_threads()} torch threads, params {cfg['params']}"
+        f"batch {bs}, {args.steps} steps, data seed {args.data_seed}, "
+        f"{torch.get_num_threads()} torch threads, params {cfg['params']}"
     )
     print(
         "(a) tokens computed / tokens of the examples, one epoch per seed: random "
@@ -210,6 +211,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument(
         "--eval-at", type=int, nargs="*", default=[], help="also validate at these steps (a learning curve)"
+    )
+    parser.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="the data's seed (validation split and subsample), as a job's seed sets it (default 0)",
     )
     parser.add_argument("--train", type=int, default=None, help="training reviews (default: all 3,200)")
     parser.add_argument("--threads", type=int, default=2)
