@@ -255,7 +255,9 @@ def _trial_seconds(trials: list[Any]) -> float:
 def _whole_validation_value(finalist: dict[str, Any]) -> float | None:
     """The selected finalist's value on the whole validation split, or ``None`` where it has none (a lone
     finalist keeps the subsample value it was ranked on)."""
-    if finalist.get("rescored") or finalist.get("kept") == "ranked on the whole split":
+    from promptsweep.search._selecting import KEPT_WHOLE_SPLIT
+
+    if finalist.get("rescored") or finalist.get("kept") == KEPT_WHOLE_SPLIT:
         return finalist.get("value")
     return None
 

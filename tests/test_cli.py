@@ -51,15 +51,19 @@ def seeded(db: str) -> tuple[str, int]:
     return db, seed_job(Storage(db))
 
 
+def _run(args: tuple[str, ...], env: dict[str, str] | None) -> Any:
+    return runner.invoke(app, list(args), env={"COLUMNS": "200", **(env or {})})
+
+
 def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Exit code and what the user sees (stdout and stderr, where log records go)."""
-    result = runner.invoke(app, list(args), env={"COLUMNS": "200", **(env or {})})
+    result = _run(args, env)
     return result.exit_code, result.output
 
 
 def invoke_json(*args: str, env: dict[str, str] | None = None) -> Any:
     """A ``--json`` command's stdout, parsed (a log record on stderr must not break a script's parse)."""
-    result = runner.invoke(app, list(args), env={"COLUMNS": "200", **(env or {})})
+    result = _run(args, env)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 

@@ -40,6 +40,11 @@ def standard_error(metric: str, value: float | None, n: int) -> float | None:
     return math.sqrt(max(value * (1 - value), 0.0) / n)
 
 
+# why a finalist keeps the value it was ranked on (its ``kept``)
+KEPT_WHOLE_SPLIT = "ranked on the whole split"
+KEPT_SINGLE = "not re-scored: a single finalist"
+
+
 def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> list[dict[str, Any]]:
     """Re-score the top ``spec.selection.finalists`` complete trials on the whole validation split.
 
@@ -64,9 +69,9 @@ def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> 
     full = job_inputs(spec, capped=False) if len(top) > 1 and capped else inputs
     kept = None  # why a finalist keeps its ranked value
     if not capped:
-        kept = "ranked on the whole split"
+        kept = KEPT_WHOLE_SPLIT
     elif full is inputs:
-        kept = "not re-scored: a single finalist"
+        kept = KEPT_SINGLE
     n = int(full.counts.get("validation", 0))
     out = []
     for rank, record in enumerate(top):
@@ -235,8 +240,6 @@ def describe_finalists(finalists: list[dict[str, Any]], metric: str) -> list[str
             lines.append(ranked + f"(n={f['subsample_n']}) -> {pm(f['value'], f.get('se'))} (n={f['n']})")
         else:
             alone = len(finalists) == 1  # a summary stored before ``kept`` existed: infer the reason
-            reason = f.get("kept") or (
-                "not re-scored: a single finalist" if alone else "ranked on the whole split"
-            )
+            reason = f.get("kept") or (KEPT_SINGLE if alone else KEPT_WHOLE_SPLIT)
             lines.append(ranked + f"(n={f['n']}; {reason})")
     return lines
