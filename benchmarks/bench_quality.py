@@ -299,6 +299,7 @@ def _run_job(
         finalists=summary.get("finalists"),
         separation=summary.get("separation"),
         floor_warning=summary.get("floor_warning"),
+        floor_separation=summary.get("floor_separation"),
         trial_s=round(_trial_seconds(trials), 1),
         trials=[
             {

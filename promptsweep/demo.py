@@ -171,6 +171,7 @@ def run_demo(
         floors=(job.summary or {}).get("floors"),
         finalists=(job.summary or {}).get("finalists"),
         floor_warning=(job.summary or {}).get("floor_warning"),
+        floor_separation=(job.summary or {}).get("floor_separation"),
     )
     summary.update(
         best_trial=best.number,

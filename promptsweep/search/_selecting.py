@@ -10,7 +10,8 @@ pruner or the ranking.
 
 The job's floors (majority class, head-only or zero-shot; scored on validation before the search)
 are compared with the selected trial: a search whose winner is below a floor says so in the job's
-summary (``floor_warning``), which ``run`` / ``show`` / the report print.
+summary (``floor_warning``), which ``run`` / ``show`` / the report print; one that beats a floor by
+no more than the noise of the ranked split gets ``floor_separation``, printed beside it.
 """
 
 from __future__ import annotations
@@ -147,6 +148,36 @@ def floor_warning(spec: JobSpec, value: float | None, floors: dict[str, Any]) ->
     )
 
 
+def floor_separation(
+    metric: str, maximize: bool, value: float | None, n: int, floors: dict[str, Any]
+) -> str | None:
+    """A sentence naming each floor the selected trial beats by no more than its noise, or ``None``.
+
+    ``value`` and the floors are on the same ``n`` validation reviews (the ranked split). Separated
+    means what :func:`separation` means: a gap of more than twice the standard error of the difference
+    (unpaired, so a conservative reading: the floors' per-review predictions are not kept). Only
+    proportions that are maximized (accuracy, exact match) have a standard error here; for other
+    objectives nothing is said. Floors the trial does not beat are :func:`floor_warning`'s.
+    """
+    se = standard_error(metric, value, n)
+    if se is None or value is None or not maximize:
+        return None
+    close = []
+    for name, f in floors.items():
+        floor = f.get(metric) if isinstance(f, dict) else None
+        if not isinstance(floor, int | float) or not value > floor:
+            continue
+        bound = 2 * math.sqrt(se**2 + (standard_error(metric, float(floor), n) or 0.0) ** 2)
+        if value - floor <= bound:
+            close.append(f"{name} {floor:.4f} (gap {value - floor:.4f}, 2 standard errors {bound:.4f})")
+    if not close:
+        return None
+    return (
+        f"the selected trial's validation {metric} {value:.4f} +/- {se:.4f} (n={n}) is not separated "
+        f"from the floor(s) {', '.join(close)}: its lead may be noise"
+    )
+
+
 def score_job_floors(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, Any]:
     """Score the job's floors on validation once (stored in the job's summary) and return them."""
     from promptsweep.methods import score_floors
@@ -174,7 +205,7 @@ def select(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, A
     Returns:
         ``{"selected": [TrialRecord ...], "test_metrics": {number: metrics}, "finalists": [...]}``;
         ``selected`` is empty when no trial completed. The job's summary gets ``selected_trial``,
-        ``finalists``, ``separation`` and ``floor_warning``.
+        ``finalists``, ``separation``, ``floor_warning`` and ``floor_separation``.
     """
     from promptsweep.methods import evaluate_adapter
 
@@ -201,14 +232,21 @@ def select(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, A
     _faults.hold("select")  # the chaos tests kill a worker here
     floors = (storage.get_job(job_id).summary or {}).get("floors") or {}
     warning = None if multi else floor_warning(spec, selected[0].value, floors)
-    if warning:
-        _log.warning("job %d: %s", job_id, warning)
+    near = None
+    if not multi:
+        maximize = spec.objective.resolved_direction == "maximize"
+        n = int(inputs.counts.get("validation", 0))
+        near = floor_separation(spec.objective.metric, maximize, selected[0].value, n, floors)
+    for note in (warning, near):
+        if note:
+            _log.warning("job %d: %s", job_id, note)
     storage.update_job_summary(
         job_id,
         selected_trial=None if multi else selected[0].number,
         finalists=finalists or None,
         separation=separation(finalists),
         floor_warning=warning,
+        floor_separation=near,
     )
     return {"selected": selected, "test_metrics": test_metrics, "finalists": finalists}
 

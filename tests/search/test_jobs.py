@@ -228,6 +228,23 @@ def test_show_gives_each_finalist_its_own_reason_and_infers_it_for_older_summari
     assert describe_finalists(rescored, "accuracy")[1].endswith("0.8000 (n=12) -> 0.8000 (n=40)")
 
 
+def test_a_selected_trial_within_the_noise_of_a_floor_is_said_to_be_not_separated_from_it() -> None:
+    """The SmolLM2 case: 0.655 on 200 ranked reviews against the majority class's 0.650 beats it, but
+    by 0.1 standard errors: ``floor_separation`` names it. A clear lead, a floor not beaten (that is
+    ``floor_warning``'s) and a metric without a standard error say nothing."""
+    from promptsweep.search._selecting import floor_separation
+
+    floors = {"majority": {"accuracy": 0.65}, "zero_shot": {"accuracy": 0.357}, "bad": {"seconds": 1.0}}
+    note = floor_separation("accuracy", True, 0.655, 200, floors)
+    assert note is not None and "0.6550 +/- 0.0336 (n=200)" in note
+    assert "majority 0.6500 (gap 0.0050, 2 standard errors 0.0952)" in note and "zero_shot" not in note
+    assert floor_separation("accuracy", True, 0.80, 200, floors) is None  # 0.15 > 2 SE (0.088)
+    assert floor_separation("accuracy", True, 0.64, 200, floors) is None  # below it: floor_warning
+    assert floor_separation("accuracy", True, 0.72, 50, floors) is not None  # 0.07 on 50 reviews
+    assert floor_separation("eval_loss", False, 0.5, 200, {"majority": {"eval_loss": 0.6}}) is None
+    assert floor_separation("accuracy", False, 0.655, 200, floors) is None
+
+
 def test_trials_were_recorded_as_they_happened(main_job) -> None:
     storage, job_id, _outcome, _spec = main_job
     for t in storage.list_trials(job_id):
@@ -674,6 +691,12 @@ def test_a_budget_alone_plans_the_search_and_survivors_keep_training(
     for f in finalists:
         assert f["se"] == pytest.approx((f["value"] * (1 - f["value"]) / n) ** 0.5)
     assert summary["selected_trial"] == finalists[0]["number"] == outcome.best_trials[0]
+    # a floor beaten by less than its noise on the 12 ranked reviews is named (2 SE of a gap there > 0.2)
+    ranked = storage.get_trial(job_id, summary["selected_trial"]).value
+    close = [name for name, f in summary["floors"].items() if 0 < ranked - f["accuracy"] <= 0.2]
+    if close:
+        assert "(n=12)" in summary["floor_separation"], summary
+        assert all(f"{name} " in summary["floor_separation"] for name in close), summary
     # only the selected trial saw the test split
     assert [t.number for t in trials if t.test_metrics] == [summary["selected_trial"]]
 
