@@ -44,7 +44,7 @@ from promptsweep.methods._config import (
     method_parameters,
     register_method,
 )
-from promptsweep.methods._labels import PER_CLASS_F1
+from promptsweep.methods._labels import PER_CLASS_F1, PER_CLASS_RECALL
 from promptsweep.methods._precision import PRECISIONS, cpu_bf16_supported
 from promptsweep.methods._sources import DATA_ALIASES
 from promptsweep.methods._types import DataSpec, PreparedInputs, TrainBudget, TrialResult
@@ -70,6 +70,7 @@ __all__ = [
     "METHOD_REGISTRY",
     "METRICS",
     "PER_CLASS_F1",
+    "PER_CLASS_RECALL",
     "PRECISIONS",
     "TASK_METRICS",
     "DataSpec",

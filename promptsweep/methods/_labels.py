@@ -27,6 +27,9 @@ from promptsweep.exceptions import DataError
 
 #: How a per-class F1 metric is named: ``f1[<label>]``.
 PER_CLASS_F1 = "f1[{}]"
+#: How a per-class recall is named: ``recall[<label>]`` (the share of that class predicted right; with
+#: the class counts it gives the errors' split, which a paired comparison with a constant floor needs).
+PER_CLASS_RECALL = "recall[{}]"
 
 
 def is_missing(value: Any) -> bool:
@@ -207,21 +210,27 @@ def check_subsample(labels: list[str], n: int, field: str, role: str, origin: st
 def classification_metrics(
     golds: list[int], preds: list[int], label_names: tuple[str, ...]
 ) -> dict[str, float]:
-    """``accuracy``, ``macro_f1`` (over all classes) and each class's F1 as ``f1[<label>]``."""
-    from sklearn.metrics import f1_score
+    """``accuracy``, ``macro_f1`` (over all classes), each class's F1 as ``f1[<label>]`` and its recall
+    as ``recall[<label>]`` (0 for a class absent from ``golds``)."""
+    from sklearn.metrics import f1_score, recall_score
 
     labels = list(range(len(label_names)))
     per_class = f1_score(golds, preds, average=None, labels=labels, zero_division=0)
+    recalls = recall_score(golds, preds, average=None, labels=labels, zero_division=0)
     out = {
         "accuracy": sum(int(p == g) for p, g in zip(preds, golds, strict=True)) / len(golds),
         "macro_f1": float(per_class.mean()),
     }
     out.update({PER_CLASS_F1.format(name): float(f) for name, f in zip(label_names, per_class, strict=True)})
+    out.update(
+        {PER_CLASS_RECALL.format(name): float(r) for name, r in zip(label_names, recalls, strict=True)}
+    )
     return out
 
 
 __all__ = [
     "PER_CLASS_F1",
+    "PER_CLASS_RECALL",
     "check_carve",
     "check_classes",
     "check_subsample",

@@ -22,6 +22,7 @@ from typing import Any
 
 from promptsweep import _faults
 from promptsweep._logging import get_logger
+from promptsweep.methods import PER_CLASS_RECALL
 from promptsweep.search._spec import JobSpec
 
 _log = get_logger(__name__)
@@ -148,17 +149,54 @@ def floor_warning(spec: JobSpec, value: float | None, floors: dict[str, Any]) ->
     )
 
 
+def _constant_class(floor: dict[str, Any]) -> str | None:
+    """The class a floor predicts for every review (its recall 1, every other class's 0), or ``None``."""
+    prefix, suffix = PER_CLASS_RECALL.split("{}")
+    recalls = {
+        k[len(prefix) : len(k) - len(suffix)]: v
+        for k, v in floor.items()
+        if k.startswith(prefix) and k.endswith(suffix) and isinstance(v, int | float)
+    }
+    ones = [label for label, r in recalls.items() if r == 1.0]
+    if len(ones) != 1 or any(r != 0.0 for label, r in recalls.items() if label != ones[0]):
+        return None
+    return ones[0]
+
+
+def _paired_gap_se(metrics: dict[str, Any], floor: dict[str, Any], n: int) -> float | None:
+    """The standard error of a trial's accuracy minus a constant floor's, paired on the same ``n``
+    reviews, or ``None`` when the trial's metrics lack the recall of the floor's class.
+
+    The floor is right exactly on its class's reviews (``floor accuracy x n`` of them), the trial on
+    ``recall x`` that many of those; so the reviews where only the trial is right (``b``) and only the
+    floor is (``c``) are known, and the per-review difference has variance ``(b+c)/n - ((b-c)/n)^2``.
+    """
+    label = _constant_class(floor)
+    recall = metrics.get(PER_CLASS_RECALL.format(label)) if label is not None else None
+    if not isinstance(recall, int | float) or not isinstance(metrics.get("accuracy"), int | float):
+        return None
+    on_class = float(floor["accuracy"]) * n
+    right_on_class = float(recall) * on_class
+    only_trial = float(metrics["accuracy"]) * n - right_on_class
+    only_floor = on_class - right_on_class
+    variance = (only_trial + only_floor) / n - ((only_trial - only_floor) / n) ** 2
+    return math.sqrt(max(variance, 0.0) / n)
+
+
 def floor_separation(
-    metric: str, maximize: bool, value: float | None, n: int, floors: dict[str, Any]
+    metric: str, maximize: bool, metrics: dict[str, Any], n: int, floors: dict[str, Any]
 ) -> str | None:
     """A sentence naming each floor the selected trial beats by no more than its noise, or ``None``.
 
-    ``value`` and the floors are on the same ``n`` validation reviews (the ranked split). Separated
-    means what :func:`separation` means: a gap of more than twice the standard error of the difference
-    (unpaired, so a conservative reading: the floors' per-review predictions are not kept). Only
-    proportions that are maximized (accuracy, exact match) have a standard error here; for other
-    objectives nothing is said. Floors the trial does not beat are :func:`floor_warning`'s.
+    ``metrics`` (the selected trial's) and the floors are on the same ``n`` validation reviews (the
+    ranked split). Separated means what :func:`separation` means: a gap of more than twice the standard
+    error of the difference. Against a constant floor (the majority class) the accuracy gap is paired
+    review by review, from the trial's per-class recall; against the others it is unpaired (their
+    per-review predictions are not kept), so a conservative reading. Only proportions that are
+    maximized (accuracy, exact match) have a standard error here; for other objectives nothing is said.
+    Floors the trial does not beat are :func:`floor_warning`'s.
     """
+    value = metrics.get(metric)
     se = standard_error(metric, value, n)
     if se is None or value is None or not maximize:
         return None
@@ -167,14 +205,21 @@ def floor_separation(
         floor = f.get(metric) if isinstance(f, dict) else None
         if not isinstance(floor, int | float) or not value > floor:
             continue
-        bound = 2 * math.sqrt(se**2 + (standard_error(metric, float(floor), n) or 0.0) ** 2)
+        paired = _paired_gap_se(metrics, f, n) if metric == "accuracy" else None
+        if paired is None:
+            bound = 2 * math.sqrt(se**2 + (standard_error(metric, float(floor), n) or 0.0) ** 2)
+        else:
+            bound = 2 * paired
         if value - floor <= bound:
-            close.append(f"{name} {floor:.4f} (gap {value - floor:.4f}, 2 standard errors {bound:.4f})")
+            how = "paired" if paired is not None else "unpaired"
+            close.append(
+                f"{name} {floor:.4f} (gap {value - floor:.4f}, 2 standard errors {bound:.4f}, {how})"
+            )
     if not close:
         return None
     return (
         f"the selected trial's validation {metric} {value:.4f} +/- {se:.4f} (n={n}) is not separated "
-        f"from the floor(s) {', '.join(close)}: its lead may be noise"
+        f"from the floor(s) {', '.join(close)}: on these reviews its lead may be noise"
     )
 
 
@@ -236,10 +281,12 @@ def select(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, A
     if not multi:
         maximize = spec.objective.resolved_direction == "maximize"
         n = int(inputs.counts.get("validation", 0))
-        near = floor_separation(spec.objective.metric, maximize, selected[0].value, n, floors)
-    for note in (warning, near):
-        if note:
-            _log.warning("job %d: %s", job_id, note)
+        ranked = {**(selected[0].metrics or {}), spec.objective.metric: selected[0].value}
+        near = floor_separation(spec.objective.metric, maximize, ranked, n, floors)
+    if warning:
+        _log.warning("job %d: %s", job_id, warning)
+    if near:
+        _log.info("job %d: %s", job_id, near)
     storage.update_job_summary(
         job_id,
         selected_trial=None if multi else selected[0].number,

@@ -190,7 +190,7 @@ def test_report_callback_can_stop_or_prune(prepared, tmp_path: Path) -> None:
         report=lambda step, m: calls.append((step, m)),
     )
     assert [s for s, _ in calls] == [2, 4] and result.history == [(s, m) for s, m in calls]
-    per_class = {"f1[great]", "f1[other]"}  # each class's F1 beside macro-F1
+    per_class = {"f1[great]", "f1[other]", "recall[great]", "recall[other]"}  # each class's F1 and recall
     assert set(calls[0][1]) == {"accuracy", "macro_f1", "eval_loss", "train_loss"} | per_class
 
     # evaluations at given steps only (a successive-halving plan's rungs), and always at the end

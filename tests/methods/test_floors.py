@@ -93,8 +93,11 @@ def test_head_only_beats_majority_and_trains_only_the_head(
     assert set(floors) == {"majority", "head_only"}
     assert floors["head_only"]["accuracy"] >= 0.9 > floors["majority"]["accuracy"] + 0.3
     assert floors["head_only"]["eval_loss"] < floors["majority"]["eval_loss"]
-    metrics = {"accuracy", "macro_f1", "f1[bad]", "f1[good]", "eval_loss", "seconds"}  # per-class F1 too
+    per_class = {"f1[bad]", "f1[good]", "recall[bad]", "recall[good]"}
+    metrics = {"accuracy", "macro_f1", "eval_loss", "seconds", *per_class}
     assert set(floors["head_only"]) == set(floors["majority"]) == metrics
+    # the majority floor is constant: its class recalled entirely, the other not at all
+    assert sorted(v for k, v in floors["majority"].items() if k.startswith("recall[")) == [0.0, 1.0]
 
     (trained,) = built
     fresh = build_base_model(*_floors_build_args(keyword_inputs), seed=0)

@@ -147,12 +147,15 @@ def test_a_label_only_in_the_test_split_and_empty_texts_are_refused(
         _prep(encoder, cache_dir, _jsonl(tmp_path / "empty.jsonl", rows))
 
 
-def test_per_class_f1_is_in_the_metrics(tmp_path: Path, encoder: str, cache_dir: Path) -> None:
+def test_per_class_f1_and_recall_are_in_the_metrics(tmp_path: Path, encoder: str, cache_dir: Path) -> None:
     m = classification_metrics([0, 0, 1, 2], [0, 1, 1, 1], ("a", "b", "c"))
     assert (
         m["accuracy"] == 0.5 and m["f1[a]"] == pytest.approx(2 / 3) and m["f1[b]"] == 0.5 and m["f1[c]"] == 0
     )
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 0) / 3)
+    # recall: a 1 of 2, b 1 of 1, c 0 of 1; a class absent from the golds has recall 0
+    assert (m["recall[a]"], m["recall[b]"], m["recall[c]"]) == (0.5, 1.0, 0.0)
+    assert classification_metrics([0, 0], [0, 1], ("a", "b"))["recall[b]"] == 0.0
     inputs = _prep(
         encoder,
         cache_dir,

@@ -230,19 +230,35 @@ def test_show_gives_each_finalist_its_own_reason_and_infers_it_for_older_summari
 
 def test_a_selected_trial_within_the_noise_of_a_floor_is_said_to_be_not_separated_from_it() -> None:
     """The SmolLM2 case: 0.655 on 200 ranked reviews against the majority class's 0.650 beats it, but
-    by 0.1 standard errors: ``floor_separation`` names it. A clear lead, a floor not beaten (that is
-    ``floor_warning``'s) and a metric without a standard error say nothing."""
+    within its noise: ``floor_separation`` names it. Against the constant majority floor the gap is
+    paired through the trial's recall of that class, which separates a lead the unpaired rule cannot;
+    a floor not beaten (``floor_warning``'s) and a metric without a standard error say nothing."""
     from promptsweep.search._selecting import floor_separation
 
-    floors = {"majority": {"accuracy": 0.65}, "zero_shot": {"accuracy": 0.357}, "bad": {"seconds": 1.0}}
-    note = floor_separation("accuracy", True, 0.655, 200, floors)
-    assert note is not None and "0.6550 +/- 0.0336 (n=200)" in note
-    assert "majority 0.6500 (gap 0.0050, 2 standard errors 0.0952)" in note and "zero_shot" not in note
-    assert floor_separation("accuracy", True, 0.80, 200, floors) is None  # 0.15 > 2 SE (0.088)
-    assert floor_separation("accuracy", True, 0.64, 200, floors) is None  # below it: floor_warning
-    assert floor_separation("accuracy", True, 0.72, 50, floors) is not None  # 0.07 on 50 reviews
-    assert floor_separation("eval_loss", False, 0.5, 200, {"majority": {"eval_loss": 0.6}}) is None
-    assert floor_separation("accuracy", False, 0.655, 200, floors) is None
+    majority = {"accuracy": 0.65, "recall[great]": 1.0, "recall[other]": 0.0}
+    floors = {"majority": majority, "zero_shot": {"accuracy": 0.357}, "bad": {"seconds": 1.0}}
+
+    def trial(accuracy: float, recall_great: float | None = None) -> dict[str, float]:
+        return {"accuracy": accuracy, **({"recall[great]": recall_great} if recall_great is not None else {})}
+
+    # unpaired (no recall stored, e.g. a trial recorded before recalls were): 2 x sqrt(se^2 + se^2)
+    note = floor_separation("accuracy", True, trial(0.655), 200, floors)
+    assert note is not None and "0.6550 +/- 0.0336 (n=200)" in note and "zero_shot" not in note
+    assert "majority 0.6500 (gap 0.0050, 2 standard errors 0.0952, unpaired)" in note
+    # paired: it predicts "great" for 124 of the 130 great reviews and 7 of the 70 others right: b=7,
+    # c=6, var = 13/200 - (1/200)^2, 2 SE = 0.0360; still within it
+    note = floor_separation("accuracy", True, trial(0.655, 124 / 130), 200, floors)
+    assert note is not None and "(gap 0.0050, 2 standard errors 0.0360, paired)" in note
+    # 0.72 with 120 of 130 great right: b=24, c=10, 2 SE = 0.0575 < 0.07 paired; unpaired (0.0926) not
+    assert floor_separation("accuracy", True, trial(0.72, 120 / 130), 200, floors) is None
+    assert "unpaired" in floor_separation("accuracy", True, trial(0.72), 200, floors)
+    assert floor_separation("accuracy", True, trial(0.80), 200, floors) is None  # 0.15 > 2 SE (0.088)
+    assert floor_separation("accuracy", True, trial(0.64), 200, floors) is None  # below: floor_warning
+    # a floor that is not constant (its recalls are not one 1 and zeros) is compared unpaired
+    mixed = {"head_only": {"accuracy": 0.70, "recall[great]": 0.9, "recall[other]": 0.33}}
+    assert "unpaired" in floor_separation("accuracy", True, trial(0.72, 0.95), 200, mixed)
+    assert floor_separation("eval_loss", False, {"eval_loss": 0.5}, 200, {"m": {"eval_loss": 0.6}}) is None
+    assert floor_separation("accuracy", False, trial(0.655), 200, floors) is None
 
 
 def test_trials_were_recorded_as_they_happened(main_job) -> None:
@@ -252,9 +268,10 @@ def test_trials_were_recorded_as_they_happened(main_job) -> None:
         if t.state.value == "fail":
             continue
         assert points, t.number
-        # every evaluation keeps each class's F1 beside the task's metrics, as the trial's end does
+        # every evaluation keeps each class's F1 and recall beside the task's metrics, as the trial's end does
+        per_class = {"f1[great]", "f1[other]", "recall[great]", "recall[other]"}
         for record in (*points, t):
-            assert {"accuracy", "macro_f1", "f1[great]", "f1[other]"} <= record.metrics.keys(), t.number
+            assert {"accuracy", "macro_f1", *per_class} <= record.metrics.keys(), t.number
         # each evaluation was written before the trial finished, not in a batch at the end
         assert all(p.recorded_at <= t.finished_at for p in points)
         assert t.started_at < points[0].recorded_at
