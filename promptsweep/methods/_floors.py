@@ -223,7 +223,9 @@ def score_floors(
 
     Classification: ``majority`` and ``head_only``; verbalizer: ``majority`` and ``zero_shot``;
     generation: none (an empty dict). Metrics are those of :data:`TASK_METRICS` (``accuracy``,
-    ``macro_f1``, ``eval_loss``), ``seconds`` the wall-clock time of that floor (model loading included).
+    ``macro_f1``, ``eval_loss``) with each class's ``f1[<label>]`` and ``recall[<label>]`` (the majority
+    floor's recall is 1 for its class, 0 for the others), ``seconds`` the wall-clock time of that floor
+    (model loading included).
     Reads the ``train`` split and ``split`` only; the test split only when ``split="test"``.
 
     Args:

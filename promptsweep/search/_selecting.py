@@ -149,8 +149,9 @@ def floor_warning(spec: JobSpec, value: float | None, floors: dict[str, Any]) ->
     )
 
 
-def _constant_class(floor: dict[str, Any]) -> str | None:
-    """The class a floor predicts for every review (its recall 1, every other class's 0), or ``None``."""
+def _floor_class(floor: dict[str, Any]) -> str | None:
+    """The class a floor is right on exactly (its recall 1, every other class's 0: the majority floor),
+    or ``None``."""
     prefix, suffix = PER_CLASS_RECALL.split("{}")
     recalls = {
         k[len(prefix) : len(k) - len(suffix)]: v
@@ -163,24 +164,34 @@ def _constant_class(floor: dict[str, Any]) -> str | None:
     return ones[0]
 
 
-def _paired_gap_se(metrics: dict[str, Any], floor: dict[str, Any], n: int) -> float | None:
-    """The standard error of a trial's accuracy minus a constant floor's, paired on the same ``n``
-    reviews, or ``None`` when the trial's metrics lack the recall of the floor's class.
+def _whole(x: float) -> int | None:
+    """``x`` as a count of reviews, or ``None`` when it is not one (not whole to 1e-6, or negative)."""
+    near = round(x)
+    return int(near) if near >= 0 and abs(x - near) < 1e-6 else None
 
-    The floor is right exactly on its class's reviews (``floor accuracy x n`` of them), the trial on
-    ``recall x`` that many of those; so the reviews where only the trial is right (``b``) and only the
-    floor is (``c``) are known, and the per-review difference has variance ``(b+c)/n - ((b-c)/n)^2``.
+
+def _mcnemar_bound(metrics: dict[str, Any], floor: dict[str, Any], n: int) -> float | None:
+    """The accuracy gap a trial needs over the majority floor to be separated from it, paired review by
+    review on the same ``n`` reviews (McNemar's test with continuity correction, at 2 standard
+    errors); ``None`` when the counts are not known.
+
+    The floor is right on exactly its class's reviews (``floor accuracy x n``), the trial on ``recall
+    x`` that many of those; so the reviews only the trial gets right (``b``) and only the floor gets
+    right (``c``) are known. Separated: ``b - c - 1 > 2 sqrt(b + c)``, i.e. a gap ``(b - c) / n`` above
+    ``(2 sqrt(b + c) + 1) / n``. Counts that are not whole (a floor scored on other reviews than
+    ``n``) give ``None``: the caller falls back to the unpaired rule.
     """
-    label = _constant_class(floor)
+    label = _floor_class(floor)
     recall = metrics.get(PER_CLASS_RECALL.format(label)) if label is not None else None
     if not isinstance(recall, int | float) or not isinstance(metrics.get("accuracy"), int | float):
         return None
-    on_class = float(floor["accuracy"]) * n
-    right_on_class = float(recall) * on_class
-    only_trial = float(metrics["accuracy"]) * n - right_on_class
-    only_floor = on_class - right_on_class
-    variance = (only_trial + only_floor) / n - ((only_trial - only_floor) / n) ** 2
-    return math.sqrt(max(variance, 0.0) / n)
+    on_class = _whole(float(floor["accuracy"]) * n)
+    right = _whole(float(metrics["accuracy"]) * n)
+    right_on_class = _whole(float(recall) * on_class) if on_class is not None else None
+    if right is None or right_on_class is None or right_on_class > right:
+        return None
+    only_trial, only_floor = right - right_on_class, on_class - right_on_class
+    return (2 * math.sqrt(only_trial + only_floor) + 1) / n
 
 
 def floor_separation(
@@ -188,13 +199,13 @@ def floor_separation(
 ) -> str | None:
     """A sentence naming each floor the selected trial beats by no more than its noise, or ``None``.
 
-    ``metrics`` (the selected trial's) and the floors are on the same ``n`` validation reviews (the
-    ranked split). Separated means what :func:`separation` means: a gap of more than twice the standard
-    error of the difference. Against a constant floor (the majority class) the accuracy gap is paired
-    review by review, from the trial's per-class recall; against the others it is unpaired (their
-    per-review predictions are not kept), so a conservative reading. Only proportions that are
-    maximized (accuracy, exact match) have a standard error here; for other objectives nothing is said.
-    Floors the trial does not beat are :func:`floor_warning`'s.
+    ``metrics`` (the selected trial's, as ranked: on the same ``n`` validation reviews as the floors)
+    decide. Against the majority floor the accuracy gap is paired review by review
+    (:func:`_mcnemar_bound`, from the trial's recall of the majority class). Against the others it is
+    unpaired, separated as in :func:`separation` (a gap of more than twice the standard error of the
+    difference): their per-review predictions are not kept, so a conservative reading. Only proportions
+    that are maximized (accuracy, exact match) are judged; for other objectives nothing is said. Floors
+    the trial does not beat are :func:`floor_warning`'s.
     """
     value = metrics.get(metric)
     se = standard_error(metric, value, n)
@@ -205,21 +216,19 @@ def floor_separation(
         floor = f.get(metric) if isinstance(f, dict) else None
         if not isinstance(floor, int | float) or not value > floor:
             continue
-        paired = _paired_gap_se(metrics, f, n) if metric == "accuracy" else None
+        paired = _mcnemar_bound(metrics, f, n) if metric == "accuracy" else None
         if paired is None:
             bound = 2 * math.sqrt(se**2 + (standard_error(metric, float(floor), n) or 0.0) ** 2)
+            how = "2 standard errors of the difference, unpaired"
         else:
-            bound = 2 * paired
+            bound, how = paired, "paired review by review (McNemar)"
         if value - floor <= bound:
-            how = "paired" if paired is not None else "unpaired"
-            close.append(
-                f"{name} {floor:.4f} (gap {value - floor:.4f}, 2 standard errors {bound:.4f}, {how})"
-            )
+            close.append(f"{name} {floor:.4f} (gap {value - floor:.4f}, needed > {bound:.4f}: {how})")
     if not close:
         return None
     return (
-        f"the selected trial's validation {metric} {value:.4f} +/- {se:.4f} (n={n}) is not separated "
-        f"from the floor(s) {', '.join(close)}: on these reviews its lead may be noise"
+        f"the selected trial's ranked validation {metric} {value:.4f} +/- {se:.4f} (n={n}) is not "
+        f"separated from the floor(s) {', '.join(close)}: on these reviews its lead may be noise"
     )
 
 

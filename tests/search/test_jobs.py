@@ -230,9 +230,10 @@ def test_show_gives_each_finalist_its_own_reason_and_infers_it_for_older_summari
 
 def test_a_selected_trial_within_the_noise_of_a_floor_is_said_to_be_not_separated_from_it() -> None:
     """The SmolLM2 case: 0.655 on 200 ranked reviews against the majority class's 0.650 beats it, but
-    within its noise: ``floor_separation`` names it. Against the constant majority floor the gap is
-    paired through the trial's recall of that class, which separates a lead the unpaired rule cannot;
-    a floor not beaten (``floor_warning``'s) and a metric without a standard error say nothing."""
+    within its noise: ``floor_separation`` names it. Against the majority floor the gap is paired
+    through the trial's recall of that class (McNemar), which separates a lead the unpaired rule cannot
+    and does not separate a lead of a few reviews; a floor not beaten (``floor_warning``'s) and a
+    metric without a standard error say nothing."""
     from promptsweep.search._selecting import floor_separation
 
     majority = {"accuracy": 0.65, "recall[great]": 1.0, "recall[other]": 0.0}
@@ -241,22 +242,29 @@ def test_a_selected_trial_within_the_noise_of_a_floor_is_said_to_be_not_separate
     def trial(accuracy: float, recall_great: float | None = None) -> dict[str, float]:
         return {"accuracy": accuracy, **({"recall[great]": recall_great} if recall_great is not None else {})}
 
+    def note(metrics: dict[str, float], on: dict[str, Any] = floors, n: int = 200) -> str | None:
+        return floor_separation("accuracy", True, metrics, n, on)
+
     # unpaired (no recall stored, e.g. a trial recorded before recalls were): 2 x sqrt(se^2 + se^2)
-    note = floor_separation("accuracy", True, trial(0.655), 200, floors)
-    assert note is not None and "0.6550 +/- 0.0336 (n=200)" in note and "zero_shot" not in note
-    assert "majority 0.6500 (gap 0.0050, 2 standard errors 0.0952, unpaired)" in note
-    # paired: it predicts "great" for 124 of the 130 great reviews and 7 of the 70 others right: b=7,
-    # c=6, var = 13/200 - (1/200)^2, 2 SE = 0.0360; still within it
-    note = floor_separation("accuracy", True, trial(0.655, 124 / 130), 200, floors)
-    assert note is not None and "(gap 0.0050, 2 standard errors 0.0360, paired)" in note
-    # 0.72 with 120 of 130 great right: b=24, c=10, 2 SE = 0.0575 < 0.07 paired; unpaired (0.0926) not
-    assert floor_separation("accuracy", True, trial(0.72, 120 / 130), 200, floors) is None
-    assert "unpaired" in floor_separation("accuracy", True, trial(0.72), 200, floors)
-    assert floor_separation("accuracy", True, trial(0.80), 200, floors) is None  # 0.15 > 2 SE (0.088)
-    assert floor_separation("accuracy", True, trial(0.64), 200, floors) is None  # below: floor_warning
-    # a floor that is not constant (its recalls are not one 1 and zeros) is compared unpaired
+    said = note(trial(0.655))
+    assert said is not None and "0.6550 +/- 0.0336 (n=200)" in said and "zero_shot" not in said
+    unpaired = "2 standard errors of the difference, unpaired"
+    assert f"majority 0.6500 (gap 0.0050, needed > 0.0952: {unpaired})" in said
+    # paired: 124 of the 130 great reviews right and 7 of the 70 others: b=7, c=6, (2 sqrt(13) + 1) / 200
+    said = note(trial(0.655, 124 / 130))
+    assert said is not None and "(gap 0.0050, needed > 0.0411: paired review by review (McNemar))" in said
+    # all 130 great right and 4 others: a lead of 4 reviews (b=4, c=0) is not separated: (2*2 + 1) / 200
+    assert "needed > 0.0250" in note(trial(0.67, 1.0))
+    # 0.72 with 120 of 130 great right: b=24, c=10, 0.0633 < 0.07 paired; unpaired (0.0926) it is not
+    assert note(trial(0.72, 120 / 130)) is None
+    assert "unpaired" in note(trial(0.72))
+    assert note(trial(0.80)) is None  # 0.15 > 2 SE (0.088)
+    assert note(trial(0.64)) is None  # below the floor: floor_warning's
+    # counts that are not whole (a floor scored on other reviews) and a floor right on more than one
+    # class's reviews are compared unpaired
+    assert "unpaired" in note(trial(0.655, 124 / 130), {"majority": {**majority, "accuracy": 0.651}})
     mixed = {"head_only": {"accuracy": 0.70, "recall[great]": 0.9, "recall[other]": 0.33}}
-    assert "unpaired" in floor_separation("accuracy", True, trial(0.72, 0.95), 200, mixed)
+    assert "unpaired" in note(trial(0.72, 0.95), mixed)
     assert floor_separation("eval_loss", False, {"eval_loss": 0.5}, 200, {"m": {"eval_loss": 0.6}}) is None
     assert floor_separation("accuracy", False, trial(0.655), 200, floors) is None
 
@@ -708,7 +716,8 @@ def test_a_budget_alone_plans_the_search_and_survivors_keep_training(
     for f in finalists:
         assert f["se"] == pytest.approx((f["value"] * (1 - f["value"]) / n) ** 0.5)
     assert summary["selected_trial"] == finalists[0]["number"] == outcome.best_trials[0]
-    # a floor beaten by less than its noise on the 12 ranked reviews is named (2 SE of a gap there > 0.2)
+    # a floor beaten by less than its noise on the 12 ranked reviews is named (a gap of 0.2 is
+    # 2.4 reviews: within 2 standard errors unpaired, and within McNemar's bound paired, (2 + 1) / 12)
     ranked = storage.get_trial(job_id, summary["selected_trial"]).value
     close = [name for name, f in summary["floors"].items() if 0 < ranked - f["accuracy"] <= 0.2]
     if close:
