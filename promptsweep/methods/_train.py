@@ -114,8 +114,8 @@ def evaluate_model(
 
     Classification / verbalizer: ``accuracy``, ``macro_f1`` (sklearn, over all classes), each class's
     F1 as ``f1[<label>]`` and recall as ``recall[<label>]``, ``eval_loss`` (mean cross-entropy per
-    example, nats). Generation: ``eval_loss`` (mean per target token, nats), ``perplexity`` = exp(eval_loss), ``exact_match``
-    (greedy decoding, stripped text equality).
+    example, nats). Generation: ``eval_loss`` (mean per target token, nats), ``perplexity`` =
+    exp(eval_loss), ``exact_match`` (greedy decoding, stripped text equality).
     ``precision``: a resolved ``"fp32"`` (default) or ``"bf16"`` (autocast).
     """
     was_training = model.training
