@@ -44,7 +44,7 @@ from promptsweep.methods._config import (
     method_parameters,
     register_method,
 )
-from promptsweep.methods._labels import PER_CLASS_F1, PER_CLASS_RECALL
+from promptsweep.methods._labels import PER_CLASS_F1, PER_CLASS_RECALL, per_class_values
 from promptsweep.methods._precision import PRECISIONS, cpu_bf16_supported
 from promptsweep.methods._sources import DATA_ALIASES
 from promptsweep.methods._types import DataSpec, PreparedInputs, TrainBudget, TrialResult
@@ -104,6 +104,7 @@ __all__ = [
     "method_config_from_params",
     "method_parameters",
     "model_config_if_known",
+    "per_class_values",
     "prepare_inputs",
     "read_model_config",
     "register_method",

@@ -32,6 +32,17 @@ PER_CLASS_F1 = "f1[{}]"
 PER_CLASS_RECALL = "recall[{}]"
 
 
+def per_class_values(metrics: dict[Any, Any], pattern: str) -> dict[str, Any]:
+    """Label -> value of the per-class metrics named by ``pattern`` (:data:`PER_CLASS_F1`,
+    :data:`PER_CLASS_RECALL`) in ``metrics``."""
+    prefix, suffix = pattern.split("{}")
+    return {
+        k[len(prefix) : len(k) - len(suffix)]: v
+        for k, v in metrics.items()
+        if isinstance(k, str) and k.startswith(prefix) and k.endswith(suffix)
+    }
+
+
 def is_missing(value: Any) -> bool:
     """A missing cell: ``None`` or a float NaN (pandas' missing value)."""
     return value is None or (isinstance(value, float) and math.isnan(value))
@@ -236,6 +247,7 @@ __all__ = [
     "check_subsample",
     "classification_metrics",
     "is_missing",
+    "per_class_values",
     "read_labels",
     "split_indices",
 ]

@@ -25,7 +25,7 @@ from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from promptsweep._logging import get_logger
-from promptsweep.methods import PER_CLASS_F1, PER_CLASS_RECALL, is_uri, local_adapter_dir
+from promptsweep.methods import PER_CLASS_F1, PER_CLASS_RECALL, is_uri, local_adapter_dir, per_class_values
 from promptsweep.search._progress import Progress
 from promptsweep.search._searcher import end_state
 from promptsweep.search._trainable import (
@@ -49,9 +49,10 @@ def validation_metrics(result: dict[str, Any], names: tuple[str, ...]) -> dict[s
     """The validation metrics in a Tune result: the names the task reports and, for classification and
     verbalizer tasks, each class's F1 and recall (``PER_CLASS_F1``: ``f1[<label>]``,
     ``PER_CLASS_RECALL``: ``recall[<label>]``; the labels depend on the data)."""
-    affixes = [tuple(pattern.split("{}")) for pattern in (PER_CLASS_F1, PER_CLASS_RECALL)]
     per_class = sorted(
-        k for k in result if isinstance(k, str) and any(k.startswith(p) and k.endswith(s) for p, s in affixes)
+        pattern.format(label)
+        for pattern in (PER_CLASS_F1, PER_CLASS_RECALL)
+        for label in per_class_values(result, pattern)
     )
     return {k: float(result[k]) for k in (*names, *per_class) if isinstance(result.get(k), int | float)}
 

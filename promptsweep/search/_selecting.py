@@ -22,7 +22,7 @@ from typing import Any
 
 from promptsweep import _faults
 from promptsweep._logging import get_logger
-from promptsweep.methods import PER_CLASS_RECALL
+from promptsweep.methods import PER_CLASS_RECALL, per_class_values
 from promptsweep.search._spec import JobSpec
 
 _log = get_logger(__name__)
@@ -105,6 +105,12 @@ def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> 
     return out
 
 
+def unpaired_bound(se_a: float, se_b: float) -> float:
+    """The gap two values with standard errors ``se_a`` and ``se_b`` must exceed to be separated:
+    twice the standard error of their difference, unpaired (so a conservative reading)."""
+    return 2 * math.sqrt(se_a**2 + se_b**2)
+
+
 def separation(finalists: list[dict[str, Any]]) -> str | None:
     """A sentence saying the winner is not separated from the runner-up, or ``None`` when it is.
 
@@ -117,13 +123,13 @@ def separation(finalists: list[dict[str, Any]]) -> str | None:
     if a.get("se") is None or b.get("se") is None:
         return None
     gap = abs(a["value"] - b["value"])
-    se = math.sqrt(a["se"] ** 2 + b["se"] ** 2)
-    if gap > 2 * se:
+    bound = unpaired_bound(a["se"], b["se"])
+    if gap > bound:
         return None
     return (
         f"trial {a['number']} ({a['value']:.4f} +/- {a['se']:.4f}) is not separated from trial "
         f"{b['number']} ({b['value']:.4f} +/- {b['se']:.4f}) on the whole validation split "
-        f"(n={a['n']}): the gap {gap:.4f} is within 2 standard errors ({2 * se:.4f})"
+        f"(n={a['n']}): the gap {gap:.4f} is within 2 standard errors ({bound:.4f})"
     )
 
 
@@ -152,11 +158,10 @@ def floor_warning(spec: JobSpec, value: float | None, floors: dict[str, Any]) ->
 def _floor_class(floor: dict[str, Any]) -> str | None:
     """The class a floor is right on exactly (its recall 1, every other class's 0: the majority floor),
     or ``None``."""
-    prefix, suffix = PER_CLASS_RECALL.split("{}")
     recalls = {
-        k[len(prefix) : len(k) - len(suffix)]: v
-        for k, v in floor.items()
-        if k.startswith(prefix) and k.endswith(suffix) and isinstance(v, int | float)
+        label: v
+        for label, v in per_class_values(floor, PER_CLASS_RECALL).items()
+        if isinstance(v, int | float)
     }
     ones = [label for label, r in recalls.items() if r == 1.0]
     if len(ones) != 1 or any(r != 0.0 for label, r in recalls.items() if label != ones[0]):
@@ -218,7 +223,7 @@ def floor_separation(
             continue
         paired = _mcnemar_bound(metrics, f, n) if metric == "accuracy" else None
         if paired is None:
-            bound = 2 * math.sqrt(se**2 + (standard_error(metric, float(floor), n) or 0.0) ** 2)
+            bound = unpaired_bound(se, standard_error(metric, float(floor), n) or 0.0)
             how = "2 standard errors of the difference, unpaired"
         else:
             bound, how = paired, "paired review by review (McNemar)"
