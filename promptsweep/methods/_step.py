@@ -138,12 +138,12 @@ def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
 
 
 class _WarmupLinear:
-    """The learning-rate factor: linear warm-up over ``warmup_ratio`` of the first ``total_steps``, then
-    linear decay to 0 at :attr:`total_steps`, which a re-sized trial moves (the warm-up stays)."""
+    """The learning-rate factor: linear warm-up over the first ``warmup`` steps, then linear decay to 0
+    at :attr:`total_steps`, which a re-sized trial moves (the warm-up stays)."""
 
-    def __init__(self, total_steps: int, warmup_ratio: float) -> None:
+    def __init__(self, total_steps: int, warmup: int) -> None:
         self.total_steps = total_steps
-        self.warmup = int(total_steps * warmup_ratio)
+        self.warmup = min(warmup, total_steps)
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
@@ -181,7 +181,10 @@ class TrainStep:
         self.model, self.inputs, self.config, self.device = model, inputs, config, device
         self.max_grad_norm = budget.max_grad_norm
         self.optimizer = _optimizer(model, config.learning_rate, budget.weight_decay)
-        self._factor = _WarmupLinear(total_steps, budget.warmup_ratio)
+        warmup = budget.warmup_steps
+        if warmup is None:
+            warmup = int(total_steps * budget.warmup_ratio)
+        self._factor = _WarmupLinear(total_steps, warmup)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._factor)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.precision = StepPrecision(model, precision, device)

@@ -126,6 +126,9 @@ class TrainBudget:
         batch_size: train examples per step.
         eval_batch_size: examples per evaluation forward pass.
         warmup_ratio: fraction of the steps with linear warm-up, then linear decay to 0.
+        warmup_steps: warm-up steps, in place of ``warmup_ratio`` (``None``: the ratio's). A search
+            with rungs ends the warm-up by half its first rung, so the rung judges each config at its
+            own learning rate (``promptsweep.search``'s ``train_budget``).
         weight_decay: AdamW weight decay (not applied to biases / norms).
         max_grad_norm: gradient clipping norm (``None`` or 0: no clipping).
         precision: ``"auto"`` (bf16 where the device computes it natively - a CUDA GPU with bf16, a CPU
@@ -145,6 +148,7 @@ class TrainBudget:
     batch_size: int = 16
     eval_batch_size: int = 64
     warmup_ratio: float = 0.06
+    warmup_steps: int | None = None
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     precision: str = "auto"
@@ -173,6 +177,8 @@ class TrainBudget:
                 raise SpecError(f"budget.{name}={value!r} must be an integer >= 1")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise SpecError(f"budget.warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
+        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
+            raise SpecError(f"budget.warmup_steps={self.warmup_steps!r} must be an integer >= 0")
         if self.weight_decay < 0:
             raise SpecError(f"budget.weight_decay={self.weight_decay!r} must be >= 0")
         if self.eval_at_steps is not None:

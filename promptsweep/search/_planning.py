@@ -502,6 +502,15 @@ def make_scheduler(spec: JobSpec, plan: Plan) -> Any:
     return None
 
 
+def screening_warmup(plan: Plan, warmup_ratio: float) -> int | None:
+    """Warm-up steps of a plan's trials when it screens: ``warmup_ratio`` of ``max_steps``, ended by
+    half the first rung, so the rung judges each config at its own learning rate rather than at a
+    fraction of it (``None`` without rungs: the ratio's)."""
+    if not plan.rungs:
+        return None
+    return min(int(plan.max_steps * warmup_ratio), plan.rungs[0] // 2)
+
+
 def train_budget(spec: JobSpec, plan: Plan | None = None) -> Any:
     """The methods layer's ``TrainBudget`` of the job's trials (steps and evaluations as planned)."""
     from promptsweep.methods import TrainBudget
@@ -516,6 +525,7 @@ def train_budget(spec: JobSpec, plan: Plan | None = None) -> Any:
     return TrainBudget(
         max_steps=max_steps,
         max_epochs=max_epochs,
+        warmup_steps=screening_warmup(plan, b.warmup_ratio) if plan else None,
         eval_every_steps=plan.eval_every_steps if plan else (b.eval_every_steps or 50),
         eval_at_steps=tuple(plan.eval_at_steps) if plan and plan.eval_at_steps else None,
         step_time_s=plan.step_time_s if plan else None,

@@ -177,6 +177,36 @@ def test_resizing_a_step_moves_the_end_of_the_learning_rate_decay(prepared) -> N
     assert step.optimizer.param_groups[0]["lr"] == 0.0  # decayed to 0 at the new end
 
 
+def test_warmup_steps_replace_the_warmup_ratio(prepared) -> None:
+    inputs = prepared(TaskType.CLASSIFICATION, "encoder")
+    config = method_config_from_params(
+        {"method": "prompt_tuning", "learning_rate": 0.1, "num_virtual_tokens": 4}, inputs.task
+    )
+    batch = _examples(load_split(inputs, "train"))[:8]
+    lrs = {}
+    for warmup_steps in (None, 3):  # the ratio's 10 warm-up steps, or 3
+        budget = TrainBudget(
+            max_steps=20, max_epochs=None, batch_size=8, warmup_ratio=0.5, warmup_steps=warmup_steps
+        )
+        step = TrainStep(
+            build_peft_model(inputs, config, seed=0),
+            inputs,
+            config,
+            budget=budget,
+            total_steps=20,
+            precision="fp32",
+            device=torch.device("cpu"),
+        )
+        lrs[warmup_steps] = []
+        for _ in range(4):
+            step(batch)
+            lrs[warmup_steps].append(step.optimizer.param_groups[0]["lr"])
+    assert lrs[None] == pytest.approx([0.1 * k / 11 for k in (2, 3, 4, 5)])  # still warming up
+    assert lrs[3] == pytest.approx([0.1 * 2 / 4, 0.1 * 3 / 4, 0.1, 0.1 * 16 / 17])  # warmed up at step 3
+    with pytest.raises(SpecError, match="warmup_steps"):
+        dataclasses.replace(budget, warmup_steps=-1)
+
+
 def test_report_callback_can_stop_or_prune(prepared, tmp_path: Path) -> None:
     inputs = prepared(TaskType.CLASSIFICATION, "encoder")
     params = {"method": "prompt_tuning", "learning_rate": 0.1, "num_virtual_tokens": 4}

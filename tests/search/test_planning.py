@@ -203,6 +203,11 @@ def test_the_plan_fits_the_budget_as_asha_spends_it() -> None:
     segments = [(hi - lo) * costs.step_s + evaluation for lo, hi in itertools.pairwise(bounds)]
     more, _ = simulate_asha(plan.configs + 1, 2, segments, costs.setup_s, plan.reduction_factor)
     assert more > 1800  # one config more would not fit
+    # the warm-up (6 % of max_steps would outlast the first rung) ends by half the first rung, so the
+    # rung judges each config at its own learning rate
+    spec = _spec({"compute_budget_s": 1800})
+    assert int(plan.max_steps * spec.budget.warmup_ratio) > plan.rungs[0]
+    assert train_budget(spec, plan).warmup_steps == plan.rungs[0] // 2
 
 
 @pytest.mark.parametrize("concurrency", [1, 2])
@@ -227,6 +232,7 @@ def test_a_budget_too_small_to_screen_trains_one_config_per_slot_on_its_share(co
     assert plan.step_time_s == pytest.approx(step_time, abs=0.1)
     assert plan.max_steps == math.floor(step_time / costs.step_s)
     assert train_budget(spec, plan).step_time_s == plan.step_time_s
+    assert train_budget(spec, plan).warmup_steps is None  # no rung: the spec's warm-up ratio
     assert Plan.from_dict(plan.to_dict()) == plan
     assert f"re-sizes its steps to {step_time:,.0f} s" in plan.note
     text = "\n".join(describe_plan(plan.to_dict()))
