@@ -177,7 +177,8 @@ class TrainBudget:
                 raise SpecError(f"budget.{name}={value!r} must be an integer >= 1")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise SpecError(f"budget.warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
-        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
+        warmup = self.warmup_steps
+        if warmup is not None and (not isinstance(warmup, int) or warmup < 0):
             raise SpecError(f"budget.warmup_steps={self.warmup_steps!r} must be an integer >= 0")
         if self.weight_decay < 0:
             raise SpecError(f"budget.weight_decay={self.weight_decay!r} must be >= 0")

@@ -157,7 +157,13 @@ class BudgetSpec(_Model):
     eval_every_steps: int | None = Field(default=None, description="null: at the first rung's spacing")
     batch_size: int = 16
     eval_batch_size: int = 64
-    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    warmup_ratio: float = Field(
+        default=0.06,
+        ge=0,
+        lt=1,
+        description="fraction of max_steps with linear learning-rate warm-up; a plan that screens ends "
+        "it by half its first rung",
+    )
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float | None = 1.0
     max_failed_trials: int | None = Field(

@@ -228,6 +228,29 @@ def test_show_gives_each_finalist_its_own_reason_and_infers_it_for_older_summari
     assert describe_finalists(rescored, "accuracy")[1].endswith("0.8000 (n=12) -> 0.8000 (n=40)")
 
 
+def test_a_winner_within_the_noise_of_the_runner_up_is_said_to_be_not_separated() -> None:
+    """The demo's case: 0.8175 against 0.806 on all 800 validation reviews is a gap of 0.0115 where
+    twice the standard error of the difference is 0.039: ``separation`` says so, with both trials'
+    values and standard errors; a gap beyond it, a lone finalist or a metric without a standard
+    error say nothing."""
+    from promptsweep.search._selecting import separation, standard_error
+
+    def finalist(number: int, value: float, n: int = 800) -> dict[str, Any]:
+        return {"number": number, "value": value, "se": standard_error("accuracy", value, n), "n": n}
+
+    se_a, se_b = standard_error("accuracy", 0.8175, 800), standard_error("accuracy", 0.806, 800)
+    assert se_a == pytest.approx(0.013656, abs=1e-6) and se_b == pytest.approx(0.013981, abs=1e-6)
+    sentence = separation([finalist(0, 0.8175), finalist(3, 0.806), finalist(5, 0.70)])
+    assert sentence == (
+        "trial 0 (0.8175 +/- 0.0137) is not separated from trial 3 (0.8060 +/- 0.0140) on the whole "
+        "validation split (n=800): the gap 0.0115 is within 2 standard errors (0.0391)"
+    )
+    # 0.0391 is the bound: a gap of 0.045 separates
+    assert separation([finalist(0, 0.851), finalist(3, 0.806), finalist(5, 0.70)]) is None
+    assert separation([finalist(0, 0.8175)]) is None
+    assert separation([{**finalist(0, 0.8175), "se": None}, finalist(3, 0.806)]) is None
+
+
 def test_a_selected_trial_within_the_noise_of_a_floor_is_said_to_be_not_separated_from_it() -> None:
     """The SmolLM2 case: 0.655 on 200 ranked reviews against the majority class's 0.650 beats it, but
     within its noise: ``floor_separation`` names it. Against the majority floor the gap is paired
