@@ -472,9 +472,13 @@ def make_scheduler(spec: JobSpec, plan: Plan) -> Any:
 
     ASHA (``stop_last_trials=False``: a trial ends by its own budget): rungs at ``plan.rungs``
     (``grace * reduction_factor**k`` below ``max_steps``); a trial that passes a rung keeps running.
+    The first warm-start config is not stopped at the first rung (:class:`FirstConfigGraceASHA`), as
+    the plan priced it.
     """
-    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+    from ray.tune.schedulers import MedianStoppingRule
 
+    from promptsweep.search._scheduler import FirstConfigGraceASHA
+    from promptsweep.search._space import warm_start_params
     from promptsweep.search._trainable import STEP_KEY
 
     sched = spec.scheduler
@@ -482,8 +486,9 @@ def make_scheduler(spec: JobSpec, plan: Plan) -> Any:
     if sched.name == "asha":
         if not plan.rungs:
             return None
-        return ASHAScheduler(
-            time_attr=STEP_KEY,
+        first = warm_start_params(spec)
+        return FirstConfigGraceASHA(
+            spared=first[0] if first else None,
             metric=spec.objective.metric,
             mode=mode,
             max_t=plan.max_steps,

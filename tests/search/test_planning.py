@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -145,6 +146,37 @@ def test_asha_cuts_exactly_at_the_planned_rungs() -> None:
     sched = make_scheduler(_spec({"time_budget_s": 330}), plan)
     rungs = sorted(m for m, _ in sched._brackets[0]._rungs)
     assert [r for r in rungs if r < plan.max_steps] == plan.rungs
+
+
+def test_the_first_warm_start_config_is_not_cut_at_the_first_rung_only() -> None:
+    """MiniLM seed 0's first rung: the prefix-tuning default (first in the warm-start order) read 0.68
+    at 22 steps, after the prompt-tuning default's 0.7325; Ray's ASHA alone would stop it."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from promptsweep.search._planning import make_scheduler
+    from promptsweep.search._space import warm_start_params
+
+    spec = _spec({"time_budget_s": 330})
+    plan = plan_search(spec, train_examples=1000, eval_examples=300, costs=COSTS)
+    sched = make_scheduler(spec, plan)
+    first, second, third = warm_start_params(spec)[:3]
+    trials = {}
+
+    def result(name: str, params: dict[str, Any], step: int, value: float) -> str:
+        if name not in trials:
+            trials[name] = SimpleNamespace(trial_id=name, config={"params": dict(params), "trial_number": 0})
+            sched.on_trial_add(None, trials[name])
+        return sched.on_trial_result(None, trials[name], {"step": step, "accuracy": value})
+
+    rung, next_rung = plan.rungs[0], plan.rungs[1]
+    assert result("prompt", second, rung, 0.7325) == TrialScheduler.CONTINUE  # first to arrive
+    assert result("prefix", first, rung, 0.68) == TrialScheduler.CONTINUE  # below the cut, spared
+    # the spared value is recorded: 0.72 is above the cut of [0.68, 0.7325] (0.715), not of [0.7325]
+    assert result("later", third | {"learning_rate": 0.02}, rung, 0.72) == TrialScheduler.CONTINUE
+    assert result("as-low-as-prefix", third, rung, 0.68) == TrialScheduler.STOP  # not spared
+    # from the second rung on the first config is judged like any other
+    assert result("prompt", second, next_rung, 0.75) == TrialScheduler.CONTINUE
+    assert result("prefix", first, next_rung, 0.70) == TrialScheduler.STOP
 
 
 def _ray_asha_counts(values: list[float], rungs: list[int], max_steps: int) -> list[int]:
