@@ -2,13 +2,14 @@
 
 The plan (:func:`~promptsweep.search._asha.simulate_asha`) prices the first config as arriving first
 at every rung, where Ray's ASHA always lets a trial go on (nothing recorded to compare it with). With
-trials side by side, which reaches the first rung first is a race: on MiniLM the prefix-tuning
-default (the most reliable config on an encoder, first in the warm-start order) read 0.650-0.755 at
-22 steps where the prompt-tuning default read 0.68-0.75, and in one seed it reached the rung 2.6 s
-after it and was cut (0.815 on the test split instead of 0.84, docs/quality.md). So the first
-warm-start config always goes on at the first rung, as the plan priced it; from the second rung on
-it is judged like any other. Its value is still recorded at the first rung, so the configs after it
-are judged against it.
+trials side by side, which reaches the first rung first is a race. On MiniLM the prefix-tuning
+default (the most reliable config on an encoder, first in the warm-start order) read 0.650 at 22 steps
+in two runs where the prompt-tuning default read 0.680 and 0.745; in one it reached the rung 2.6 s
+after it and was cut (0.815 on the test split; 0.839-0.842 in the seeds where it went on). With the
+warm-up ended by half the rung it read 0.68 against 0.7325 and went on only by arriving first
+(docs/quality.md). So the first warm-start config always goes on at the first rung, as the plan
+priced it; from the second rung on it is judged like any other. Its value is still recorded at the
+first rung, so the configs after it are judged against it.
 """
 
 from __future__ import annotations
