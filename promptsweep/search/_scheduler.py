@@ -8,8 +8,9 @@ in two runs where the prompt-tuning default read 0.680 and 0.745; in one it reac
 after it and was cut (0.815 on the test split; 0.839-0.842 in the seeds where it went on). With the
 warm-up ended by half the rung it read 0.68 against 0.7325 and went on only by arriving first
 (docs/quality.md). So the first warm-start config always goes on at the first rung, as the plan
-priced it; from the second rung on it is judged like any other. Its value is still recorded at the
-first rung, so the configs after it are judged against it.
+priced it; from the second rung on it is judged like any other (there, who arrives first is still a
+race the replay does not see). Its value is still recorded at the first rung, so the configs after
+it are judged against it.
 """
 
 from __future__ import annotations
@@ -25,26 +26,40 @@ from promptsweep.search._trainable import PARAMS_KEY, STEP_KEY
 class FirstConfigGraceASHA(AsyncHyperBandScheduler):
     """ASHA (``time_attr`` = training steps) that does not stop the trial of ``spared`` (flat params:
     the job's first warm-start config) at the first rung (``grace_period``).
+
+    The spared trial is the first one added whose params hold every key of ``spared`` with its value
+    (a warm-start config may leave keys to the sampler); a later trial that draws the same config is
+    judged like any other. It is spared at the first rung only: on its first result with the metric at
+    or past ``grace_period`` and before the second rung (``grace_period * reduction_factor``); a result
+    that first lands past the second rung is judged there as Ray judges it.
     """
 
     def __init__(self, *, spared: dict[str, Any] | None, **kwargs: Any) -> None:
         super().__init__(time_attr=STEP_KEY, **kwargs)
         self._spared = to_optuna_params(spared) if spared else None
-        self._grace = kwargs["grace_period"]
-        self._past_first_rung: set[str] = set()
+        self._first_rung = (kwargs["grace_period"], kwargs["grace_period"] * kwargs["reduction_factor"])
+        self._spared_id: str | None = None
+        self._judged = False
 
-    def _is_spared(self, trial: Any) -> bool:
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
         params = (trial.config or {}).get(PARAMS_KEY)
-        return self._spared is not None and params is not None and to_optuna_params(params) == self._spared
+        if self._spared_id is None and self._spared is not None and params is not None:
+            given = to_optuna_params(params)
+            if all(k in given and given[k] == v for k, v in self._spared.items()):
+                self._spared_id = trial.trial_id
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        """Ray's decision (which records the value at the rung), except a stop of the spared config at
-        its first result past the first rung, which goes on."""
-        at_first_rung = result.get(STEP_KEY, 0) >= self._grace and trial.trial_id not in self._past_first_rung
-        if at_first_rung:
-            self._past_first_rung.add(trial.trial_id)
+        """Ray's decision (which records the value at the rung), except a stop of the spared trial at
+        its first-rung result, which goes on."""
         action = super().on_trial_result(tune_controller, trial, result)
-        if action == TrialScheduler.STOP and at_first_rung and self._is_spared(trial):
+        if trial.trial_id != self._spared_id or self._judged or self._metric not in result:
+            return action
+        step = result.get(STEP_KEY, 0)
+        if step < self._first_rung[0]:
+            return action
+        self._judged = True
+        if action == TrialScheduler.STOP and step < self._first_rung[1]:
             self._num_stopped -= 1
             return TrialScheduler.CONTINUE
         return action

@@ -7,6 +7,7 @@ import math
 from types import SimpleNamespace
 from typing import Any
 
+import optuna
 import pytest
 
 from promptsweep.exceptions import SpecError
@@ -148,35 +149,73 @@ def test_asha_cuts_exactly_at_the_planned_rungs() -> None:
     assert [r for r in rungs if r < plan.max_steps] == plan.rungs
 
 
+def _sampled(spec: Any, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` trials' flat params as a job's searcher gives them: the warm-start configs
+    enqueued in a fresh study, then the sampler's."""
+    from promptsweep.search import sample_params
+    from promptsweep.search._space import to_optuna_params, warm_start_params
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for params in warm_start_params(spec):
+        study.enqueue_trial(to_optuna_params(params))
+    return [sample_params(study.ask(), spec.space) for _ in range(count)]
+
+
 def test_the_first_warm_start_config_is_not_cut_at_the_first_rung_only() -> None:
-    """MiniLM seed 0's first rung: the prefix-tuning default (first in the warm-start order) read 0.68
-    at 22 steps, after the prompt-tuning default's 0.7325; Ray's ASHA alone would stop it."""
+    """MiniLM seed 0's first rung, the order swapped: the prefix-tuning default (first in the warm-start
+    order) read 0.68 at 22 steps, the prompt-tuning default 0.7325; had the latter arrived first, Ray's
+    ASHA alone would have stopped the former."""
     from ray.tune.schedulers import TrialScheduler
 
     from promptsweep.search._planning import make_scheduler
-    from promptsweep.search._space import warm_start_params
 
     spec = _spec({"time_budget_s": 330})
     plan = plan_search(spec, train_examples=1000, eval_examples=300, costs=COSTS)
-    sched = make_scheduler(spec, plan)
-    first, second, third = warm_start_params(spec)[:3]
-    trials = {}
+    first, second, third = _sampled(spec, 3)
+    assert (first["method"], second["method"]) == ("prefix_tuning", "prompt_tuning")
 
-    def result(name: str, params: dict[str, Any], step: int, value: float) -> str:
-        if name not in trials:
-            trials[name] = SimpleNamespace(trial_id=name, config={"params": dict(params), "trial_number": 0})
-            sched.on_trial_add(None, trials[name])
-        return sched.on_trial_result(None, trials[name], {"step": step, "accuracy": value})
+    def run(sched: Any, events: list[tuple[str, dict[str, Any], int, float]]) -> list[str]:
+        trials, actions = {}, []
+        for name, params, step, value in events:
+            if name not in trials:
+                trials[name] = SimpleNamespace(trial_id=name, config={"params": params, "trial_number": 0})
+                sched.on_trial_add(None, trials[name])
+            actions.append(sched.on_trial_result(None, trials[name], {"step": step, "accuracy": value}))
+        return actions
 
     rung, next_rung = plan.rungs[0], plan.rungs[1]
-    assert result("prompt", second, rung, 0.7325) == TrialScheduler.CONTINUE  # first to arrive
-    assert result("prefix", first, rung, 0.68) == TrialScheduler.CONTINUE  # below the cut, spared
-    # the spared value is recorded: 0.72 is above the cut of [0.68, 0.7325] (0.715), not of [0.7325]
-    assert result("later", third | {"learning_rate": 0.02}, rung, 0.72) == TrialScheduler.CONTINUE
-    assert result("as-low-as-prefix", third, rung, 0.68) == TrialScheduler.STOP  # not spared
-    # from the second rung on the first config is judged like any other
-    assert result("prompt", second, next_rung, 0.75) == TrialScheduler.CONTINUE
-    assert result("prefix", first, next_rung, 0.70) == TrialScheduler.STOP
+    go, stop = TrialScheduler.CONTINUE, TrialScheduler.STOP
+    events = [
+        ("prefix", first, rung // 2, 0.60),  # before the rung: not judged
+        ("prompt", second, rung, 0.7325),  # first to arrive: goes on
+        ("prefix", first, rung, 0.68),  # below the cut: spared
+        # the spared value is recorded: 0.72 is above the cut of [0.68, 0.7325] (0.715), not of [0.7325]
+        ("later", third, rung, 0.72),
+        ("same-as-prefix", dict(first), rung, 0.68),  # the same config drawn again: not spared
+        ("prompt", second, next_rung, 0.75),
+        ("prefix", first, next_rung, 0.70),  # from the second rung on, judged like any other
+    ]
+    assert run(make_scheduler(spec, plan), events) == [go, go, go, go, stop, go, stop]
+
+    # a warm-start config that leaves keys to the sampler is matched on the keys it gives
+    partial = parse_spec(
+        {
+            **spec.to_dict(),
+            "warm_start": False,
+            "warm_start_configs": [{"method": "prefix_tuning", "learning_rate": 0.01}],
+        }
+    )
+    given, other = _sampled(partial, 2)
+    assert given["learning_rate"] == 0.01 and len(given) > 2
+    events = [("other", other, rung, 0.7325), ("given", given, rung, 0.68)]
+    assert run(make_scheduler(partial, plan), events) == [go, go]
+    # a first result past the second rung is judged there (eval spacing coarser than the rungs)
+    events = [("prompt", second, next_rung, 0.75), ("prefix", first, next_rung, 0.70)]
+    assert run(make_scheduler(spec, plan), events) == [go, stop]
+    # without warm-start configs nothing is spared
+    bare = parse_spec({**spec.to_dict(), "warm_start": False, "warm_start_configs": []})
+    a, b = _sampled(bare, 2)
+    assert run(make_scheduler(bare, plan), [("a", a, rung, 0.75), ("b", b, rung, 0.68)]) == [go, stop]
 
 
 def _ray_asha_counts(values: list[float], rungs: list[int], max_steps: int) -> list[int]:
