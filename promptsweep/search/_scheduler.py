@@ -19,8 +19,11 @@ from typing import Any
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
+from promptsweep._logging import get_logger
 from promptsweep.search._space import to_optuna_params
-from promptsweep.search._trainable import PARAMS_KEY, STEP_KEY
+from promptsweep.search._trainable import NUMBER_KEY, PARAMS_KEY, STEP_KEY
+
+_log = get_logger(__name__)
 
 
 class FirstConfigGraceASHA(AsyncHyperBandScheduler):
@@ -48,6 +51,11 @@ class FirstConfigGraceASHA(AsyncHyperBandScheduler):
             given = to_optuna_params(params)
             if all(k in given and given[k] == v for k, v in self._spared.items()):
                 self._spared_id = trial.trial_id
+                _log.info(
+                    "trial %s (the first warm-start config) is not stopped at the first rung (%s steps)",
+                    trial.config.get(NUMBER_KEY),
+                    self._first_rung[0],
+                )
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         """Ray's decision (which records the value at the rung), except a stop of the spared trial at

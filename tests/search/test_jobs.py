@@ -681,7 +681,7 @@ def test_gpus_the_pool_lacks_are_refused_before_any_trial(
 
 
 def test_a_budget_alone_plans_the_search_and_survivors_keep_training(
-    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path
+    ray_local: Any, tiny_encoder: Path, reviews_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A compute budget and a number of configs: the plan (timed on the job's model) sizes the trials
     and the rungs and is stored with the job, ASHA cuts at the planned rungs, and the survivors train on
@@ -707,7 +707,8 @@ def test_a_budget_alone_plans_the_search_and_survivors_keep_training(
     )
     job_id = submit(spec, storage)
     assert "plan" not in storage.get_job(job_id).summary  # planned when the job starts (timed there)
-    outcome = run_job(job_id, storage, progress=False)
+    with caplog.at_level("INFO", logger="promptsweep.search._scheduler"):
+        outcome = run_job(job_id, storage, progress=False)
     assert outcome.status == "succeeded"
     summary = storage.get_job(job_id).summary
     plan = summary["plan"]
@@ -748,6 +749,10 @@ def test_a_budget_alone_plans_the_search_and_survivors_keep_training(
         assert all(f"{name} " in summary["floor_separation"] for name in close), summary
     # only the selected trial saw the test split
     assert [t.number for t in trials if t.test_metrics] == [summary["selected_trial"]]
+    # the first warm-start config (trial 0) is spared at the rung, whoever reaches it first
+    spared = [r.getMessage() for r in caplog.records if "not stopped at the first rung" in r.getMessage()]
+    assert spared == ["trial 0 (the first warm-start config) is not stopped at the first rung (30 steps)"]
+    assert storage.get_trial(job_id, 0).steps == 90
 
 
 def test_a_lone_finalist_keeps_its_ranked_value_and_says_so(
