@@ -266,7 +266,8 @@ def test_the_first_config_trains_to_the_end_and_many_approach_the_ideal_shares()
 def test_the_plan_fits_the_budget_as_asha_spends_it() -> None:
     # 1,800 trial-s on the benchmark's MiniLM timing
     costs = Costs(step_s=0.738, eval_example_s=0.041, setup_s=4.0, precision="bf16")
-    plan = plan_search(_spec({"compute_budget_s": 1800}), train_examples=3200, eval_examples=400, costs=costs)
+    spec = _spec({"compute_budget_s": 1800})
+    plan = plan_search(spec, train_examples=3200, eval_examples=400, costs=costs)
     assert plan.rungs and plan.configs >= MIN_SCREENED_CONFIGS and plan.note is None
     assert plan.expected_trial_seconds <= 1800
     bounds = [0, *plan.rungs, plan.max_steps]
@@ -276,7 +277,6 @@ def test_the_plan_fits_the_budget_as_asha_spends_it() -> None:
     assert more > 1800  # one config more would not fit
     # the warm-up (6 % of max_steps would outlast the first rung) ends by half the first rung, so the
     # rung judges each config at its own learning rate
-    spec = _spec({"compute_budget_s": 1800})
     assert int(plan.max_steps * spec.budget.warmup_ratio) > plan.rungs[0]
     assert train_budget(spec, plan).warmup_steps == plan.rungs[0] // 2
 
