@@ -12,8 +12,9 @@ database under ``--out``, its own embedded Ray):
   ``time_budget_s = cpu_budget / max_concurrent_trials * 1.15``; promptsweep times a step and plans
   the configs, the ASHA rungs, the survivors' steps (the job summary's ``plan``); TPE, the paper
   defaults enqueued first; the finalists re-scored on the whole validation split.
-- **random**: the same job with ``sampler: random``, pinned to the search arm's plan of the same seed
-  (``num_trials``, ``max_steps``, ``eval_every_steps``, the rungs), so that only the sampler differs.
+- **random**: the same job with ``sampler: random``, given the search arm's plan of the same seed (stored
+  with the job before it runs, as a resumed job keeps its plan: the same configs, rungs and steps, and
+  the same filling of the budget past the planned configs), so that only the sampler differs.
 - **defaults**: the paper defaults sharing the budget: ``warm_start: true``, ``num_trials`` = the number
   of warm-start configs (one per method), the same budget, wall cap and plan (ASHA on), best picked on
   validation: what a careful user does without promptsweep.
@@ -132,14 +133,14 @@ def _base(model: str, arm: str, seed: int, args: argparse.Namespace, root: Path)
     return data
 
 
-def _pin(data: dict[str, Any], plan: dict[str, Any] | None, *, configs: int | None) -> None:
-    """Give ``data`` the search arm's plan explicitly (so the planner keeps it and times nothing)."""
+def _pin(data: dict[str, Any], plan: dict[str, Any] | None, *, configs: int) -> None:
+    """Give ``data`` ``configs`` trials and the search arm's steps and rungs explicitly (so the planner
+    keeps them and times nothing)."""
+    data["budget"]["num_trials"] = configs
     if not plan:
-        if configs is not None:
-            data["budget"]["num_trials"] = configs
         return
     data["budget"].update(
-        num_trials=configs if configs is not None else plan["configs"],
+        num_trials=configs,
         max_steps=int(plan["max_steps"]),
         eval_every_steps=int(plan["eval_every_steps"]),
     )
@@ -156,9 +157,8 @@ def _job_spec(model: str, arm: str, seed: int, args: argparse.Namespace, root: P
     data = _base(model, arm, seed, args, root)
     if arm != "search":
         data["floors"] = False  # scored once per seed by the search job (validation) and here (test)
-    if arm == "random":
+    if arm == "random":  # the search arm's plan is stored with the job (_run_job)
         data["sampler"] = {"name": "random"}
-        _pin(data, ctx.get("plan"), configs=None)
     elif arm == "defaults":
         data["warm_start"] = True
         data["warm_start_configs"] = []
@@ -263,9 +263,10 @@ def _whole_validation_value(finalist: dict[str, Any]) -> float | None:
 
 
 def _run_job(
-    model: str, arm: str, seed: int, spec: Any, root: Path, args: argparse.Namespace
+    model: str, arm: str, seed: int, spec: Any, root: Path, args: argparse.Namespace, plan: dict | None = None
 ) -> dict[str, Any]:
-    """Submit and run one job; score its selected trial on the whole test split."""
+    """Submit and run one job (``plan``: stored with it first, so it runs that plan); score its selected
+    trial on the whole test split."""
     from promptsweep.search import run_job, submit
     from promptsweep.storage import Storage
 
@@ -281,6 +282,8 @@ def _run_job(
     }
     t0 = time.time()
     job_id = submit(spec, storage)
+    if plan:
+        storage.update_job_summary(job_id, plan=plan)
     try:
         outcome = run_job(job_id, storage, progress=not args.quiet)
     except Exception as exc:
@@ -435,7 +438,8 @@ def run_seed(
                 spec = _job_spec(model, arm, seed, args, root, ctx)
             else:
                 spec, sizing = _single_spec(model, arm, seed, args, root, ctx)
-            row = _run_job(model, arm, seed, spec, root, args)
+            plan = ctx.get("plan") if arm == "random" else None
+            row = _run_job(model, arm, seed, spec, root, args, plan=plan)
         except Exception:  # a broken arm must not lose the others
             row = failed(arm)
         if sizing:

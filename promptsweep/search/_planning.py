@@ -14,6 +14,8 @@ Ray Tune's ASHA:
   decides (:func:`simulate_asha`: the first trial to reach a rung always goes on, so with few configs
   many more than ``1 / reduction_factor**k`` of them reach rung ``k``; the ideal count planned 11
   configs for 900 trial-s where 4 ran and the wall cap ended the job), their evaluations and set-up;
+  then, past them, more while the budget left pays for a first rung (``Plan.fill``,
+  :mod:`promptsweep.search._fill`: fewer configs go on than the replay expects);
 - when that buys fewer than :data:`MIN_SCREENED_CONFIGS` configs, no screening at all: each of the
   trials at a time trains one config (warm-start order) on its equal share of the budget, validated
   once at the end (a stopped trial's slot would only idle, and the first config would lose the steps
@@ -119,6 +121,8 @@ class Plan:
         step_time_s: seconds of training steps each trial may spend (a plan without screening): a
             trial re-sizes its steps to fit them from the time its own steps take
             (``TrainBudget.step_time_s``), so ``max_steps`` is where it starts, not where it ends.
+        fill: after the planned configs, more start while the compute budget left pays for their
+            first rung (a screening plan whose configs were planned here; ``promptsweep.search._fill``).
     """
 
     configs: int | None
@@ -138,6 +142,7 @@ class Plan:
     eval_examples: int | None = None
     note: str | None = None
     step_time_s: float | None = None
+    fill: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (stored with the job; :meth:`from_dict` reloads it)."""
@@ -188,6 +193,10 @@ def describe_plan(plan: dict[str, Any]) -> list[str]:
     lines.append("      " + "; ".join(budget))
     if plan.get("planned"):
         lines.append(f"      planned from the budget: {', '.join(plan['planned'])}")
+    if plan.get("fill"):
+        lines.append(
+            "      then more configs while the budget left after the running trials pays for a first rung"
+        )
     if plan.get("note"):
         lines.append(f"      {plan['note']}")
     return lines
@@ -360,6 +369,7 @@ def plan_search(spec: JobSpec, *, train_examples: int, eval_examples: int, costs
         concurrency=spec.resources.max_concurrent_trials,
         planned=planned,
         costs=costs,
+        fill="configs" in planned and bool(eval_at_steps) and costs is not None and compute is not None,
     )
 
 
@@ -465,46 +475,6 @@ def make_sampler(spec: JobSpec, plan: Plan | None = None) -> Any:
             seed=spec.seed,
             constant_liar=spec.resources.max_concurrent_trials > 1,
         )
-
-
-def make_scheduler(spec: JobSpec, plan: Plan) -> Any:
-    """The Tune scheduler of ``spec`` over training steps, at the plan's rungs (``None``: no cut).
-
-    ASHA (``stop_last_trials=False``: a trial ends by its own budget): rungs at ``plan.rungs``
-    (``grace * reduction_factor**k`` below ``max_steps``); a trial that passes a rung keeps running.
-    The first warm-start config is not stopped at the first rung (:class:`FirstConfigGraceASHA`), as
-    the plan priced it.
-    """
-    from ray.tune.schedulers import MedianStoppingRule
-
-    from promptsweep.search._scheduler import FirstConfigGraceASHA
-    from promptsweep.search._space import warm_start_params
-    from promptsweep.search._trainable import STEP_KEY
-
-    sched = spec.scheduler
-    mode = "max" if spec.objective.resolved_direction == "maximize" else "min"
-    if sched.name == "asha":
-        if not plan.rungs:
-            return None
-        first = warm_start_params(spec)
-        return FirstConfigGraceASHA(
-            spared=first[0] if first else None,
-            metric=spec.objective.metric,
-            mode=mode,
-            max_t=plan.max_steps,
-            grace_period=plan.rungs[0],
-            reduction_factor=plan.reduction_factor,
-            stop_last_trials=False,
-        )
-    if sched.name == "median":
-        return MedianStoppingRule(
-            time_attr=STEP_KEY,
-            metric=spec.objective.metric,
-            mode=mode,
-            grace_period=min(sched.grace_period_steps or plan.eval_every_steps, plan.max_steps),
-            min_samples_required=3,
-        )
-    return None
 
 
 def screening_warmup(plan: Plan, warmup_ratio: float) -> int | None:

@@ -36,6 +36,7 @@ from typing import Any
 from promptsweep import _faults, paths
 from promptsweep._logging import get_logger
 from promptsweep.exceptions import JobNotFoundError
+from promptsweep.search._fill import budget_fill
 from promptsweep.search._planning import (
     Plan,
     describe_plan,
@@ -390,6 +391,7 @@ def _run(
                     cap=batch.cap_s,
                     failed_so_far=len(failed_trials(study)) - failed_before,
                     halted=request,
+                    fill=budget_fill(plan, study, batch.trials, len(stale)) if batch.kind == "plan" else None,
                 )
                 if ended == "lost":
                     raise _Lost

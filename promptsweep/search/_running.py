@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from promptsweep._logging import get_logger
-from promptsweep.search._planning import Plan, deadline_grace, make_scheduler, train_budget
+from promptsweep.search._planning import Plan, deadline_grace, train_budget
 from promptsweep.search._spec import TASK_METRICS, JobSpec
 
 _log = get_logger(__name__)
@@ -79,6 +79,7 @@ def tune_job(
     cap: float | None = None,
     failed_so_far: int = 0,
     halted: str | None = None,
+    fill: Any = None,
 ) -> str:
     """Run the Tuner: ``remaining`` trials (-1: until the wall-clock cap), re-running ``stale`` first.
 
@@ -89,6 +90,8 @@ def tune_job(
             the failure budget).
         halted: a ``stop`` / ``pause`` already asked: no new trial starts (a stop still re-runs
             ``stale``).
+        fill: the budget ledger of a screening plan's run (:func:`~promptsweep.search._fill.budget_fill`):
+            past the ``remaining`` planned trials, more start while it says the budget pays for them.
 
     Returns why it ended: ``"done"`` (its trials ran, or its cap or failure budget ended it),
     ``"cancelled"``, ``"stop"`` / ``"pause"`` (a user's request: the running trials finished, no new
@@ -98,6 +101,7 @@ def tune_job(
 
     from promptsweep.search._progress import Progress
     from promptsweep.search._recorder import CancelStopper, TrialRecorder
+    from promptsweep.search._scheduler import make_scheduler
     from promptsweep.search._searcher import PromptsweepSearch
     from promptsweep.search._space import sample_params
     from promptsweep.search._trainable import run_trial
@@ -109,7 +113,9 @@ def tune_job(
     # evaluation and a saved adapter (TrainBudget.deadline); Tune's own time budget is the backstop.
     deadline = time.time() + cap if cap else None
     display = (
-        Progress(job_id, spec.objective.metric, spec.objective.resolved_direction, plan.configs)
+        Progress(
+            job_id, spec.objective.metric, spec.objective.resolved_direction, None if fill else plan.configs
+        )
         if progress
         else None
     )
@@ -135,6 +141,7 @@ def tune_job(
         deadline=deadline,
         max_failed=max(0, max_failed_trials(spec, plan) - failed_so_far),
         before_tell=recorder.attach_adapter,
+        fill=fill,
     )
     if halted:
         searcher.halt(halted)
@@ -168,7 +175,7 @@ def tune_job(
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=make_scheduler(spec, plan),
-            num_samples=remaining,
+            num_samples=-1 if fill is not None else remaining,
             max_concurrent_trials=r.max_concurrent_trials,
             time_budget_s=cap + deadline_grace(plan) if cap else None,
             reuse_actors=True,

@@ -1,4 +1,5 @@
-"""Ray Tune's ASHA with the job's first warm-start config spared at the first rung.
+"""The Tune scheduler of a plan (:func:`make_scheduler`): Ray's ASHA with the job's first warm-start
+config spared at the first rung (:class:`FirstConfigGraceASHA`), or the median stopping rule.
 
 The plan (:func:`~promptsweep.search._asha.simulate_asha`) prices the first config as arriving first
 at every rung, where Ray's ASHA always lets a trial go on (nothing recorded to compare it with). With
@@ -15,13 +16,17 @@ it are judged against it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from promptsweep._logging import get_logger
 from promptsweep.search._space import to_optuna_params
 from promptsweep.search._trainable import NUMBER_KEY, PARAMS_KEY, STEP_KEY
+
+if TYPE_CHECKING:
+    from promptsweep.search._planning import Plan
+    from promptsweep.search._spec import JobSpec
 
 _log = get_logger(__name__)
 
@@ -71,3 +76,41 @@ class FirstConfigGraceASHA(AsyncHyperBandScheduler):
             self._num_stopped -= 1
             return TrialScheduler.CONTINUE
         return action
+
+
+def make_scheduler(spec: JobSpec, plan: Plan) -> Any:
+    """The Tune scheduler of ``spec`` over training steps, at the plan's rungs (``None``: no cut).
+
+    ASHA (``stop_last_trials=False``: a trial ends by its own budget): rungs at ``plan.rungs``
+    (``grace * reduction_factor**k`` below ``max_steps``); a trial that passes a rung keeps running.
+    The first warm-start config is not stopped at the first rung (:class:`FirstConfigGraceASHA`), as
+    the plan priced it.
+    """
+    from ray.tune.schedulers import MedianStoppingRule
+
+    from promptsweep.search._space import warm_start_params
+
+    sched = spec.scheduler
+    mode = "max" if spec.objective.resolved_direction == "maximize" else "min"
+    if sched.name == "asha":
+        if not plan.rungs:
+            return None
+        first = warm_start_params(spec)
+        return FirstConfigGraceASHA(
+            spared=first[0] if first else None,
+            metric=spec.objective.metric,
+            mode=mode,
+            max_t=plan.max_steps,
+            grace_period=plan.rungs[0],
+            reduction_factor=plan.reduction_factor,
+            stop_last_trials=False,
+        )
+    if sched.name == "median":
+        return MedianStoppingRule(
+            time_attr=STEP_KEY,
+            metric=spec.objective.metric,
+            mode=mode,
+            grace_period=min(sched.grace_period_steps or plan.eval_every_steps, plan.max_steps),
+            min_samples_required=3,
+        )
+    return None

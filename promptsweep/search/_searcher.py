@@ -22,6 +22,8 @@ It also:
 - calls ``before_tell(tune trial id, optuna trial)`` while the trial is still RUNNING in Optuna, just
   before it tells Optuna the end (the driver uploads the trial's adapter as an Optuna artifact there:
   Optuna refuses attributes on a finished trial);
+- past a screening plan's configs, starts more only while its budget ledger says they fit
+  (:mod:`promptsweep.search._fill`);
 - hands Tune the config ``{"params": <flat params>, "trial_number": <n>}``.
 """
 
@@ -40,6 +42,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from promptsweep import _faults
 from promptsweep._logging import get_logger
+from promptsweep.search._fill import BudgetFill
 from promptsweep.search._trainable import (
     DONE_KEY,
     ERROR_FILE,
@@ -86,6 +89,8 @@ class PromptsweepSearch(OptunaSearch):
             driver shares the workers' filesystem) into the trial's Optuna user attr ``error``.
         before_tell: called with the Tune trial id and the Optuna trial before the trial's end is
             told to Optuna (what it raises is logged; the trial is told all the same).
+        fill: the budget ledger of a screening plan (:class:`~promptsweep.search._fill.BudgetFill`):
+            new configs past the planned ones start only while it says the budget pays for them.
     """
 
     def __init__(
@@ -100,8 +105,12 @@ class PromptsweepSearch(OptunaSearch):
         deadline: float | None = None,
         max_failed: int | None = None,
         before_tell: Callable[[str, optuna.Trial], None] | None = None,
+        fill: BudgetFill | None = None,
     ) -> None:
         self._given_study = study
+        #: A screening plan's budget ledger: after the planned configs, more only while it pays
+        #: (``None``: the Tuner's ``num_samples`` alone decides).
+        self._fill = fill
         self._before_tell = before_tell
         #: The job's wall-clock cap (``time.time()``): no trial starts after it.
         self._deadline = deadline
@@ -161,10 +170,6 @@ class PromptsweepSearch(OptunaSearch):
         self._ot_study = self._given_study
 
     # -- asking ----------------------------------------------------------------------------------
-    def _next_trial(self) -> optuna.Trial:
-        resumed = self._resumed_trial()
-        return resumed if resumed is not None else self._ot_study.ask()
-
     def halt(self, why: str) -> None:
         """Start no new trial from now on (``why``: a user's ``stop`` or ``pause``); running trials go
         on. Trials an earlier run left unfinished are still re-run after a ``stop`` (the job then
@@ -185,12 +190,15 @@ class PromptsweepSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """Return ``{"params": ..., "trial_number": ...}`` for Tune trial ``trial_id``; ``FINISHED``
         (no new trial) once the job's wall-clock cap has passed or its failure budget is spent, and
-        no interrupted trial waits; always after :meth:`halt`."""
+        no interrupted trial waits; always after :meth:`halt`. Past the planned configs of a plan that
+        fills its budget, ``None`` (ask again) or ``FINISHED`` as its ledger says."""
         if trial_id not in self._ot_trials and self._halted:
             resumed = self._resumed_trial() if self._halted == "stop" else None
             if resumed is None:
                 return Searcher.FINISHED
             self._ot_trials[trial_id] = resumed
+            if self._fill is not None:
+                self._fill.started(trial_id, new=False)
         if trial_id not in self._ot_trials and self._completed_trials:
             _faults.hold("between_trials")  # the chaos tests kill a worker here
         if trial_id not in self._ot_trials and not self._resume:
@@ -199,14 +207,48 @@ class PromptsweepSearch(OptunaSearch):
             if self._max_failed is not None and self._failed >= self._max_failed:
                 return Searcher.FINISHED
         if trial_id not in self._ot_trials:
-            self._ot_trials[trial_id] = self._next_trial()
+            resumed = self._resumed_trial()
+            if resumed is None and self._fill is not None:
+                go = self._fill_decides(self._fill)
+                if go is not True:
+                    return go
+            self._ot_trials[trial_id] = resumed if resumed is not None else self._ot_study.ask()
+            if self._fill is not None:
+                self._fill.started(trial_id, new=resumed is None)
         ot_trial = self._ot_trials[trial_id]
         params = self._space_fn(ot_trial)
         return {PARAMS_KEY: params, NUMBER_KEY: ot_trial.number}
 
+    @staticmethod
+    def _fill_decides(fill: BudgetFill) -> bool | str | None:
+        """Whether a new config starts: ``True``, ``None`` (not now) or ``FINISHED``, as the plan's
+        budget ledger says (:meth:`BudgetFill.decide`)."""
+        go = fill.decide()
+        if go is None:
+            return None  # a running trial stopped at a rung may free its share
+        if not go:
+            _log.info(
+                "no new config: %.0f trial-s left of the budget, a first rung costs %.0f",
+                fill.left(),
+                fill.first_rung_s,
+            )
+            return Searcher.FINISHED
+        if fill.new >= fill.planned:
+            _log.info(
+                "config %d past the %d planned: %.0f trial-s of the budget left after the running "
+                "trials, a first rung costs %.0f",
+                fill.filled + 1,
+                fill.planned,
+                fill.left(),
+                fill.first_rung_s,
+            )
+        return True
+
     # -- results -------------------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """Report the validation metric at the training step (single objective only)."""
+        if self._fill is not None and STEP_KEY in result:
+            self._fill.reported(trial_id, int(result[STEP_KEY]))
         if isinstance(self.metric, list) or trial_id in self._completed_trials:
             return
         value = result.get(self.metric)
@@ -231,6 +273,8 @@ class PromptsweepSearch(OptunaSearch):
         """Tell Optuna COMPLETE, PRUNED or FAIL (see :func:`end_state`)."""
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
+        if self._fill is not None:
+            self._fill.ended(trial_id)
         ot_trial = self._ot_trials[trial_id]
         state = end_state(result, error)
         values: list[float] | float | None = None

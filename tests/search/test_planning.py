@@ -22,10 +22,10 @@ from promptsweep.search._planning import (
     Costs,
     Plan,
     describe_plan,
-    make_scheduler,
     plan_search,
     train_budget,
 )
+from promptsweep.search._scheduler import make_scheduler
 
 COSTS = Costs(step_s=0.5, eval_example_s=0.01, setup_s=3.0, precision="bf16")
 
@@ -59,6 +59,8 @@ def test_a_wall_clock_budget_alone_plans_configs_rungs_and_survivor_steps() -> N
     # as Ray's ASHA decides: more than the ideal configs / 9 train to the end, at least the first one
     assert plan.reaching == sorted(plan.reaching, reverse=True)
     assert max(1.0, plan.configs / 9) < plan.reaching[-1] < plan.configs / 2
+    # its configs were planned from the budget, so more may start while the budget left pays
+    assert plan.fill
 
 
 def test_more_budget_buys_longer_trials_then_more_configs() -> None:
@@ -97,6 +99,7 @@ def test_explicit_settings_override_the_plan() -> None:
     assert plan.eval_at_steps is None  # an explicit spacing is kept
     assert plan.rungs == [10, 20, 40, 80] and plan.reduction_factor == 2
     assert plan.planned == []
+    assert not plan.fill  # the spec's num_trials is what runs
 
 
 def test_no_scheduler_plans_no_rungs() -> None:
@@ -138,10 +141,13 @@ def test_the_plan_round_trips_and_reads_as_text() -> None:
     assert f"plan: {plan.configs} configs" in text
     assert f"to {plan.max_steps} steps" in text and f"to {plan.rungs[0]} steps" in text
     assert "expected" in text and "0.50 s/step" in text
+    assert "then more configs while the budget left after the running trials pays for a first rung" in text
+    # a plan stored before `fill` existed reads back without it (its job keeps running as planned)
+    old = {k: v for k, v in plan.to_dict().items() if k != "fill"}
+    assert not Plan.from_dict(old).fill and "more configs" not in "\n".join(describe_plan(old))
 
 
 def test_asha_cuts_exactly_at_the_planned_rungs() -> None:
-    from promptsweep.search._planning import make_scheduler
 
     plan = plan_search(_spec({"time_budget_s": 330}), train_examples=1000, eval_examples=300, costs=COSTS)
     sched = make_scheduler(_spec({"time_budget_s": 330}), plan)
@@ -166,8 +172,6 @@ def test_the_first_warm_start_config_is_not_cut_at_the_first_rung_only() -> None
     order) read 0.68 at 22 steps, the prompt-tuning default 0.7325; had the latter arrived first, Ray's
     ASHA alone would have stopped the former."""
     from ray.tune.schedulers import TrialScheduler
-
-    from promptsweep.search._planning import make_scheduler
 
     spec = _spec({"time_budget_s": 330})
     plan = plan_search(spec, train_examples=1000, eval_examples=300, costs=COSTS)
@@ -296,7 +300,7 @@ def test_a_budget_too_small_to_screen_trains_one_config_per_slot_on_its_share(co
     one = costs.setup_s + plan.max_steps * costs.step_s + 400 * costs.eval_example_s
     assert share - costs.step_s < one <= share
     assert plan.expected_trial_seconds == pytest.approx(concurrency * one, abs=0.1)
-    assert "no screening" in plan.note and "2 configs" in plan.note
+    assert "no screening" in plan.note and "2 configs" in plan.note and not plan.fill
     # each trial re-sizes its steps to its share's training time (what is left after set-up and the
     # validation), which the trials' budget carries
     step_time = share - costs.setup_s - 400 * costs.eval_example_s

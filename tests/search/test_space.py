@@ -134,7 +134,8 @@ def test_space_serializes_with_the_job() -> None:
 def test_schedulers_count_training_steps(name: str) -> None:
     from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 
-    from promptsweep.search._planning import make_scheduler, plan_search
+    from promptsweep.search._planning import plan_search
+    from promptsweep.search._scheduler import make_scheduler
 
     data = default_spec().to_dict()
     data["scheduler"] = {"name": name, "grace_period_steps": 50, "reduction_factor": 3}
