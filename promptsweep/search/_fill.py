@@ -86,7 +86,7 @@ class BudgetFill:
     def reported(self, trial_id: str, step: int) -> None:
         """Trial ``trial_id`` reported a result at training step ``step``."""
         run = self._running.get(trial_id)
-        if run is not None and step >= run.step:
+        if run is not None:  # a lower step: Tune restarted the trial after its worker died
             run.step, run.at = int(step), self._clock()
 
     def ended(self, trial_id: str) -> None:
@@ -148,3 +148,10 @@ def budget_fill(plan: Any, study: Any, trials: int, stale: int) -> BudgetFill | 
         setup_s=costs.setup_s,
         rungs=plan.rungs,
     )
+
+
+def fill_pays(plan: Any, study: Any) -> bool:
+    """Whether ``plan`` fills its budget and what the study's ended trials left of it pays for one more
+    first rung (a run of the plan's batch would start a config)."""
+    ledger = budget_fill(plan, study, 0, 0)
+    return ledger is not None and ledger.left() >= ledger.first_rung_s

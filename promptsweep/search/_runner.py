@@ -437,8 +437,11 @@ def _run(
         outcome = _select(spec, storage, job_id, study, inputs, t0)
         if outcome.status == "succeeded" and ended == "stop":
             finished = finished_count(study)
-            planned = f" of {plan.configs} planned" if plan.configs is not None else ""
-            why = f"stopped by the user after {finished}{planned} trials"
+            why = f"stopped by the user after {finished} trials"
+            if plan.configs is not None and finished <= plan.configs:
+                why = f"stopped by the user after {finished} of {plan.configs} planned trials"
+            elif plan.configs is not None:
+                why += f" ({plan.configs} planned, {finished - plan.configs} more filling the budget)"
             outcome = dataclasses.replace(outcome, error=why)
         # The grants this run has seen through: an `extend` that lands after them (during the
         # selection, or while Ray shuts down) queues the job again when run_job marks it succeeded.

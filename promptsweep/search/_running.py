@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from promptsweep._logging import get_logger
+from promptsweep.search._fill import fill_pays
 from promptsweep.search._planning import Plan, deadline_grace, train_budget
 from promptsweep.search._spec import TASK_METRICS, JobSpec
 
@@ -265,7 +266,9 @@ def next_batch(plan: Plan, study: Any, job: Any) -> Batch | None:
     :func:`settle_batch`; one a dead run left open is continued first, see :func:`continue_batch`).
 
     The plan's trials come first (``plan.configs`` less those finished; with ``budget.time_budget_s``
-    capped at what is left of it; a time-only plan: one run until its cap), then
+    capped at what is left of it; a time-only plan: one run until its cap; a plan that fills its budget
+    also past its configs while what its ended trials left pays for a first rung,
+    :func:`~promptsweep.search._fill.fill_pays`), then
     ``job.extra_trials - extra_trials_run`` trials, then ``job.extra_time_s -
     extension_time_used_s`` seconds of new trials.
     """
@@ -282,8 +285,9 @@ def next_batch(plan: Plan, study: Any, job: Any) -> Batch | None:
                 return Batch("plan", stale, 1.0, finished)
         elif plan.configs is None:
             return Batch("plan", -1, cap, finished)
-        elif plan.configs - finished > 0 or stale:
-            return Batch("plan", max(plan.configs - finished, stale), cap, finished)
+        elif plan.configs - finished > 0 or stale or fill_pays(plan, study):
+            # a plan that fills its budget goes on past its configs (e.g. after a pause) while it pays
+            return Batch("plan", max(plan.configs - finished, stale, 0), cap, finished)
     base = int(summary.get("planned_trials", finished))
     left = int(job.extra_trials or 0) - int(summary.get("extra_trials_run") or 0)
     if left > 0 or stale:

@@ -78,3 +78,16 @@ def test_a_running_trial_is_judged_by_its_time_as_well_as_its_reports() -> None:
     assert fill.left() == pytest.approx(1000 - 500 - 1)
     fill.ended("a")
     assert fill.spent == 500 and fill.left() == 500
+
+
+def test_a_trial_restarted_after_its_worker_died_counts_its_steps_from_the_restart() -> None:
+    clock = Clock()
+    fill = _fill(clock, budget_s=1000, planned=1)
+    fill.started("a", new=True)
+    clock.now = 31
+    fill.reported("a", 30)
+    clock.now = 40
+    fill.reported("a", 10)  # Tune re-ran it from step 0 in a new worker
+    assert fill.left() == pytest.approx(1000 - 40 - (80 + 2))
+    fill.ended("a")
+    assert fill.spent == 40

@@ -760,9 +760,9 @@ def test_a_screening_plan_fills_its_budget_with_more_configs_then_ends(
 ) -> None:
     """A plan whose configs were planned from the budget starts more of them, past the planned ones,
     while the budget left after the running trials' worst cases pays for a first rung, and ends the
-    search when it does not. The plan is stored by hand (a job keeps its stored plan) so that its
-    two configs leave most of a 70 trial-s budget to fill
-    (a tiny trial takes 2-25 s, its first ones the longest: Ray starts their workers)."""
+    search when it does not. The plan is stored by hand (a job keeps its stored plan): one config, so
+    the second slot starts a config past the plan at once, whatever a tiny trial takes here (2-25 s,
+    the first ones the longest: Ray starts their workers)."""
     from promptsweep.search._fill import spent_trial_seconds
     from promptsweep.search._planning import Costs, Plan
 
@@ -771,8 +771,8 @@ def test_a_screening_plan_fills_its_budget_with_more_configs_then_ends(
     job_id = submit(spec, storage)
     costs = Costs(step_s=0.02, eval_example_s=0.001, setup_s=0.5)
     plan = Plan(
-        configs=2, max_steps=40, epochs=2.7, rungs=[10, 20], reduction_factor=2, eval_every_steps=10,
-        reaching=[2, 1, 1], expected_trial_seconds=None, compute_budget_s=70, time_budget_s=None,
+        configs=1, max_steps=40, epochs=2.7, rungs=[10, 20], reduction_factor=2, eval_every_steps=10,
+        reaching=[1, 1, 1], expected_trial_seconds=None, compute_budget_s=30, time_budget_s=None,
         concurrency=2, planned=["configs", "max_steps", "rungs", "eval_every_steps"], costs=costs,
         eval_at_steps=[10, 20], eval_examples=40, fill=True,
     )  # fmt: skip
@@ -785,18 +785,15 @@ def test_a_screening_plan_fills_its_budget_with_more_configs_then_ends(
     durations = [
         (t.datetime_complete - t.datetime_start).total_seconds() for t in _study(storage, job_id).trials
     ]
-    assert len(trials) > 2, (messages, durations)
-    assert sum("past the 2 planned" in m for m in messages) == len(trials) - 2, messages
+    assert len(trials) >= 2, (messages, durations)
+    assert sum("past the 1 planned" in m for m in messages) == len(trials) - 1, messages
     (ended,) = [m for m in messages if m.startswith("no new config")]
     # it ended when what was left could not pay for one more first rung (0.5 + 10 x 0.02 + 0.04 s)
     first_rung = 0.5 + 10 * 0.02 + 40 * 0.001
     spent = spent_trial_seconds(_study(storage, job_id))
-    assert spent > 70 - first_rung - 0.5, (spent, ended)
-    # and spent past it by no more than the trials that ran past their timed worst case
-    durations = [
-        (t.datetime_complete - t.datetime_start).total_seconds() for t in _study(storage, job_id).trials
-    ]
-    assert spent <= 70 + 2 * max(durations), (spent, durations)
+    assert spent > 30 - first_rung - 0.5, (spent, ended)
+    # and past it by no more than the trials that ran past their timed worst case
+    assert spent <= 30 + 2 * max(durations), (spent, durations)
 
 
 def test_a_lone_finalist_keeps_its_ranked_value_and_says_so(

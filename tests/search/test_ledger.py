@@ -11,7 +11,7 @@ from datetime import datetime
 import optuna
 import pytest
 
-from promptsweep.search._planning import Plan
+from promptsweep.search._planning import Costs, Plan
 from promptsweep.search._runner import _previous_run_end
 from promptsweep.search._running import (
     batch_started,
@@ -183,3 +183,38 @@ def test_a_stop_gives_up_what_was_granted_and_a_later_extend_counts_from_there(s
     storage.extend_job(job_id, trials=1)
     batch = next_batch(plan, study, storage.get_job(job_id))
     assert (batch.kind, batch.trials) == ("trials", 1)  # exactly one, not the 10 given up
+
+
+def test_a_plan_that_fills_its_budget_goes_on_past_its_configs_while_it_pays(storage: Storage) -> None:
+    """After a pause (the plan's batch left open, every trial ended), a plan that fills its budget
+    runs again past its configs while what its ended trials spent leaves a first rung's seconds."""
+    from dataclasses import replace
+
+    job_id = storage.create_job("ledger", SPEC).id
+    study = optuna.create_study(direction="maximize")
+    # a first rung: 1 s set-up, 10 steps of 1 s, 10 validation examples of 0.1 s = 12 s
+    plan = replace(
+        _plan(2), rungs=[10, 30], eval_at_steps=[10, 30], eval_examples=10, compute_budget_s=100.0, fill=True,
+        costs=Costs(step_s=1.0, eval_example_s=0.1, setup_s=1.0), planned=["configs", "max_steps", "rungs"],
+    )  # fmt: skip
+    start = datetime(2026, 1, 1, 12, 0, 0)
+
+    def ended(seconds: float) -> None:
+        study.add_trial(
+            optuna.trial.FrozenTrial(
+                number=0, state=optuna.trial.TrialState.PRUNED, value=None, values=None, datetime_start=start,
+                datetime_complete=datetime.fromtimestamp(start.timestamp() + seconds), params={},
+                distributions={}, user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=0,
+            )
+        )  # fmt: skip
+
+    batch = next_batch(plan, study, storage.get_job(job_id))
+    storage.update_job_summary(job_id, **batch_started(batch, 0, 1_000.0))
+    for seconds in (40, 20, 10):  # its 2 configs and one past them, 70 of its 100 trial-s
+        ended(seconds)
+    batch = continue_batch(plan, study, storage.get_job(job_id))  # e.g. resumed after a pause
+    assert (batch.kind, batch.trials) == ("plan", 0)  # nothing planned is left; 30 s pay for a first rung
+    ended(20)  # 90 of 100 trial-s: 10 left, less than a first rung
+    assert continue_batch(plan, study, storage.get_job(job_id)) is None
+    # a plan that does not fill ends with its configs, whatever is left of the budget
+    assert next_batch(replace(plan, fill=False), study, storage.get_job(job_id)) is None
