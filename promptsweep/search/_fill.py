@@ -42,6 +42,10 @@ class BudgetFill:
         setup_s: seconds to build a trial's model.
         rungs: the plan's rungs (a running trial validates at each one above its step, then at its end).
         clock: ``time.time`` (tests pass their own).
+
+    Attributes:
+        deadline: the run's wall-clock cap (a ``clock()`` time; ``None``: none): no config past the
+            planned ones starts when it would reach the cap before its first rung (set by the run).
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class BudgetFill:
         self.setup_s = float(setup_s)
         self.rungs = sorted(int(r) for r in rungs)
         self._clock = clock
+        self.deadline: float | None = None
         self.new = 0  # new configs started in this run (resumed trials are not new)
         self.filled = 0  # of which past the planned ones
         self.spent = 0.0  # seconds of the trials that ended
@@ -113,11 +118,20 @@ class BudgetFill:
         )
         return self.budget_s - self.spent - running
 
+    def too_late(self) -> bool:
+        """Whether the wall-clock cap comes before one more config's first rung."""
+        return self.deadline is not None and self.deadline - self._clock() < self.first_rung_s
+
     def decide(self) -> bool | None:
         """Whether a free slot starts a new config now: ``True`` (a planned one, or the budget left pays
         for one more first rung), ``None`` (not now: running trials may still be stopped and free their
-        share) or ``False`` (never: nothing runs and the budget left is short)."""
-        if self.new < self.planned or self.left() >= self.first_rung_s:
+        share) or ``False`` (never: nothing runs and the budget left is short, or the wall-clock cap
+        comes before a first rung)."""
+        if self.new < self.planned:
+            return True
+        if self.too_late():
+            return False
+        if self.left() >= self.first_rung_s:
             return True
         return None if self._running else False
 

@@ -113,6 +113,8 @@ def tune_job(
     # The wall-clock cap: no trial starts after it, and running trials end at their next step with an
     # evaluation and a saved adapter (TrainBudget.deadline); Tune's own time budget is the backstop.
     deadline = time.time() + cap if cap else None
+    if fill is not None:
+        fill.deadline = deadline  # a config past the plan starts only if it reaches its first rung
     display = (
         Progress(
             job_id, spec.objective.metric, spec.objective.resolved_direction, None if fill else plan.configs

@@ -227,8 +227,10 @@ class PromptsweepSearch(OptunaSearch):
         if go is None:
             return None  # a running trial stopped at a rung may free its share
         if not go:
+            why = "the wall-clock cap comes first" if fill.too_late() else "the budget is short"
             _log.info(
-                "no new config: %.0f trial-s left of the budget, a first rung costs %.0f",
+                "no new config (%s): %.0f trial-s left of the budget, a first rung costs %.0f",
+                why,
                 fill.left(),
                 fill.first_rung_s,
             )

@@ -91,3 +91,15 @@ def test_a_trial_restarted_after_its_worker_died_counts_its_steps_from_the_resta
     assert fill.left() == pytest.approx(1000 - 40 - (80 + 2))
     fill.ended("a")
     assert fill.spent == 40
+
+
+def test_no_config_past_the_plan_starts_when_the_wall_clock_cap_comes_before_its_first_rung() -> None:
+    clock = Clock()
+    fill = _fill(clock, budget_s=1000, planned=1)
+    fill.deadline = 30.0
+    assert fill.decide() is True  # the planned config starts whatever the cap
+    fill.started("a", new=True)
+    clock.now = 17
+    assert fill.decide() is True  # 13 s to the cap: a first rung (12 s) fits
+    clock.now = 19
+    assert fill.too_late() and fill.decide() is False  # 11 s: it would be cut by the cap before its rung

@@ -787,7 +787,7 @@ def test_a_screening_plan_fills_its_budget_with_more_configs_then_ends(
     ]
     assert len(trials) >= 2, (messages, durations)
     assert sum("past the 1 planned" in m for m in messages) == len(trials) - 1, messages
-    (ended,) = [m for m in messages if m.startswith("no new config")]
+    (ended,) = [m for m in messages if m.startswith("no new config (the budget is short)")]
     # it ended when what was left could not pay for one more first rung (0.5 + 10 x 0.02 + 0.04 s)
     first_rung = 0.5 + 10 * 0.02 + 40 * 0.001
     spent = spent_trial_seconds(_study(storage, job_id))
