@@ -72,9 +72,13 @@ class BudgetFill:
         self._clock = clock
         self.deadline: float | None = None
         self.new = 0  # new configs started in this run (resumed trials are not new)
-        self.filled = 0  # of which past the planned ones
         self.spent = 0.0  # seconds of the trials that ended
         self._running: dict[str, _Running] = {}
+
+    @property
+    def filled(self) -> int:
+        """New configs started past the planned ones."""
+        return max(0, self.new - self.planned)
 
     @property
     def first_rung_s(self) -> float:
@@ -87,8 +91,6 @@ class BudgetFill:
         self._running[trial_id] = _Running(started=self._clock())
         if new:
             self.new += 1
-            if self.new > self.planned:
-                self.filled += 1
 
     def reported(self, trial_id: str, step: int) -> None:
         """Trial ``trial_id`` reported a result at training step ``step``."""
@@ -106,7 +108,7 @@ class BudgetFill:
         """What a running trial would spend from ``now`` if it trained on to ``max_steps``."""
         # steps run since its last report (or since its set-up, before its first report)
         since = run.at if run.at is not None else run.started + self.setup_s
-        setup_left = max(0.0, since - now) if run.at is None else 0.0
+        setup_left = max(0.0, since - now)  # before the first report only: a report is never ahead of now
         ran = int(max(0.0, now - since) / self.step_s) if self.step_s > 0 else 0
         step = min(self.max_steps, run.step + ran)
         evaluations = sum(1 for r in self.rungs if r > step) + 1

@@ -117,7 +117,10 @@ def tune_job(
         fill.deadline = deadline  # a config past the plan starts only if it reaches its first rung
     display = (
         Progress(
-            job_id, spec.objective.metric, spec.objective.resolved_direction, None if fill else plan.configs
+            job_id,
+            spec.objective.metric,
+            spec.objective.resolved_direction,
+            None if fill is not None else plan.configs,
         )
         if progress
         else None
