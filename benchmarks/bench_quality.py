@@ -63,6 +63,9 @@ Usage:
     .venv/bin/python benchmarks/bench_quality.py --models minilm smollm2 --cpu-budget 900 \\
         --seeds 0 1 2 --out /tmp/bq --json /tmp/bq/results.json --markdown /tmp/bq/table.md --quiet
 
+``--precision fp32`` (or ``bf16``) overrides the specs' ``precision: auto`` for every arm: on a bf16
+CPU, runs with and without it compare the two precisions at the same trial-second budget.
+
 A run cut short (or run in parts) goes on with ``--resume /tmp/bq/results.json`` (and a new
 ``--json``): its succeeded runs are kept and the rest run.
 """
@@ -126,6 +129,8 @@ def _base(model: str, arm: str, seed: int, args: argparse.Namespace, root: Path)
     res = data["resources"]
     res["num_cpus"] = max(1, math.ceil(float(res["cpus_per_trial"]) * int(res["max_concurrent_trials"])))
     data.update(name=f"quality-{model}-{arm}-{seed}", seed=seed, output_dir=str(root / "runs"))
+    if args.precision:
+        data["precision"] = args.precision
     data["budget"].update(
         compute_budget_s=float(args.cpu_budget),
         time_budget_s=round(args.cpu_budget / int(res["max_concurrent_trials"]) * WALL_FACTOR, 1),
@@ -624,6 +629,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, default=None, help="write every run's numbers as JSON")
     parser.add_argument("--quiet", action="store_true", help="no live progress table")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default=None,
+        help="every arm's training precision (default: the spec's, auto); e.g. fp32 on a bf16 CPU to "
+        "compare the two at the same budget",
+    )
     parser.add_argument(
         "--resume",
         type=Path,
