@@ -180,7 +180,10 @@ def describe_plan(plan: dict[str, Any]) -> list[str]:
     if plan.get("compute_budget_s"):
         budget.append(f"budget {plan['compute_budget_s']:,.0f} trial-s")
     if plan.get("expected_trial_seconds"):
-        budget.append(f"expected {plan['expected_trial_seconds']:,.0f} trial-s")
+        budget.append(
+            f"expected {plan['expected_trial_seconds']:,.0f} trial-s"
+            + (" for the planned configs" if plan.get("fill") else "")
+        )
     if plan.get("time_budget_s"):
         budget.append(f"wall cap {plan['time_budget_s']:,.0f} s")
     budget.append(f"{plan['concurrency']} at a time")

@@ -140,11 +140,13 @@ def test_the_plan_round_trips_and_reads_as_text() -> None:
     text = "\n".join(describe_plan(plan.to_dict()))
     assert f"plan: {plan.configs} configs" in text
     assert f"to {plan.max_steps} steps" in text and f"to {plan.rungs[0]} steps" in text
-    assert "expected" in text and "0.50 s/step" in text
+    assert f"expected {plan.expected_trial_seconds:,.0f} trial-s for the planned configs" in text
+    assert "0.50 s/step" in text
     assert "then more configs while the budget left after the running trials pays for a first rung" in text
     # a plan stored before `fill` existed reads back without it (its job keeps running as planned)
     old = {k: v for k, v in plan.to_dict().items() if k != "fill"}
-    assert not Plan.from_dict(old).fill and "more configs" not in "\n".join(describe_plan(old))
+    old_text = "\n".join(describe_plan(old))
+    assert not Plan.from_dict(old).fill and "more configs" not in old_text and "planned configs" not in old_text
 
 
 def test_asha_cuts_exactly_at_the_planned_rungs() -> None:
