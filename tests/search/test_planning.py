@@ -146,7 +146,9 @@ def test_the_plan_round_trips_and_reads_as_text() -> None:
     # a plan stored before `fill` existed reads back without it (its job keeps running as planned)
     old = {k: v for k, v in plan.to_dict().items() if k != "fill"}
     old_text = "\n".join(describe_plan(old))
-    assert not Plan.from_dict(old).fill and "more configs" not in old_text and "planned configs" not in old_text
+    assert (
+        not Plan.from_dict(old).fill and "more configs" not in old_text and "planned configs" not in old_text
+    )
 
 
 def test_asha_cuts_exactly_at_the_planned_rungs() -> None:
