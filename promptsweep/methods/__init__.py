@@ -45,6 +45,7 @@ from promptsweep.methods._config import (
     register_method,
 )
 from promptsweep.methods._labels import PER_CLASS_F1, PER_CLASS_RECALL, per_class_values
+from promptsweep.methods._noise import clearly_better, standard_error, unpaired_bound
 from promptsweep.methods._precision import PRECISIONS, cpu_bf16_supported
 from promptsweep.methods._sources import DATA_ALIASES
 from promptsweep.methods._types import DataSpec, PreparedInputs, TrainBudget, TrialResult
@@ -94,6 +95,7 @@ __all__ = [
     "bf16_supported",
     "check_data",
     "check_model_support",
+    "clearly_better",
     "cpu_bf16_supported",
     "default_params",
     "evaluate_adapter",
@@ -111,7 +113,9 @@ __all__ = [
     "resolve_model_dir",
     "resolve_precision",
     "score_floors",
+    "standard_error",
     "train_trial",
+    "unpaired_bound",
 ]
 
 

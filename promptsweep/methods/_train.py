@@ -25,7 +25,7 @@ from promptsweep.exceptions import DataError, MethodConfigError
 from promptsweep.methods import _modeling
 from promptsweep.methods._adapters import local_adapter_dir
 from promptsweep.methods._batches import by_length, epoch_batches, example_length
-from promptsweep.methods._config import MethodConfig, TaskType, method_config_from_params
+from promptsweep.methods._config import METRICS, MethodConfig, TaskType, method_config_from_params
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import (
     build_base_model,
@@ -36,6 +36,7 @@ from promptsweep.methods._modeling import (
     generation_loss,
     is_seq2seq,
 )
+from promptsweep.methods._noise import clearly_better
 from promptsweep.methods._step import (
     VALIDATION_PRECISION,
     TrainStep,
@@ -319,7 +320,9 @@ def fit(
     validation evaluations in :data:`VALIDATION_PRECISION`.
 
     Returns a dict with ``history`` (list of (step, metrics)), ``train_seconds``, ``seen`` (train
-    examples processed), ``steps``, ``precision`` (the resolved one).
+    examples processed), ``steps``, ``precision`` (the resolved one), ``metrics`` (those of the state
+    the model ends in) and ``kept_step`` (the earlier validated step the model went back to,
+    ``budget.keep_best``; ``None``: it ends in its last state).
 
     Raises:
         TrainingError: on a NaN/inf loss (names the step and the params).
@@ -341,6 +344,8 @@ def fit(
     first_step_s, resize_at = 0.0, _next_resize(0, total_steps, budget)
     loss_sum, loss_n = 0.0, 0
     batches: list[list[int]] = []
+    fractions_due = list(budget.eval_fractions or ())
+    best = _BestState(budget.keep_best, len(val))
     model.train()
     while step < total_steps and not stop:
         if not batches:
@@ -359,7 +364,11 @@ def fit(
             resize_at = _next_resize(step, total_steps, budget)
         past_deadline = budget.past_deadline()
         periodic = budget.step_time_s is None and budget.evaluates_at(step)
-        if periodic or step == total_steps or past_deadline:
+        at_fraction = False  # budget.eval_fractions: of the steps as they stand (a time share re-sizes)
+        while fractions_due and step >= round(fractions_due[0] * total_steps):
+            fractions_due.pop(0)
+            at_fraction = True
+        if periodic or at_fraction or step == total_steps or past_deadline:
             metrics = evaluate_model(
                 model,
                 inputs,
@@ -371,10 +380,15 @@ def fit(
             metrics["train_loss"] = loss_sum / loss_n  # mean over the steps since the last evaluation
             loss_sum, loss_n = 0.0, 0
             history.append((step, metrics))
+            if step < total_steps and not past_deadline:  # the state validated, before `report` runs
+                best.offer(model, step, metrics)
             if report is not None and report(step, dict(metrics)) is True:
                 stop = True
             stop = stop or past_deadline  # the job's wall-clock cap: end here, adapter saved
+    kept_step = best.restore_if_better(model, history[-1][1]) if history else None
     return {
+        "metrics": dict(best.metrics if kept_step is not None else history[-1][1]) if history else {},
+        "kept_step": kept_step,
         "history": history,
         "train_seconds": train_seconds,
         "seen": seen,
@@ -382,6 +396,44 @@ def fit(
         "n_train": len(train),
         "precision": precision,
     }
+
+
+class _BestState:
+    """The best validated state of a trial before its last validation (``TrainBudget.keep_best``):
+    a copy of its trainable parameters - a soft prompt, its encoder, a head: a few MB."""
+
+    def __init__(self, metric: str | None, n: int) -> None:
+        self.metric, self.n = metric, n
+        self.step: int | None = None
+        self.metrics: dict[str, float] = {}
+        self._state: dict[str, torch.Tensor] = {}
+
+    def offer(self, model: Any, step: int, metrics: dict[str, float]) -> None:
+        """Keep ``model``'s state validated at ``step`` when it is the best so far."""
+        if self.metric is None or metrics.get(self.metric) is None:
+            return
+        value = metrics[self.metric]
+        if self.step is not None and not _better(self.metric, value, self.metrics[self.metric]):
+            return
+        self.step, self.metrics = step, dict(metrics)
+        self._state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def restore_if_better(self, model: Any, last: dict[str, float]) -> int | None:
+        """Put the kept state back into ``model`` when it beats the ``last`` validation clearly
+        (:func:`~promptsweep.methods.clearly_better`); returns its step, else ``None``."""
+        if self.step is None or self.metric is None or last.get(self.metric) is None:
+            return None
+        if not clearly_better(self.metric, self.metrics[self.metric], last[self.metric], self.n):
+            return None
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in self._state:
+                    p.copy_(self._state[name])
+        return self.step
+
+
+def _better(metric: str, a: float, b: float) -> bool:
+    return a > b if METRICS[metric] == "maximize" else a < b
 
 
 def _next_resize(step: int, total_steps: int, budget: TrainBudget) -> int | None:
@@ -419,7 +471,10 @@ def train_trial(
     end, calling ``report(step, metrics)`` each time (``metrics`` also holds ``train_loss``, the mean
     over the steps since the last evaluation). ``report`` may raise (e.g. ``optuna.TrialPruned``) to
     stop the trial - the exception propagates and no adapter is saved - or return ``True`` to stop early
-    gracefully (the adapter is saved). The adapter goes to ``output_dir/adapter``.
+    gracefully (the adapter is saved). The adapter goes to ``output_dir/adapter``. With
+    ``budget.keep_best``, the adapter and ``TrialResult.metrics`` are those of the best earlier
+    validated state where it beats the last clearly (``TrialResult.kept_step``); ``history`` keeps
+    every validation as it happened.
 
     Args:
         inputs: from :func:`prepare_inputs`.
@@ -453,7 +508,7 @@ def train_trial(
         raise MethodConfigError(f"method {config.method.value!r} built no trainable parameters")
     run = fit(model, inputs, config, budget=budget, seed=seed, device=dev, report=report)
     history = run["history"]
-    final = dict(history[-1][1]) if history else {}
+    final = run["metrics"]
     adapter_dir = out_dir / "adapter"
     save_adapter(
         model,
@@ -469,6 +524,7 @@ def train_trial(
             "mean_includes_virtual_tokens": _modeling.MEAN_INCLUDES_VIRTUAL_TOKENS,
             "validation_metrics": final,
             "steps": run["steps"],
+            "kept_step": run["kept_step"],
         },
     )
     seconds = run["train_seconds"]
@@ -485,4 +541,5 @@ def train_trial(
         adapter_dir=str(adapter_dir),
         params=config.to_params(),
         precision=run["precision"],
+        kept_step=run["kept_step"],
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from promptsweep.exceptions import SpecError
-from promptsweep.methods._config import TaskType
+from promptsweep.methods._config import METRICS, TaskType
 from promptsweep.methods._precision import PRECISIONS
 
 #: Split roles, in order. ``DataSpec.splits`` maps each role to the source's split name.
@@ -122,7 +122,14 @@ class TrainBudget:
         step_time_s: seconds of training steps the trial may spend (a plan without screening gives
             each trial its share of the budget): the trial re-sizes its ``max_steps`` (and the end of its
             learning-rate decay) to what its own steps show fits, at every tenth of its steps, between
-            a quarter and twice the planned steps (``max_steps``); it then validates only at its end.
+            a quarter and twice the planned steps (``max_steps``). Its validations come only at its end
+            and at ``eval_fractions``.
+        eval_fractions: also validate once the trial has trained these fractions of its steps (of its
+            re-sized steps, for a time share): e.g. ``(0.5, 0.75)``, so that ``keep_best`` has earlier
+            states to go back to.
+        keep_best: a metric name (``METRICS``): the trial ends with the best earlier validated state
+            instead of its last when that state beats the last by more than :func:`clearly_better`
+            allows for noise (its adapter, metrics and ``TrialResult.kept_step``). ``None``: the last.
         batch_size: train examples per step.
         eval_batch_size: examples per evaluation forward pass.
         warmup_ratio: fraction of the steps with linear warm-up, then linear decay to 0.
@@ -145,6 +152,8 @@ class TrainBudget:
     eval_at_steps: tuple[int, ...] | None = None
     deadline: float | None = None
     step_time_s: float | None = None
+    eval_fractions: tuple[float, ...] | None = None
+    keep_best: str | None = None
     batch_size: int = 16
     eval_batch_size: int = 64
     warmup_ratio: float = 0.06
@@ -187,6 +196,13 @@ class TrainBudget:
             if not all(isinstance(s, int) and s >= 1 for s in steps):
                 raise SpecError(f"budget.eval_at_steps={steps!r} must be integers >= 1")
             object.__setattr__(self, "eval_at_steps", tuple(sorted(set(steps))))
+        if self.eval_fractions is not None:
+            fractions = tuple(self.eval_fractions)
+            if not all(isinstance(f, int | float) and 0 < f < 1 for f in fractions):
+                raise SpecError(f"budget.eval_fractions={fractions!r} must be fractions in (0, 1)")
+            object.__setattr__(self, "eval_fractions", tuple(sorted(set(fractions))))
+        if self.keep_best is not None and self.keep_best not in METRICS:
+            raise SpecError(f"budget.keep_best={self.keep_best!r} must be one of {sorted(METRICS)}")
         if self.precision not in PRECISIONS:
             raise SpecError(f"budget.precision={self.precision!r} must be one of {PRECISIONS}")
         if self.step_time_s is not None and (self.max_steps is None or not self.step_time_s > 0):
@@ -263,6 +279,8 @@ class TrialResult:
         params: the validated flat params the trial ran with.
         precision: what the training steps computed in, ``"bf16"`` or ``"fp32"`` (``TrainBudget.precision``
             resolved on the device); the metrics and the adapter are fp32 either way.
+        kept_step: the step whose validated state the adapter and ``metrics`` hold, where the trial
+            went back to it (``TrainBudget.keep_best``); ``None``: its last state.
     """
 
     metrics: dict[str, float]
@@ -277,3 +295,4 @@ class TrialResult:
     adapter_dir: str
     params: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
+    kept_step: int | None = None

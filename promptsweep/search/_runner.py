@@ -37,12 +37,7 @@ from promptsweep import _faults, paths
 from promptsweep._logging import get_logger
 from promptsweep.exceptions import JobNotFoundError
 from promptsweep.search._fill import budget_fill
-from promptsweep.search._planning import (
-    Plan,
-    describe_plan,
-    job_plan,
-    make_sampler,
-)
+from promptsweep.search._planning import Plan, describe_plan, job_plan
 from promptsweep.search._pool import check_pool, ensure_ray
 from promptsweep.search._progress import data_summary, describe_data, preparation_progress
 from promptsweep.search._running import (
@@ -59,6 +54,7 @@ from promptsweep.search._running import (
     unfinished_trials,
 )
 from promptsweep.search._selecting import describe_floors, score_job_floors
+from promptsweep.search._space import make_sampler
 from promptsweep.search._spec import JobSpec, check_model, parse_spec
 from promptsweep.search._submitting import data_spec
 from promptsweep.search._worker import HEARTBEAT_S, heartbeating, process_id, stale_default

@@ -22,7 +22,7 @@ from typing import Any
 
 from promptsweep import _faults
 from promptsweep._logging import get_logger
-from promptsweep.methods import PER_CLASS_RECALL, per_class_values
+from promptsweep.methods import PER_CLASS_RECALL, per_class_values, standard_error, unpaired_bound
 from promptsweep.search._spec import JobSpec
 
 _log = get_logger(__name__)
@@ -30,17 +30,6 @@ _log = get_logger(__name__)
 #: The head-only floor fits its head on at most this many training examples (a seeded subsample): the
 #: frozen features cost one forward pass each, and the floor must stay cheap next to the search.
 FLOOR_HEAD_TRAIN_EXAMPLES = 500
-
-#: Metrics that are proportions of examples (their standard error is sqrt(p(1-p)/n)).
-PROPORTIONS = ("accuracy", "exact_match")
-
-
-def standard_error(metric: str, value: float | None, n: int) -> float | None:
-    """The standard error of a proportion ``metric`` measured on ``n`` examples (``None`` otherwise)."""
-    if metric not in PROPORTIONS or value is None or n <= 0:
-        return None
-    return math.sqrt(max(value * (1 - value), 0.0) / n)
-
 
 # why a finalist keeps the value it was ranked on (its ``kept``)
 KEPT_WHOLE_SPLIT = "ranked on the whole split"
@@ -103,12 +92,6 @@ def rescore_finalists(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> 
     sign = -1.0 if spec.objective.resolved_direction == "maximize" else 1.0
     out.sort(key=lambda f: (sign * f["value"], f["rank"]))
     return out
-
-
-def unpaired_bound(se_a: float, se_b: float) -> float:
-    """The gap two values with standard errors ``se_a`` and ``se_b`` must exceed to be separated:
-    twice the standard error of their difference, unpaired (so a conservative reading)."""
-    return 2 * math.sqrt(se_a**2 + se_b**2)
 
 
 def separation(finalists: list[dict[str, Any]]) -> str | None:

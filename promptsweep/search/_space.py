@@ -28,6 +28,8 @@ from promptsweep.search._spec_space import FloatRange, IntRange, SearchSpace
 if TYPE_CHECKING:
     import optuna
 
+    from promptsweep.search._planning import Plan
+
 _log = get_logger(__name__)
 
 #: P-tuning's warm-start prompt-encoder width (PEFT's P-tuning examples).
@@ -193,3 +195,34 @@ def warm_start_params(spec: JobSpec) -> list[dict[str, Any]]:
 def space_to_json(space: SearchSpace) -> dict[str, Any]:
     """The space as JSON (stored with the job; :meth:`SearchSpace.model_validate` reloads it)."""
     return space.model_dump(mode="json")
+
+
+def make_sampler(spec: JobSpec, plan: Plan | None = None) -> Any:
+    """The Optuna sampler of ``spec``: TPE (``multivariate=True, group=True`` for the conditional
+    space), random, or NSGA-II; seeded with ``spec.seed``.
+
+    TPE's random start-up (``sampler.n_startup_trials``) defaults to a third of the planned configs,
+    at least 4 (the enqueued warm-start configs count among them), so that TPE models the rest.
+    """
+    import warnings
+
+    import optuna
+
+    s = spec.sampler
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    if s.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=spec.seed)
+    startup = s.n_startup_trials
+    if startup is None:
+        configs = plan.configs if plan is not None and plan.configs else 12
+        startup = max(4, configs // 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            multivariate=True,
+            group=True,
+            n_startup_trials=startup,
+            seed=spec.seed,
+            constant_liar=spec.resources.max_concurrent_trials > 1,
+        )

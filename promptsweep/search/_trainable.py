@@ -5,7 +5,9 @@ It trains one prompt-method config with :func:`promptsweep.methods.train_trial` 
 paths and metadata), reporting the validation metrics to Tune every ``eval_every_steps`` training
 steps (key ``step``; the scheduler's rungs count these steps). The last evaluation is reported once,
 together with the trial's counts and :data:`DONE_KEY`, so the driver can tell a trial that ran its
-whole budget (COMPLETE) from one the scheduler stopped (PRUNED).
+whole budget (COMPLETE) from one the scheduler stopped (PRUNED). A trial that went back to an earlier
+validated state (``TrainBudget.keep_best``) reports its last evaluation as it happened, then the final
+result with the kept state's metrics at the kept step (its ``steps`` count all it trained).
 
 No disk is assumed shared with the driver: the trial trains in Tune's working directory for it, on
 the node that runs it, and hands its adapter to the driver as a Tune checkpoint of that final result
@@ -100,16 +102,24 @@ def run_trial(
         (seen / PID_FILE).write_text(str(os.getpid()), encoding="utf-8")  # whoever must kill it (chaos)
     where = node_info()
     last_step = 0
+    held: dict[str, Any] | None = None  # the latest validation not yet reported
 
     def report(step: int, metrics: dict[str, float]) -> None:
-        nonlocal last_step
+        nonlocal last_step, held
         last_step = max(last_step, int(step))
-        if step >= total_steps or budget.past_deadline() or budget.step_time_s is not None:
-            # The final evaluation (the budget's end, or the job's wall-clock cap; a trial re-sized to
-            # its time share validates only at its end) goes out with the final result below, so that
-            # the scheduler never stops a trial at its last evaluation.
-            return
-        tune.report({STEP_KEY: int(step), **where, **{k: float(v) for k, v in metrics.items()}})
+        result = {STEP_KEY: int(step), **where, **{k: float(v) for k, v in metrics.items()}}
+        if budget.step_time_s is not None:
+            # A trial re-sized to its time share knows its last validation only once it has run:
+            # each validation goes out when the next one comes, the last with the final result.
+            if held is not None:
+                tune.report(held)
+            held = result
+        elif step >= total_steps or budget.past_deadline():
+            # The final evaluation (the budget's end, or the job's wall-clock cap) goes out with the
+            # final result below, so that the scheduler never stops a trial at its last evaluation.
+            held = result
+        else:
+            tune.report(result)
 
     try:
         result = train_trial(inputs, params, budget=budget, output_dir=out, seed=seed + number, report=report)
@@ -122,7 +132,10 @@ def run_trial(
         tune.report({STEP_KEY: last_step, **where, ERROR_KEY: "\n".join(lines[-12:])[-2000:]})
         shutil.rmtree(out, ignore_errors=True)
         return
-    final: dict[str, Any] = {STEP_KEY: int(max(result.steps, 1)), DONE_KEY: 1, **where}
+    kept = result.kept_step  # the trial went back to the state validated at this step (keep_best)
+    if kept is not None and held is not None:
+        tune.report(held)  # its last validation, as it happened; the final result is the kept state's
+    final: dict[str, Any] = {STEP_KEY: int(kept or max(result.steps, 1)), DONE_KEY: 1, **where}
     final.update({k: float(v) for k, v in result.metrics.items()})
     final.update(
         trainable_params=int(result.trainable_params),

@@ -152,6 +152,79 @@ def test_a_time_share_resizes_the_trial_to_what_its_steps_show_fits(prepared, tm
     assert steps == [5, 10, 15, 20]
     with pytest.raises(SpecError, match="step_time_s"):
         dataclasses.replace(planned, step_time_s=0.0)
+    # validations at fractions of the steps as re-sized (a plan without screening: keep_best's states)
+    for share, validated in ((1e-6, [2, 4, 5]), (1e6, [20, 30, 40])):
+        result = train_trial(
+            inputs,
+            params,
+            budget=dataclasses.replace(planned, step_time_s=share, eval_fractions=(0.75, 0.5)),
+            output_dir=tmp_path / f"fractions-{share}",
+            seed=0,
+        )
+        assert [s for s, _ in result.history] == validated
+    with pytest.raises(SpecError, match="eval_fractions"):
+        dataclasses.replace(planned, eval_fractions=(0.5, 1.0))
+    with pytest.raises(SpecError, match="keep_best"):
+        dataclasses.replace(planned, keep_best="f1")
+
+
+@pytest.mark.parametrize("keep_best", ["eval_loss", None])
+def test_keep_best_goes_back_to_an_earlier_state_that_validated_clearly_better(prepared, keep_best) -> None:
+    """A trial whose last validation fell well below an earlier one ends in that earlier state: its
+    parameters, its metrics and its outputs (the head is ruined after the validation at step 4, at a
+    learning rate too small to repair it)."""
+    from promptsweep.methods._train import evaluate_model, fit
+
+    inputs = prepared(TaskType.CLASSIFICATION, "encoder")
+    config = method_config_from_params(
+        {"method": "prompt_tuning", "learning_rate": 1e-6, "num_virtual_tokens": 4}, inputs.task
+    )
+    model = build_peft_model(inputs, config, seed=0)
+    head = dict(
+        (n.rsplit(".", 1)[-1], p)
+        for n, p in model.named_parameters()
+        if n.startswith("base_model.classifier")
+    )
+    labels = load_split(inputs, "validation")["labels"]
+    rarest = min(set(labels), key=labels.count)
+    seen: dict[int, torch.Tensor] = {}
+
+    def ruin_after_step_4(step: int, metrics: dict[str, float]) -> None:
+        seen[step] = head["weight"].detach().clone()
+        if step == 4:  # every review confidently the rarest class: a far larger validation loss
+            with torch.no_grad():
+                head["weight"].zero_()
+                head["bias"].fill_(-50.0)[rarest] = 50.0
+
+    budget = TrainBudget(
+        max_steps=8, max_epochs=None, eval_fractions=(0.5,), keep_best=keep_best, batch_size=8
+    )
+    run = fit(
+        model, inputs, config, budget=budget, seed=0, device=torch.device("cpu"), report=ruin_after_step_4
+    )
+    (at4, before), (at8, last) = run["history"]
+    assert (at4, at8) == (4, 8) and last["eval_loss"] > 2 * before["eval_loss"]
+    if keep_best is None:
+        assert run["kept_step"] is None and run["metrics"] == last
+        assert torch.equal(head["weight"], seen[8])
+        return
+    assert run["kept_step"] == 4 and run["metrics"] == before
+    assert torch.equal(head["weight"], seen[4])  # the parameters validated at step 4, not those of step 8
+    again = evaluate_model(
+        model, inputs, _examples(load_split(inputs, "validation")), batch_size=64, device=torch.device("cpu")
+    )
+    assert again["eval_loss"] == pytest.approx(before["eval_loss"], rel=1e-4)
+
+
+def test_clearly_better_allows_for_the_noise_of_the_validation_split() -> None:
+    from promptsweep.methods import clearly_better
+
+    # 200 validation reviews: the fall to the majority class (docs/quality.md) against a swing
+    assert clearly_better("accuracy", 0.80, 0.665, 200)
+    assert not clearly_better("accuracy", 0.795, 0.71, 200)
+    assert clearly_better("accuracy", 0.795, 0.71, 2000)
+    assert not clearly_better("accuracy", 0.71, 0.795, 2000)  # it must be better, not just different
+    assert clearly_better("eval_loss", 0.30, 0.31, 200) and not clearly_better("eval_loss", 0.31, 0.30, 200)
 
 
 def test_resizing_a_step_moves_the_end_of_the_learning_rate_decay(prepared) -> None:

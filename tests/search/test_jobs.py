@@ -832,8 +832,9 @@ def test_trials_of_a_plan_without_screening_resize_to_their_time_share(
 ) -> None:
     """A budget too small to screen: each slot trains one config on its time share, re-sizing its steps
     from its own step time. The plan here was made from a timing 10 s/step, far slower than the
-    tiny model's steps, so both trials grow to twice their planned steps (the bound), are validated
-    once, at their end, and complete (a plan stored with a job is the one it runs, as on a resume)."""
+    tiny model's steps, so both trials grow to twice their planned steps (the bound), are validated at
+    half and three quarters of those steps and at their end, every validation recorded, and complete
+    with the value of one of them (a plan stored with a job is the one it runs, as on a resume)."""
     from promptsweep.search._planning import Costs, plan_search
 
     storage = Storage(f"sqlite:///{tmp_path / 'ps.db'}")
@@ -858,7 +859,10 @@ def test_trials_of_a_plan_without_screening_resize_to_their_time_share(
     assert outcome.status == "succeeded"
     trials = storage.list_trials(job_id)
     assert [t.state.value for t in trials] == ["complete", "complete"]
+    assert plan.eval_fractions == [0.5, 0.75]
     for t in trials:
         assert t.steps == 2 * plan.max_steps, (t.number, t.steps)
-        assert [p.step for p in storage.list_intermediate(job_id, t.number)] == [t.steps]
+        validated = storage.list_intermediate(job_id, t.number)
+        assert [p.step for p in validated] == [round(0.5 * t.steps), round(0.75 * t.steps), t.steps]
+        assert t.values[0] in [p.metrics["accuracy"] for p in validated]
     assert storage.get_job(job_id).summary["selected_trial"] in {t.number for t in trials}

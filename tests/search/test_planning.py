@@ -298,25 +298,35 @@ def test_a_budget_too_small_to_screen_trains_one_config_per_slot_on_its_share(co
     plan = plan_search(spec, train_examples=3200, eval_examples=400, costs=costs)
     assert plan.configs == concurrency and plan.rungs == [] and plan.reaching == [concurrency]
     assert plan.planned == ["configs", "max_steps", "eval_every_steps"]
-    # one validation, at the end; the whole budget spent, a share per slot
+    # validations at half and three quarters of the steps and at the end, the clearly best state kept;
+    # the whole budget spent, a share per slot
     assert plan.eval_every_steps == plan.max_steps and plan.eval_at_steps is None
+    assert plan.eval_fractions == [0.5, 0.75]
+    validations = 3 * 400 * costs.eval_example_s
     share = 900 / concurrency
-    one = costs.setup_s + plan.max_steps * costs.step_s + 400 * costs.eval_example_s
+    one = costs.setup_s + plan.max_steps * costs.step_s + validations
     assert share - costs.step_s < one <= share
     assert plan.expected_trial_seconds == pytest.approx(concurrency * one, abs=0.1)
     assert "no screening" in plan.note and "2 configs" in plan.note and not plan.fill
     # each trial re-sizes its steps to its share's training time (what is left after set-up and the
-    # validation), which the trials' budget carries
-    step_time = share - costs.setup_s - 400 * costs.eval_example_s
+    # validations), which the trials' budget carries
+    step_time = share - costs.setup_s - validations
     assert plan.step_time_s == pytest.approx(step_time, abs=0.1)
     assert plan.max_steps == math.floor(step_time / costs.step_s)
     assert train_budget(spec, plan).step_time_s == plan.step_time_s
     assert train_budget(spec, plan).warmup_steps is None  # no rung: the spec's warm-up ratio
+    trials = train_budget(spec, plan)
+    assert trials.eval_fractions == (0.5, 0.75) and trials.keep_best == spec.objective.metric == "accuracy"
     assert Plan.from_dict(plan.to_dict()) == plan
+    # a plan stored before validations along the way existed keeps its trials as they were
+    old = Plan.from_dict({k: v for k, v in plan.to_dict().items() if k != "eval_fractions"})
+    assert train_budget(spec, old).eval_fractions is None and train_budget(spec, old).keep_best is None
     assert f"re-sizes its steps to {step_time:,.0f} s" in plan.note
     text = "\n".join(describe_plan(plan.to_dict()))
     assert (
-        f"plan: {concurrency} config" in text and "validation at the end" in text and "no screening" in text
+        f"plan: {concurrency} config" in text
+        and "validation at 50%, 75% of the steps and the end, keeping the clearly best state" in text
+        and "no screening" in text
     )
     assert make_scheduler(spec, plan) is None
     # a budget that screens 3 or more configs keeps the rungs, and its trials their planned steps

@@ -11,8 +11,7 @@ import pytest
 
 from promptsweep.methods import method_config_from_params
 from promptsweep.search import SearchSpace, default_spec, parse_spec, sample_params, warm_start_params
-from promptsweep.search._planning import make_sampler
-from promptsweep.search._space import to_optuna_params
+from promptsweep.search._space import make_sampler, to_optuna_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -157,7 +156,7 @@ def test_schedulers_count_training_steps(name: str) -> None:
 
 
 def test_sampler_choice() -> None:
-    from promptsweep.search._planning import make_sampler
+    from promptsweep.search._space import make_sampler
 
     data = default_spec().to_dict()
     data["sampler"] = {"name": "random"}

@@ -1,0 +1,40 @@
+"""How far apart two validation values must be before they tell two states apart.
+
+A validation split of a few hundred examples measures accuracy with a standard error of 0.02-0.03:
+as large as the gaps between good configs, or between one trial's validations a few steps apart
+(docs/quality.md). Selection (``promptsweep.search._selecting``) and a trial that may go back to an
+earlier state (``TrainBudget.keep_best``) judge gaps with these.
+"""
+
+from __future__ import annotations
+
+import math
+
+from promptsweep.methods._config import METRICS
+
+#: Metrics that are proportions of examples (their standard error is sqrt(p(1-p)/n)).
+PROPORTIONS = ("accuracy", "exact_match")
+
+
+def standard_error(metric: str, value: float | None, n: int) -> float | None:
+    """The standard error of a proportion ``metric`` measured on ``n`` examples (``None`` otherwise)."""
+    if metric not in PROPORTIONS or value is None or n <= 0:
+        return None
+    return math.sqrt(max(value * (1 - value), 0.0) / n)
+
+
+def unpaired_bound(se_a: float, se_b: float) -> float:
+    """The gap two values with standard errors ``se_a`` and ``se_b`` must exceed to be separated:
+    twice the standard error of their difference, unpaired (so a conservative reading)."""
+    return 2 * math.sqrt(se_a**2 + se_b**2)
+
+
+def clearly_better(metric: str, a: float, b: float, n: int) -> bool:
+    """Whether value ``a`` of ``metric`` beats ``b``, both measured on the same ``n`` examples, by more
+    than noise: for a proportion, by more than :func:`unpaired_bound`; for another metric (macro-F1, a
+    loss), which has no standard error here, by any margin."""
+    gain = a - b if METRICS[metric] == "maximize" else b - a
+    se_a, se_b = standard_error(metric, a, n), standard_error(metric, b, n)
+    if se_a is None or se_b is None:
+        return gain > 0
+    return gain > unpaired_bound(se_a, se_b)
