@@ -308,6 +308,7 @@ def _run_job(
         separation=summary.get("separation"),
         floor_warning=summary.get("floor_warning"),
         floor_separation=summary.get("floor_separation"),
+        kept_state=summary.get("kept_state"),
         trial_s=round(_trial_seconds(trials), 1),
         trials=[
             {
@@ -316,6 +317,10 @@ def _run_job(
                 "state": str(t.state),
                 "value": t.value,
                 "steps": t.steps,
+                "curve": [
+                    (p.step, p.metrics.get(spec.objective.metric))
+                    for p in storage.list_intermediate(job_id, t.number)
+                ],
                 "seconds": round((t.finished_at - t.started_at).total_seconds(), 1)
                 if t.started_at and t.finished_at
                 else None,

@@ -131,6 +131,8 @@ def print_job_summary(job: Any) -> None:
         console.print(line, highlight=False)
     if summary.get("selected_trial") is not None:
         console.print(f"selected: trial {summary['selected_trial']} (exported by default)", highlight=False)
+    if summary.get("kept_state"):
+        console.print(f"      {summary['kept_state']}", highlight=False, soft_wrap=True)
     for key in ("separation", "floor_warning", "floor_separation"):
         if summary.get(key):
             console.print(f"[bold yellow]note:[/] {summary[key]}", highlight=False)

@@ -144,7 +144,7 @@ class Job(BaseModel):
         "`floors` (validation scores of the cheap baselines), `finalists` (the top trials, re-scored on "
         "the whole validation split when the ranking used a subsample of it and there is more than one; "
         "`rescored` and `kept` say which; with standard errors), `selected_trial`, and `separation` / "
-        "`floor_warning` / `floor_separation` notes.",
+        "`floor_warning` / `floor_separation` / `kept_state` notes.",
     )
     history: list[dict[str, Any]] = Field(
         default_factory=list,

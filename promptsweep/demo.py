@@ -172,6 +172,7 @@ def run_demo(
         finalists=(job.summary or {}).get("finalists"),
         floor_warning=(job.summary or {}).get("floor_warning"),
         floor_separation=(job.summary or {}).get("floor_separation"),
+        kept_state=(job.summary or {}).get("kept_state"),
     )
     summary.update(
         best_trial=best.number,

@@ -159,6 +159,7 @@ def test_show_prints_the_plan_floors_finalists_and_warnings(seeded: tuple[str, i
         floor_warning="the selected trial's validation accuracy 0.7600 does not beat the floor(s) head_only",
         floor_separation="the selected trial's validation accuracy 0.7600 +/- 0.0247 (n=300) is not "
         "separated from the floor(s) majority 0.6500",
+        kept_state="trial 1 ends in its state validated at step 315",
     )
     code, out = invoke("--db", db, "show", str(job_id))
     assert code == 0, out
@@ -168,11 +169,13 @@ def test_show_prints_the_plan_floors_finalists_and_warnings(seeded: tuple[str, i
     assert "0.7600 +/- 0.0247 (n=300) -> 0.7900 +/- 0.0144 (n=800)" in out
     assert "selected: trial 1" in out and "does not beat the floor(s) head_only" in out
     assert "not separated from the floor(s) majority" in out
+    assert "trial 1 ends in its state validated at step 315" in out
     # and the report shows the same decisions
     code, _ = invoke("--db", db, "report", str(job_id), "--out", str(tmp_path / "r.html"))
     html = (tmp_path / "r.html").read_text()
     assert code == 0 and "Budget plan" in html and "Floors (validation)" in html and "Finalists" in html
     assert "does not beat the floor" in html and "not separated from the floor(s) majority" in html
+    assert "trial 1 ends in its state validated at step 315" in html
 
 
 @pytest.mark.parametrize(

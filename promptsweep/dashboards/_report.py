@@ -326,7 +326,7 @@ def _optuna_sections(storage: Storage, job: JobRecord, figures: _Figures) -> lis
 def _summary_sections(summary: dict[str, Any]) -> list[str]:
     """The job's plan, floors, finalists and warnings (its stored summary) as HTML."""
     parts = []
-    for key in ("floor_warning", "floor_separation", "separation"):
+    for key in ("floor_warning", "floor_separation", "separation", "kept_state"):
         if summary.get(key):
             parts.append(f'<p class="note">{html.escape(str(summary[key]))}</p>')
     plan = summary.get("plan")

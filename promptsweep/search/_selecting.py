@@ -247,7 +247,7 @@ def select(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, A
     Returns:
         ``{"selected": [TrialRecord ...], "test_metrics": {number: metrics}, "finalists": [...]}``;
         ``selected`` is empty when no trial completed. The job's summary gets ``selected_trial``,
-        ``finalists``, ``separation``, ``floor_warning`` and ``floor_separation``.
+        ``finalists``, ``separation``, ``floor_warning``, ``floor_separation`` and ``kept_state``.
     """
     from promptsweep.methods import evaluate_adapter
 
@@ -291,8 +291,27 @@ def select(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, A
         separation=separation(finalists),
         floor_warning=warning,
         floor_separation=near,
+        kept_state=None if multi else kept_state(storage, job_id, selected[0], spec.objective.metric),
     )
     return {"selected": selected, "test_metrics": test_metrics, "finalists": finalists}
+
+
+def kept_state(storage: Any, job_id: int, record: Any, metric: str) -> str | None:
+    """A sentence when trial ``record`` ended in an earlier validated state than its last
+    (``TrainBudget.keep_best``: its value is that of an earlier point of its learning curve), else
+    ``None``."""
+    curve = storage.list_intermediate(job_id, record.number)
+    if len(curve) < 2 or record.value is None or curve[-1].metrics.get(metric) == record.value:
+        return None
+    kept = [p for p in curve[:-1] if p.metrics.get(metric) == record.value]
+    if not kept:
+        return None
+    last, lost = curve[-1], curve[-1].metrics.get(metric, float("nan"))
+    return (
+        f"trial {record.number} ends in its state validated at step {kept[-1].step} ({metric} "
+        f"{record.value:.4f}), not in its last, at step {last.step} ({lost:.4f}), which validated "
+        "clearly worse: its adapter and value are the earlier state's"
+    )
 
 
 def describe_floors(floors: dict[str, Any], metric: str) -> str:

@@ -251,6 +251,31 @@ def test_a_winner_within_the_noise_of_the_runner_up_is_said_to_be_not_separated(
     assert separation([{**finalist(0, 0.8175), "se": None}, finalist(3, 0.806)]) is None
 
 
+def test_a_trial_that_ended_in_an_earlier_state_is_said_to(tmp_path: Path) -> None:
+    """``kept_state`` reads the trial's recorded learning curve: a value that is an earlier point's,
+    not the last one's (``TrainBudget.keep_best`` went back), gets a sentence naming both steps; a
+    value that is the last point's, or a curve of one point, gets none."""
+    from promptsweep.search._selecting import kept_state
+
+    storage = Storage(f"sqlite:///{tmp_path / 'kept.db'}")
+    job_id = storage.create_job("kept", {"name": "kept"}).id
+    curves = {0: [(210, 0.80), (315, 0.81), (420, 0.665)], 1: [(210, 0.80), (420, 0.79)], 2: [(420, 0.7)]}
+    for number, curve in curves.items():
+        storage.record_trial(job_id, number, params={"method": "prompt_tuning"}, state="running")
+        for step, value in curve:
+            storage.record_intermediate(job_id, number, step, {"accuracy": value, "macro_f1": value - 0.1})
+    storage.record_trial(job_id, 0, state="complete", value=0.81)
+    storage.record_trial(job_id, 1, state="complete", value=0.79)
+    storage.record_trial(job_id, 2, state="complete", value=0.7)
+    sentence = kept_state(storage, job_id, storage.get_trial(job_id, 0), "accuracy")
+    assert sentence == (
+        "trial 0 ends in its state validated at step 315 (accuracy 0.8100), not in its last, at step 420 "
+        "(0.6650), which validated clearly worse: its adapter and value are the earlier state's"
+    )
+    assert kept_state(storage, job_id, storage.get_trial(job_id, 1), "accuracy") is None
+    assert kept_state(storage, job_id, storage.get_trial(job_id, 2), "accuracy") is None
+
+
 def test_a_selected_trial_within_the_noise_of_a_floor_is_said_to_be_not_separated_from_it() -> None:
     """The SmolLM2 case: 0.655 on 200 ranked reviews against the majority class's 0.650 beats it, but
     within its noise: ``floor_separation`` names it. Against the majority floor the gap is paired
