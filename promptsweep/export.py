@@ -241,6 +241,12 @@ def model_card(doc: dict[str, Any]) -> str:
     total = doc.get("total_params")
     share = f" ({100 * trainable / total:.3f} % of {total:,})" if trainable and total else ""
     seconds = "?" if doc.get("train_seconds") is None else f"{doc['train_seconds']:.1f}"
+    kept = ""
+    if doc.get("kept_step") is not None:
+        kept = (
+            f" The adapter holds the state validated at step {doc['kept_step']}: the last validation "
+            "fell clearly below it."
+        )
     return f"""---
 library_name: peft
 tags: [promptsweep, {doc["peft_type"] or doc["method"]}]
@@ -254,7 +260,7 @@ Optuna study `{doc["study_name"]}`, trial {doc["trial_number"]}, state {doc["sta
 
 - Task: {doc.get("task")}; selection metric: `{doc["metric"]}` ({doc["direction"]}) on the validation split.
 - Trainable parameters: {_count(trainable)}{share}; the base model stays frozen.
-- Training: {doc.get("steps")} steps, {doc.get("epochs")} epochs, {seconds} s.
+- Training: {doc.get("steps")} steps, {doc.get("epochs")} epochs, {seconds} s.{kept}
 
 ## Hyperparameters
 
@@ -346,7 +352,9 @@ def export_adapter(
         doc = _metrics_doc(job, trial, adapter_config)
         meta_path = staging / "promptsweep_adapter.json"  # written by promptsweep.methods beside the adapter
         if meta_path.is_file():
-            doc["label_names"] = json.loads(meta_path.read_text()).get("label_names")
+            meta = json.loads(meta_path.read_text())
+            doc["label_names"] = meta.get("label_names")
+            doc["kept_step"] = meta.get("kept_step")
         for name, text in (
             ("metrics.json", json.dumps(doc, indent=2, default=str) + "\n"),
             ("README.md", model_card(doc)),

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from promptsweep.cli import app
 from promptsweep.exceptions import ExportError, TrialNotFoundError
-from promptsweep.export import MARKER, export_adapter, export_zip
+from promptsweep.export import MARKER, export_adapter, export_zip, model_card
 from promptsweep.storage import Storage
 from tests.dashboards.seed import seed_job, tiny_peft_adapter
 
@@ -132,6 +132,12 @@ def test_exported_adapter_reproduces_the_recorded_metric(trained: dict[str, Any]
     card = (out.out_dir / "README.md").read_text()
     assert "PeftModel.from_pretrained" in card and f"job {job_id} trial 0" in card
     assert f"{result.trainable_params:,}" in card and "encoder_type" in card
+    assert doc["kept_step"] is None and "holds the state validated" not in card  # its last state
+    kept = model_card({**doc, "kept_step": 6})  # an adapter that went back (TrainBudget.keep_best)
+    assert (
+        f"Training: {doc['steps']} steps" in kept
+        and "The adapter holds the state validated at step 6" in kept
+    )
 
 
 def inputs_batch(inputs: Any) -> dict[str, Any]:

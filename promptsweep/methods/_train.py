@@ -400,7 +400,8 @@ def fit(
 
 class _BestState:
     """The best validated state of a trial before its last validation (``TrainBudget.keep_best``):
-    a copy of its trainable parameters - a soft prompt, its encoder, a head: a few MB."""
+    a copy of its trainable parameters in CPU memory - a soft prompt, its encoder or projection, a
+    head (a few MB for the models here; a prefix projection on a large model can be far more)."""
 
     def __init__(self, metric: str | None, n: int) -> None:
         self.metric, self.n = metric, n
@@ -416,7 +417,9 @@ class _BestState:
         if self.step is not None and not _better(self.metric, value, self.metrics[self.metric]):
             return
         self.step, self.metrics = step, dict(metrics)
-        self._state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        self._state = {
+            n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad
+        }
 
     def restore_if_better(self, model: Any, last: dict[str, float]) -> int | None:
         """Put the kept state back into ``model`` when it beats the ``last`` validation clearly
@@ -467,9 +470,10 @@ def train_trial(
 
     Builds the frozen PLM + the method's PEFT adapter (dispatched through the registry), trains with
     AdamW over the trainable parameters only (warm-up + linear decay, gradient clipping), evaluates the
-    validation split every ``budget.eval_every_steps`` steps (or at ``budget.eval_at_steps``) and at the
-    end, calling ``report(step, metrics)`` each time (``metrics`` also holds ``train_loss``, the mean
-    over the steps since the last evaluation). ``report`` may raise (e.g. ``optuna.TrialPruned``) to
+    validation split every ``budget.eval_every_steps`` steps (or at ``budget.eval_at_steps``; a time
+    share only at ``budget.eval_fractions`` of its steps), and at the end, calling
+    ``report(step, metrics)`` each time (``metrics`` also holds ``train_loss``, the mean over the steps
+    since the last evaluation). ``report`` may raise (e.g. ``optuna.TrialPruned``) to
     stop the trial - the exception propagates and no adapter is saved - or return ``True`` to stop early
     gracefully (the adapter is saved). The adapter goes to ``output_dir/adapter``. With
     ``budget.keep_best``, the adapter and ``TrialResult.metrics`` are those of the best earlier

@@ -58,13 +58,13 @@ MIN_RUNG_STEPS = 20
 LONGEST_TRIAL_SHARE = 0.6
 #: The fewest configs worth screening. When the budget, with the longest trial at its share, buys
 #: fewer, the plan screens nothing: each of the trials at a time trains one config (the warm-start
-#: order: the most reliable paper default first) on its equal share of the budget, with one validation
-#: at the end. Measured at 900 trial-s (docs/quality.md): SmolLM2, 1 trial at a time, 2 configs
-#: planned: the first default trained 306 steps and scored 0.790, the second was stopped at the first
-#: rung and 160 trial-s went unspent, while the same default on the whole budget (632 steps) scored
-#: 0.818; MiniLM, 2 at a time, 2 configs planned: the second slot idled after the first rung and
-#: 300-370 of the 900 trial-s went unspent. A stopped trial only pays when something waits for its
-#: slot.
+#: order: the most reliable paper default first) on its equal share of the budget, validated at its
+#: end (and at :data:`KEEP_BEST_FRACTIONS`). Measured at 900 trial-s (docs/quality.md): SmolLM2, 1
+#: trial at a time, 2 configs planned: the first default trained 306 steps and scored 0.790, the
+#: second was stopped at the first rung and 160 trial-s went unspent, while the same default on the
+#: whole budget (632 steps) scored 0.818; MiniLM, 2 at a time, 2 configs planned: the second slot
+#: idled after the first rung and 300-370 of the 900 trial-s went unspent. A stopped trial only pays
+#: when something waits for its slot.
 MIN_SCREENED_CONFIGS = 3
 #: Cut rungs at most (ASHA's brackets; more rungs screen more configs for fewer steps each).
 MAX_RUNGS = 3
@@ -410,15 +410,16 @@ def _plan_without_screening(
     if b.compute_budget_s is None and b.time_budget_s is not None:
         # a slot runs one config for the whole wall-clock budget, re-sized to it as it trains
         compute = b.time_budget_s * spec.resources.max_concurrent_trials * SLOT_WALL_UTILIZATION
-    one_eval_s = eval_examples * costs.eval_example_s
-    fractions = list(KEEP_BEST_FRACTIONS)
-    if len(fractions) * one_eval_s > KEEP_BEST_MAX_SHARE * compute / spec.resources.max_concurrent_trials:
-        fractions = []
-    eval_s = one_eval_s * (1 + len(fractions))
 
     def share(configs: int) -> float:  # one slot's trial-seconds; no more than the wall-clock cap
         wall = b.time_budget_s * SLOT_WALL_UTILIZATION if b.time_budget_s is not None else math.inf
         return min(compute / configs, wall)
+
+    one_eval_s = eval_examples * costs.eval_example_s
+    fractions = list(KEEP_BEST_FRACTIONS)  # priced against the smallest share (every slot busy)
+    if len(fractions) * one_eval_s > KEEP_BEST_MAX_SHARE * share(spec.resources.max_concurrent_trials):
+        fractions = []
+    eval_s = one_eval_s * (1 + len(fractions))
 
     def step_time(configs: int) -> float:  # one slot's seconds of training steps
         return share(configs) - costs.setup_s - eval_s

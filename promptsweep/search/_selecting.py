@@ -297,20 +297,24 @@ def select(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, A
 
 
 def kept_state(storage: Any, job_id: int, record: Any, metric: str) -> str | None:
-    """A sentence when trial ``record`` ended in an earlier validated state than its last
-    (``TrainBudget.keep_best``: its value is that of an earlier point of its learning curve), else
-    ``None``."""
-    curve = storage.list_intermediate(job_id, record.number)
-    if len(curve) < 2 or record.value is None or curve[-1].metrics.get(metric) == record.value:
+    """A sentence when trial ``record``'s adapter holds an earlier validated state than its last
+    (``TrainBudget.keep_best``; the adapter's ``kept_step``), with the last validation's value from its
+    recorded learning curve; else ``None``."""
+    from promptsweep.methods import local_adapter_dir, read_adapter_meta
+
+    if not record.adapter_dir or record.value is None:
         return None
-    kept = [p for p in curve[:-1] if p.metrics.get(metric) == record.value]
-    if not kept:
+    meta = read_adapter_meta(local_adapter_dir(record.adapter_dir))
+    kept, last = meta.get("kept_step"), meta.get("steps")
+    if kept is None:
         return None
-    last, lost = curve[-1], curve[-1].metrics.get(metric, float("nan"))
+    curve = {p.step: p.metrics for p in storage.list_intermediate(job_id, record.number)}
+    lost = (curve.get(last) or {}).get(metric)
     return (
-        f"trial {record.number} ends in its state validated at step {kept[-1].step} ({metric} "
-        f"{record.value:.4f}), not in its last, at step {last.step} ({lost:.4f}), which validated "
-        "clearly worse: its adapter and value are the earlier state's"
+        f"trial {record.number} ends in its state validated at step {kept} ({metric} {record.value:.4f}), "
+        f"not in its last, at step {last}"
+        + (f" ({lost:.4f})" if lost is not None else "")
+        + ", which validated clearly worse: its adapter and value are the earlier state's"
     )
 
 

@@ -124,6 +124,8 @@ def run_trial(
     try:
         result = train_trial(inputs, params, budget=budget, output_dir=out, seed=seed + number, report=report)
     except Exception as exc:
+        if held is not None and budget.step_time_s is not None:
+            tune.report(held)  # a time share's last validation before the error
         # The driver copies the reason into the Optuna study (user attr "error") and our tables.
         text = "".join(traceback.format_exception(exc))
         if seen is not None:
@@ -133,8 +135,10 @@ def run_trial(
         shutil.rmtree(out, ignore_errors=True)
         return
     kept = result.kept_step  # the trial went back to the state validated at this step (keep_best)
-    if kept is not None and held is not None:
-        tune.report(held)  # its last validation, as it happened; the final result is the kept state's
+    if kept is not None and held is not None and budget.step_time_s is not None:
+        # its last validation, as it happened (no scheduler judges a time share: a plan without
+        # screening has none); the final result is the kept state's, at the kept step
+        tune.report(held)
     final: dict[str, Any] = {STEP_KEY: int(kept or max(result.steps, 1)), DONE_KEY: 1, **where}
     final.update({k: float(v) for k, v in result.metrics.items()})
     final.update(

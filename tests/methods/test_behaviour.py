@@ -224,6 +224,8 @@ def test_clearly_better_allows_for_the_noise_of_the_validation_split() -> None:
     assert not clearly_better("accuracy", 0.795, 0.71, 200)
     assert clearly_better("accuracy", 0.795, 0.71, 2000)
     assert not clearly_better("accuracy", 0.71, 0.795, 2000)  # it must be better, not just different
+    # macro-F1 is taken as a proportion; a loss (a mean over every example) counts by any margin
+    assert clearly_better("macro_f1", 0.78, 0.52, 200) and not clearly_better("macro_f1", 0.78, 0.72, 200)
     assert clearly_better("eval_loss", 0.30, 0.31, 200) and not clearly_better("eval_loss", 0.31, 0.30, 200)
 
 

@@ -252,24 +252,31 @@ def test_a_winner_within_the_noise_of_the_runner_up_is_said_to_be_not_separated(
 
 
 def test_a_trial_that_ended_in_an_earlier_state_is_said_to(tmp_path: Path) -> None:
-    """``kept_state`` reads the trial's recorded learning curve: a value that is an earlier point's,
-    not the last one's (``TrainBudget.keep_best`` went back), gets a sentence naming both steps; a
-    value that is the last point's, or a curve of one point, gets none."""
+    """``kept_state`` reads the adapter's ``kept_step`` (``TrainBudget.keep_best`` went back) and the
+    last validation from the trial's recorded learning curve: a sentence naming both steps; an
+    adapter of its last state, or no adapter, gets none."""
+    import json
+
     from promptsweep.search._selecting import kept_state
 
     storage = Storage(f"sqlite:///{tmp_path / 'kept.db'}")
     job_id = storage.create_job("kept", {"name": "kept"}).id
-    curves = {0: [(210, 0.80), (315, 0.81), (420, 0.665)], 1: [(210, 0.80), (420, 0.79)], 2: [(420, 0.7)]}
+    curves = {0: [(210, 0.80), (315, 0.80), (420, 0.665)], 1: [(210, 0.80), (420, 0.79)]}
     for number, curve in curves.items():
         storage.record_trial(job_id, number, params={"method": "prompt_tuning"}, state="running")
         for step, value in curve:
             storage.record_intermediate(job_id, number, step, {"accuracy": value, "macro_f1": value - 0.1})
-    storage.record_trial(job_id, 0, state="complete", value=0.81)
-    storage.record_trial(job_id, 1, state="complete", value=0.79)
-    storage.record_trial(job_id, 2, state="complete", value=0.7)
+        adapter = tmp_path / f"adapter-{number}"  # what train_trial saves beside the PEFT files
+        adapter.mkdir()
+        (adapter / "adapter_config.json").write_text("{}")
+        meta = {"steps": 420, "kept_step": 210 if number == 0 else None}
+        (adapter / "promptsweep_adapter.json").write_text(json.dumps(meta))
+        value = 0.80 if number == 0 else 0.79
+        storage.record_trial(job_id, number, state="complete", value=value, adapter_dir=str(adapter))
+    storage.record_trial(job_id, 2, params={"method": "prompt_tuning"}, state="complete", value=0.7)
     sentence = kept_state(storage, job_id, storage.get_trial(job_id, 0), "accuracy")
     assert sentence == (
-        "trial 0 ends in its state validated at step 315 (accuracy 0.8100), not in its last, at step 420 "
+        "trial 0 ends in its state validated at step 210 (accuracy 0.8000), not in its last, at step 420 "
         "(0.6650), which validated clearly worse: its adapter and value are the earlier state's"
     )
     assert kept_state(storage, job_id, storage.get_trial(job_id, 1), "accuracy") is None
