@@ -29,15 +29,19 @@ def unpaired_bound(se_a: float, se_b: float) -> float:
     return 2 * math.sqrt(se_a**2 + se_b**2)
 
 
+def gain(metric: str, a: float, b: float) -> float:
+    """How much value ``a`` of ``metric`` improves on ``b``, in the metric's direction (``METRICS``)."""
+    return a - b if METRICS[metric] == "maximize" else b - a
+
+
 def clearly_better(metric: str, a: float, b: float, n: int) -> bool:
     """Whether value ``a`` of ``metric`` beats ``b``, both measured on the same ``n`` examples, by more
     than noise: for a proportion, and for macro-F1 (a mean of per-class F1s, about as noisy as accuracy
     on the same examples; taken as a proportion here), by more than :func:`unpaired_bound`; for a loss
     or perplexity (a mean over every example, far less noisy than a count of hits), by any margin, as
     HF ``Trainer``'s ``load_best_model_at_end`` does."""
-    gain = a - b if METRICS[metric] == "maximize" else b - a
     as_proportion = "accuracy" if metric == "macro_f1" else metric
     se_a, se_b = standard_error(as_proportion, a, n), standard_error(as_proportion, b, n)
     if se_a is None or se_b is None:
-        return gain > 0
-    return gain > unpaired_bound(se_a, se_b)
+        return gain(metric, a, b) > 0
+    return gain(metric, a, b) > unpaired_bound(se_a, se_b)

@@ -25,7 +25,7 @@ from promptsweep.exceptions import DataError, MethodConfigError
 from promptsweep.methods import _modeling
 from promptsweep.methods._adapters import local_adapter_dir
 from promptsweep.methods._batches import by_length, epoch_batches, example_length
-from promptsweep.methods._config import METRICS, MethodConfig, TaskType, method_config_from_params
+from promptsweep.methods._config import MethodConfig, TaskType, method_config_from_params
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import (
     build_base_model,
@@ -36,7 +36,7 @@ from promptsweep.methods._modeling import (
     generation_loss,
     is_seq2seq,
 )
-from promptsweep.methods._noise import clearly_better
+from promptsweep.methods._noise import clearly_better, gain
 from promptsweep.methods._step import (
     VALIDATION_PRECISION,
     TrainStep,
@@ -414,7 +414,7 @@ class _BestState:
         if self.metric is None or metrics.get(self.metric) is None:
             return
         value = metrics[self.metric]
-        if self.step is not None and not _better(self.metric, value, self.metrics[self.metric]):
+        if self.step is not None and not gain(self.metric, value, self.metrics[self.metric]) > 0:
             return
         self.step, self.metrics = step, dict(metrics)
         self._state = {
@@ -433,10 +433,6 @@ class _BestState:
                 if name in self._state:
                     p.copy_(self._state[name])
         return self.step
-
-
-def _better(metric: str, a: float, b: float) -> bool:
-    return a > b if METRICS[metric] == "maximize" else a < b
 
 
 def _next_resize(step: int, total_steps: int, budget: TrainBudget) -> int | None:
