@@ -17,7 +17,9 @@ database under ``--out``, its own embedded Ray):
   the same filling of the budget past the planned configs), so that only the sampler differs.
 - **defaults**: the paper defaults sharing the budget: ``warm_start: true``, ``num_trials`` = the number
   of warm-start configs (one per method), the same budget, wall cap and plan (ASHA on), best picked on
-  validation: what a careful user does without promptsweep.
+  validation: what a careful user does without promptsweep. Where the search arm's plan does not
+  screen (one config per slot, no rungs; SmolLM2 at 900 trial-s), the planner plans steps and rungs
+  for those configs instead.
 - **best_default**: one trial of the first warm-start config (the most reliable paper default,
   ``promptsweep.search._space.warm_start_order``), ``num_trials: 1``, ``scheduler: none``, trained for
   as many steps as the whole budget pays for. Skipped where that config is the hand config (it is for
@@ -140,9 +142,10 @@ def _base(model: str, arm: str, seed: int, args: argparse.Namespace, root: Path)
 
 def _pin(data: dict[str, Any], plan: dict[str, Any] | None, *, configs: int) -> None:
     """Give ``data`` ``configs`` trials and the search arm's steps and rungs explicitly (so the planner
-    keeps them and times nothing)."""
+    keeps them and times nothing). A search plan without rungs (no screening: one config per slot on
+    its share) is not pinned: its steps are one config's share, so the planner plans ``configs``."""
     data["budget"]["num_trials"] = configs
-    if not plan:
+    if not plan or not plan.get("rungs"):
         return
     data["budget"].update(
         num_trials=configs,
