@@ -141,8 +141,10 @@ class Job(BaseModel):
     summary: dict[str, Any] = Field(
         default_factory=dict,
         description="What the search decided: its budget `plan` (configs, rungs, steps, timed costs), "
-        "`floors` (validation scores of the cheap baselines), `finalists` (the top trials, re-scored on "
-        "the whole validation split when the ranking used a subsample of it and there is more than one; "
+        "`floors` (validation scores of the cheap baselines) with `floor_outcomes` (each floor right `1` or "
+        "wrong `0` on every ranked validation review, for paired tests), `finalists` (the top trials, "
+        "re-scored on the whole validation split when the ranking used a subsample of it and there is more "
+        "than one; "
         "`rescored` and `kept` say which; with standard errors), `selected_trial`, and `separation` / "
         "`floor_warning` / `floor_separation` / `kept_state` notes.",
     )

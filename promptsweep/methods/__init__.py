@@ -45,7 +45,13 @@ from promptsweep.methods._config import (
     register_method,
 )
 from promptsweep.methods._labels import PER_CLASS_F1, PER_CLASS_RECALL, per_class_values
-from promptsweep.methods._noise import clearly_better, standard_error, unpaired_bound
+from promptsweep.methods._noise import (
+    clearly_better,
+    discordant,
+    paired_bound,
+    standard_error,
+    unpaired_bound,
+)
 from promptsweep.methods._precision import PRECISIONS, cpu_bf16_supported
 from promptsweep.methods._sources import DATA_ALIASES
 from promptsweep.methods._types import DataSpec, PreparedInputs, TrainBudget, TrialResult
@@ -55,6 +61,7 @@ _LAZY = {
     "check_data": "promptsweep.methods._data",
     "train_trial": "promptsweep.methods._train",
     "evaluate_adapter": "promptsweep.methods._train",
+    "adapter_outcomes": "promptsweep.methods._train",
     "load_adapter_model": "promptsweep.methods._train",
     "read_adapter_meta": "promptsweep.methods._train",
     "bf16_supported": "promptsweep.methods._step",
@@ -93,12 +100,14 @@ __all__ = [
     "TaskType",
     "TrainBudget",
     "TrialResult",
+    "adapter_outcomes",
     "bf16_supported",
     "check_data",
     "check_model_support",
     "clearly_better",
     "cpu_bf16_supported",
     "default_params",
+    "discordant",
     "evaluate_adapter",
     "is_uri",
     "load_adapter_model",
@@ -107,6 +116,7 @@ __all__ = [
     "method_config_from_params",
     "method_parameters",
     "model_config_if_known",
+    "paired_bound",
     "per_class_values",
     "prepare_inputs",
     "read_adapter_meta",

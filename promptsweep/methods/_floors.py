@@ -31,7 +31,7 @@ from promptsweep.methods._config import DEFAULT_POOLING, MethodConfig, Pooling, 
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import build_base_model, class_logits, collate
 from promptsweep.methods._step import _autocast, _to
-from promptsweep.methods._train import _examples, evaluate_model, resolve_device
+from promptsweep.methods._train import _examples, class_metrics, outcomes, predict_classes, resolve_device
 from promptsweep.methods._types import PreparedInputs
 
 log = get_logger(__name__)
@@ -79,19 +79,27 @@ def _no_prompt_config(pooling: Pooling | None) -> MethodConfig:
     )
 
 
-def _majority(run: _Run) -> dict[str, float]:
+#: A floor's metrics and its per-example outcomes on the split (:func:`~._train.outcomes`).
+_Scored = tuple[dict[str, float], str]
+
+
+def _majority(run: _Run) -> _Scored:
     """The train majority class predicted for every example of the split; ``eval_loss`` is the
     cross-entropy of the train class frequencies (the best constant prediction)."""
-    from promptsweep.methods._labels import classification_metrics
-
     train = [e["label"] for e in run.train]
     golds = [e["label"] for e in run.evaluated]
     counts = Counter(train)
     major = counts.most_common(1)[0][0]
-    return {
-        **classification_metrics(golds, [major] * len(golds), run.inputs.label_names),
-        "eval_loss": -sum(math.log(counts[g] / len(train)) for g in golds) / len(golds),
-    }
+    preds = [major] * len(golds)
+    loss = -sum(math.log(counts[g] / len(train)) for g in golds)
+    return class_metrics(run.inputs, preds, golds, loss), outcomes(preds, golds)
+
+
+def _evaluate(model: Any, run: _Run) -> _Scored:
+    preds, golds, loss = predict_classes(
+        model, run.inputs, run.evaluated, batch_size=run.batch_size, device=run.device
+    )
+    return class_metrics(run.inputs, preds, golds, loss), outcomes(preds, golds)
 
 
 def _classifier(model: Any) -> nn.Module:
@@ -162,7 +170,7 @@ def _trial_head(model: Any) -> tuple[nn.Module, nn.Module]:
     return classifier, classifier
 
 
-def _head_only(run: _Run) -> dict[str, float]:
+def _head_only(run: _Run) -> _Scored:
     """Train the trials' head (same init, same pooling) alone on cached frozen features, then evaluate
     the whole model on the split through the trials' evaluation."""
     model = build_base_model(run.inputs, _no_prompt_config(run.pooling), seed=run.seed).to(run.device)
@@ -189,16 +197,16 @@ def _head_only(run: _Run) -> dict[str, float]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     head.requires_grad_(False)
-    return evaluate_model(model, run.inputs, run.evaluated, batch_size=run.batch_size, device=run.device)
+    return _evaluate(model, run)
 
 
-def _zero_shot(run: _Run) -> dict[str, float]:
+def _zero_shot(run: _Run) -> _Scored:
     """The frozen causal LM's label-word scores (the trials' ``class_logits``), no adapter."""
     model = build_base_model(run.inputs, _no_prompt_config(None), seed=run.seed).to(run.device)
-    return evaluate_model(model, run.inputs, run.evaluated, batch_size=run.batch_size, device=run.device)
+    return _evaluate(model, run)
 
 
-_SCORERS: dict[Floor, Callable[[_Run], dict[str, float]]] = {
+_SCORERS: dict[Floor, Callable[[_Run], _Scored]] = {
     Floor.MAJORITY: _majority,
     Floor.HEAD_ONLY: _head_only,
     Floor.ZERO_SHOT: _zero_shot,
@@ -218,14 +226,17 @@ def score_floors(
     head_learning_rate: float = 1e-2,
     head_batch_size: int = 32,
     head_train_examples: int | None = None,
-) -> dict[str, dict[str, float]]:
+    with_outcomes: bool = False,
+) -> dict[str, dict[str, Any]]:
     """Score the task's floors on one split: floor name -> the task's metrics plus ``seconds``.
 
     Classification: ``majority`` and ``head_only``; verbalizer: ``majority`` and ``zero_shot``;
     generation: none (an empty dict). Metrics are those of :data:`TASK_METRICS` (``accuracy``,
     ``macro_f1``, ``eval_loss``) with each class's ``f1[<label>]`` and ``recall[<label>]`` (the majority
     floor's recall is 1 for its class, 0 for the others), ``seconds`` the wall-clock time of that floor
-    (model loading included).
+    (model loading included); with ``with_outcomes``, also ``outcomes``: the floor's outcome on each
+    example of the split, in its order (``"1"`` right, ``"0"`` wrong), for a paired test against a
+    trial scored on the same examples (``methods.adapter_outcomes``, ``methods.discordant``).
     Reads the ``train`` split and ``split`` only; the test split only when ``split="test"``.
 
     Args:
@@ -280,12 +291,14 @@ def score_floors(
         head_batch_size=head_batch_size,
         head_train_examples=head_train_examples,
     )
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for floor in chosen:
         started = time.perf_counter()
-        metrics = _SCORERS[floor](run)
+        metrics, right = _SCORERS[floor](run)
         out[floor.value] = {**metrics, "seconds": time.perf_counter() - started}
         log.info("floor %s on %s: %s", floor.value, split, out[floor.value])
+        if with_outcomes:
+            out[floor.value]["outcomes"] = right
     return out
 
 

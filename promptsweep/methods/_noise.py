@@ -29,6 +29,26 @@ def unpaired_bound(se_a: float, se_b: float) -> float:
     return 2 * math.sqrt(se_a**2 + se_b**2)
 
 
+def paired_bound(only_a: int, only_b: int, n: int) -> float:
+    """The accuracy gap two models scored on the same ``n`` examples must exceed to be separated,
+    paired example by example: McNemar's test with continuity correction at 2 standard errors, from
+    the examples only ``a`` gets right (``only_a``) and only ``b`` gets right (``only_b``). Separated
+    when ``only_a - only_b - 1 > 2 sqrt(only_a + only_b)``, i.e. a gap ``(only_a - only_b) / n``
+    above ``(2 sqrt(only_a + only_b) + 1) / n``."""
+    return (2 * math.sqrt(only_a + only_b) + 1) / n
+
+
+def discordant(a: str, b: str) -> tuple[int, int]:
+    """The examples only ``a`` gets right and only ``b`` gets right, from two per-example outcome
+    strings of equal length (``"1"`` right, ``"0"`` wrong; ``methods._train.outcomes``)."""
+    if len(a) != len(b):
+        raise ValueError(f"outcomes of {len(a)} and {len(b)} examples cannot be paired")
+    return (
+        sum(x == "1" and y == "0" for x, y in zip(a, b, strict=True)),
+        sum(x == "0" and y == "1" for x, y in zip(a, b, strict=True)),
+    )
+
+
 def gain(metric: str, a: float, b: float) -> float:
     """How much value ``a`` of ``metric`` improves on ``b``, in the metric's direction (``METRICS``)."""
     return a - b if METRICS[metric] == "maximize" else b - a

@@ -119,28 +119,66 @@ def evaluate_model(
     exp(eval_loss), ``exact_match`` (greedy decoding, stripped text equality).
     ``precision``: a resolved ``"fp32"`` (default) or ``"bf16"`` (autocast).
     """
+    if inputs.task is TaskType.GENERATION:
+        was_training = model.training
+        model.eval()
+        try:
+            return _evaluate_generation(
+                model, inputs, by_length(examples), batch_size=batch_size, device=device, precision=precision
+            )
+        finally:
+            model.train(was_training)
+    preds, golds, loss = predict_classes(
+        model, inputs, examples, batch_size=batch_size, device=device, precision=precision
+    )
+    return class_metrics(inputs, preds, golds, loss)
+
+
+def class_metrics(
+    inputs: PreparedInputs, preds: list[int], golds: list[int], loss: float
+) -> dict[str, float]:
+    """:func:`evaluate_model`'s classification metrics from :func:`predict_classes`' output."""
+    from promptsweep.methods._labels import classification_metrics
+
+    return {**classification_metrics(golds, preds, inputs.label_names), "eval_loss": loss / len(golds)}
+
+
+@torch.no_grad()
+def predict_classes(
+    model: Any,
+    inputs: PreparedInputs,
+    examples: list[dict[str, Any]],
+    *,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+) -> tuple[list[int], list[int], float]:
+    """The predicted and the gold class of each of ``examples``, in their order, and the summed
+    cross-entropy (nats): classification and verbalizer tasks. The passes run sorted by length (less
+    padding), as :func:`evaluate_model`'s."""
     was_training = model.training
     model.eval()
-    examples = by_length(examples)  # less padding; no metric depends on the order
+    order = sorted(range(len(examples)), key=lambda i: example_length(examples[i]))  # by_length's order
+    preds, golds, loss = [0] * len(examples), [0] * len(examples), 0.0
     try:
-        if inputs.task is TaskType.GENERATION:
-            return _evaluate_generation(
-                model, inputs, examples, batch_size=batch_size, device=device, precision=precision
-            )
-        losses, preds, golds = 0.0, [], []
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start : start + batch_size]
-            batch = _to(collate(chunk, inputs.task, inputs.pad_token_id), device)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = _to(collate([examples[i] for i in idx], inputs.task, inputs.pad_token_id), device)
             with _autocast(device, precision):
                 logits = class_logits(model, batch, inputs.task, inputs.label_word_ids).float()
-            losses += nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
-            preds.extend(logits.argmax(dim=-1).tolist())
-            golds.extend(batch["labels"].tolist())
-        from promptsweep.methods._labels import classification_metrics
-
-        return {**classification_metrics(golds, preds, inputs.label_names), "eval_loss": losses / len(golds)}
+            loss += nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
+            chunk = zip(idx, logits.argmax(dim=-1).tolist(), batch["labels"].tolist(), strict=True)
+            for i, pred, gold in chunk:
+                preds[i], golds[i] = pred, gold
     finally:
         model.train(was_training)
+    return preds, golds, loss
+
+
+def outcomes(preds: list[int], golds: list[int]) -> str:
+    """Per-example outcomes as one string, ``"1"`` right and ``"0"`` wrong, in the examples' order:
+    what a paired test of two models on the same examples needs (``methods.paired_bound``)."""
+    return "".join("1" if p == g else "0" for p, g in zip(preds, golds, strict=True))
 
 
 def _evaluate_generation(
@@ -274,6 +312,31 @@ def evaluate_adapter(
     model = load_adapter_model(inputs, adapter_dir, device=str(dev))
     examples = _examples(load_split(inputs, split))
     return evaluate_model(model, inputs, examples, batch_size=batch_size, device=dev, precision=resolved)
+
+
+def adapter_outcomes(
+    inputs: PreparedInputs,
+    adapter_dir: Path | str,
+    split: str = "validation",
+    *,
+    device: str | None = None,
+    batch_size: int = 64,
+) -> str:
+    """Reload a saved adapter as :func:`evaluate_adapter` does (fp32) and give its outcome on each
+    example of ``split``, in the split's order (:func:`outcomes`): classification and verbalizer
+    tasks, for a paired test against a floor scored on the same examples.
+
+    Raises:
+        DataError: as :func:`evaluate_adapter`.
+        MethodConfigError: a generation task (it has no per-example class).
+    """
+    if inputs.task is TaskType.GENERATION:
+        raise MethodConfigError("per-example outcomes are for classification and verbalizer tasks")
+    dev = resolve_device(device)
+    model = load_adapter_model(inputs, adapter_dir, device=str(dev))
+    examples = _examples(load_split(inputs, split))
+    preds, golds, _ = predict_classes(model, inputs, examples, batch_size=batch_size, device=dev)
+    return outcomes(preds, golds)
 
 
 # --------------------------------------------------------------------------------------------------

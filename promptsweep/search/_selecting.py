@@ -16,13 +16,19 @@ no more than the noise of the ranked split gets ``floor_separation``, printed be
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 from promptsweep import _faults
 from promptsweep._logging import get_logger
-from promptsweep.methods import PER_CLASS_RECALL, per_class_values, standard_error, unpaired_bound
+from promptsweep.methods import (
+    PER_CLASS_RECALL,
+    discordant,
+    paired_bound,
+    per_class_values,
+    standard_error,
+    unpaired_bound,
+)
 from promptsweep.search._spec import JobSpec
 
 _log = get_logger(__name__)
@@ -178,22 +184,30 @@ def _mcnemar_bound(metrics: dict[str, Any], floor: dict[str, Any], n: int) -> fl
     right_on_class = _whole(float(recall) * on_class) if on_class is not None else None
     if right is None or right_on_class is None or right_on_class > right:
         return None
-    only_trial, only_floor = right - right_on_class, on_class - right_on_class
-    return (2 * math.sqrt(only_trial + only_floor) + 1) / n
+    return paired_bound(right - right_on_class, on_class - right_on_class, n)
 
 
 def floor_separation(
-    metric: str, maximize: bool, metrics: dict[str, Any], n: int, floors: dict[str, Any]
+    metric: str,
+    maximize: bool,
+    metrics: dict[str, Any],
+    n: int,
+    floors: dict[str, Any],
+    *,
+    outcomes: str | None = None,
+    floor_outcomes: dict[str, str] | None = None,
 ) -> str | None:
     """A sentence naming each floor the selected trial beats by no more than its noise, or ``None``.
 
     ``metrics`` (the selected trial's, as ranked: on the same ``n`` validation reviews as the floors)
-    decide. Against the majority floor the accuracy gap is paired review by review
-    (:func:`_mcnemar_bound`, from the trial's recall of the majority class). Against the others it is
-    unpaired, separated as in :func:`separation` (a gap of more than twice the standard error of the
-    difference): their per-review predictions are not kept, so a conservative reading. Only proportions
-    that are maximized (accuracy, exact match) are judged; for other objectives nothing is said. Floors
-    the trial does not beat are :func:`floor_warning`'s.
+    decide. The accuracy gap is paired review by review (McNemar with continuity correction,
+    :func:`~promptsweep.methods.paired_bound`) where the reviews each gets right are known: from
+    ``outcomes`` (the trial's, ``methods.adapter_outcomes``) and ``floor_outcomes[name]`` (the floor's,
+    stored with the floors) on the same ``n`` reviews; against the majority floor, from the trial's
+    recall of the majority class (:func:`_mcnemar_bound`). Otherwise it is unpaired, separated as in
+    :func:`separation` (a gap of more than twice the standard error of the difference), a conservative
+    reading. Only proportions that are maximized (accuracy, exact match) are judged; for other
+    objectives nothing is said. Floors the trial does not beat are :func:`floor_warning`'s.
     """
     value = metrics.get(metric)
     se = standard_error(metric, value, n)
@@ -204,7 +218,13 @@ def floor_separation(
         floor = f.get(metric) if isinstance(f, dict) else None
         if not isinstance(floor, int | float) or not value > floor:
             continue
-        paired = _mcnemar_bound(metrics, f, n) if metric == "accuracy" else None
+        paired = None
+        if metric == "accuracy":
+            theirs = (floor_outcomes or {}).get(name)
+            if outcomes is not None and theirs is not None and len(outcomes) == len(theirs) == n:
+                paired = paired_bound(*discordant(outcomes, theirs), n)
+            else:
+                paired = _mcnemar_bound(metrics, f, n)
         if paired is None:
             bound = unpaired_bound(se, standard_error(metric, float(floor), n) or 0.0)
             how = "2 standard errors of the difference, unpaired"
@@ -221,7 +241,10 @@ def floor_separation(
 
 
 def score_job_floors(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, Any]:
-    """Score the job's floors on validation once (stored in the job's summary) and return them."""
+    """Score the job's floors on validation once and return them. The job's summary keeps them
+    (``floors``: name -> metrics) and each floor's outcome on every ranked review (``floor_outcomes``:
+    name -> ``"1"``/``"0"`` per review in the split's order), for the paired test of
+    :func:`floor_separation`."""
     from promptsweep.methods import score_floors
 
     job = storage.get_job(job_id)
@@ -231,9 +254,14 @@ def score_job_floors(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> d
         return {}
     started = time.perf_counter()
     floors = score_floors(
-        inputs, split="validation", seed=spec.seed, head_train_examples=FLOOR_HEAD_TRAIN_EXAMPLES
+        inputs,
+        split="validation",
+        seed=spec.seed,
+        head_train_examples=FLOOR_HEAD_TRAIN_EXAMPLES,
+        with_outcomes=True,
     )
-    storage.update_job_summary(job_id, floors=floors)
+    outcomes = {name: f.pop("outcomes") for name, f in floors.items() if "outcomes" in f}
+    storage.update_job_summary(job_id, floors=floors, floor_outcomes=outcomes or None)
     _log.info("job %d: floors %s (%.1f s)", job_id, floors, time.perf_counter() - started)
     return floors
 
@@ -280,6 +308,21 @@ def select(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, A
         n = int(inputs.counts.get("validation", 0))
         ranked = {**(selected[0].metrics or {}), spec.objective.metric: selected[0].value}
         near = floor_separation(spec.objective.metric, maximize, ranked, n, floors)
+        floor_outcomes = (storage.get_job(job_id).summary or {}).get("floor_outcomes") or {}
+        if near and selected[0].adapter_dir and set(floor_outcomes) - {"majority"}:
+            # within the unpaired noise of a floor: pair it review by review (one validation pass)
+            from promptsweep.methods import adapter_outcomes
+
+            outcomes = adapter_outcomes(inputs, selected[0].adapter_dir, split="validation")
+            near = floor_separation(
+                spec.objective.metric,
+                maximize,
+                ranked,
+                n,
+                floors,
+                outcomes=outcomes,
+                floor_outcomes=floor_outcomes,
+            )
     if warning:
         _log.warning("job %d: %s", job_id, warning)
     if near:

@@ -379,6 +379,54 @@ def test_evaluate_adapter_errors(prepared, tmp_path: Path) -> None:
     assert metrics["perplexity"] == pytest.approx(torch.tensor(metrics["eval_loss"]).exp().item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("task", [TaskType.CLASSIFICATION, TaskType.VERBALIZER])
+def test_adapter_outcomes_name_each_review_right_or_wrong_in_the_split_order(
+    prepared, tmp_path: Path, task: TaskType
+) -> None:
+    """``adapter_outcomes`` (the selected trial's side of a paired test against a floor): one
+    character per validation review, in the split's order, equal to the reloaded adapter's prediction
+    on that review alone; its share of hits is ``evaluate_adapter``'s accuracy."""
+    from promptsweep.methods import adapter_outcomes
+    from promptsweep.methods._modeling import class_logits
+    from promptsweep.methods._train import load_adapter_model
+
+    inputs = prepared(task, "encoder" if task is TaskType.CLASSIFICATION else "decoder")
+    result = train_trial(
+        inputs,
+        {"method": "prompt_tuning", "learning_rate": 0.3, "num_virtual_tokens": 2},
+        budget=TINY,
+        output_dir=tmp_path / "t",
+        seed=0,
+    )
+    got = adapter_outcomes(inputs, result.adapter_dir)
+    examples = _examples(load_split(inputs, "validation"))
+    model = load_adapter_model(inputs, result.adapter_dir, device="cpu").eval()
+    by_hand = ""
+    with torch.no_grad():
+        for example in examples:  # one at a time: no padding, the split's order
+            batch = collate([example], inputs.task, inputs.pad_token_id)
+            pred = class_logits(model, batch, inputs.task, inputs.label_word_ids).argmax(dim=-1).item()
+            by_hand += "1" if pred == example["label"] else "0"
+    assert got == by_hand and len(got) == len(examples)
+    accuracy = evaluate_adapter(inputs, result.adapter_dir, split="validation")["accuracy"]
+    assert got.count("1") / len(got) == pytest.approx(accuracy)
+
+
+def test_adapter_outcomes_are_refused_for_generation(prepared, tmp_path: Path) -> None:
+    from promptsweep.methods import adapter_outcomes
+
+    inputs = prepared(TaskType.GENERATION, "decoder")
+    result = train_trial(
+        inputs,
+        {"method": "prompt_tuning", "learning_rate": 0.1, "num_virtual_tokens": 2},
+        budget=TINY,
+        output_dir=tmp_path / "t",
+        seed=0,
+    )
+    with pytest.raises(MethodConfigError, match="classification and verbalizer"):
+        adapter_outcomes(inputs, result.adapter_dir)
+
+
 @pytest.mark.parametrize(
     "params",
     [

@@ -115,6 +115,24 @@ def _floors_build_args(inputs: PreparedInputs) -> tuple:
     return inputs, _no_prompt_config(DEFAULT_POOLING)
 
 
+def test_floors_give_each_review_s_outcome_in_the_split_s_order(keyword_inputs: PreparedInputs) -> None:
+    from promptsweep.methods._data import load_split
+
+    labels = load_split(keyword_inputs, "validation")["labels"]
+    good = keyword_inputs.label_names.index("good")  # the train majority
+    floors = score_floors(keyword_inputs, seed=0, with_outcomes=True)
+    assert floors["majority"]["outcomes"] == "".join("1" if y == good else "0" for y in labels)
+    for floor in floors.values():
+        assert len(floor["outcomes"]) == len(labels)
+        assert floor["outcomes"].count("1") / len(labels) == pytest.approx(floor["accuracy"])
+    # the head-only floor is right on other reviews than the majority's: pairing has something to count
+    assert floors["head_only"]["outcomes"] != floors["majority"]["outcomes"]
+    without = _without_seconds(score_floors(keyword_inputs, seed=0))
+    assert {
+        n: {k: v for k, v in m.items() if k != "outcomes"} for n, m in _without_seconds(floors).items()
+    } == without
+
+
 def test_head_only_is_seeded(keyword_inputs: PreparedInputs) -> None:
     first = _without_seconds(score_floors(keyword_inputs, seed=3))
     assert _without_seconds(score_floors(keyword_inputs, seed=3)) == first
@@ -135,17 +153,25 @@ def test_zero_shot_equals_base_model_scored_by_hand(prepared) -> None:
 
     model = transformers.AutoModelForCausalLM.from_pretrained(inputs.model_dir, dtype=torch.float32).eval()
     val = load_split(inputs, "validation")
-    hits, loss = 0, 0.0
+    hits, loss, right = 0, 0.0, ""
     with torch.no_grad():
         for ids, label in zip(val["input_ids"], val["labels"], strict=True):  # one at a time: no padding
             last = model(input_ids=torch.tensor([ids])).logits[0, -1]
             scores = torch.stack([torch.logsumexp(last[list(w)], dim=0) for w in inputs.label_word_ids])
             hits += int(scores.argmax().item() == label)
+            right += "1" if scores.argmax().item() == label else "0"
             loss -= torch.log_softmax(scores, dim=0)[label].item()
     n = len(val["labels"])
     assert floors["zero_shot"]["accuracy"] == pytest.approx(hits / n)
     assert floors["zero_shot"]["eval_loss"] == pytest.approx(loss / n, rel=1e-4)
     assert _without_seconds(score_floors(inputs)) == _without_seconds(floors)
+    # each review's outcome, in the split's order (the floor's side of a paired test)
+    with_outcomes = score_floors(inputs, with_outcomes=True)
+    assert with_outcomes["zero_shot"]["outcomes"] == right
+    assert _without_seconds(with_outcomes)["zero_shot"] == {
+        **_without_seconds(floors)["zero_shot"],
+        "outcomes": right,
+    }
 
 
 def test_validation_never_reads_the_test_split(keyword_inputs: PreparedInputs, tmp_path: Path) -> None:

@@ -324,6 +324,53 @@ def test_a_selected_trial_within_the_noise_of_a_floor_is_said_to_be_not_separate
     assert floor_separation("accuracy", False, trial(0.655), 200, floors) is None
 
 
+def test_a_floor_with_outcomes_is_paired_review_by_review() -> None:
+    """Against a floor whose per-review outcomes are stored (head-only, zero-shot), the selected trial's
+    own outcomes on the same reviews pair the test (McNemar): a lead the unpaired rule cannot separate is
+    separated when the two disagree on few reviews, and not when they disagree on many."""
+    from promptsweep.search._selecting import floor_separation
+
+    n = 200
+    floors = {"head_only": {"accuracy": 0.66}}
+
+    def pair(both: int, only_trial: int, only_floor: int) -> tuple[str, str]:
+        rest = n - both - only_trial - only_floor
+        trial = "1" * both + "1" * only_trial + "0" * only_floor + "0" * rest
+        floor = "1" * both + "0" * only_trial + "1" * only_floor + "0" * rest
+        return trial, floor
+
+    def note(outcomes: tuple[str, str] | None) -> str | None:
+        trial, floor = outcomes if outcomes else (None, None)
+        return floor_separation(
+            "accuracy",
+            True,
+            {"accuracy": 0.72},
+            n,
+            floors,
+            outcomes=trial,
+            floor_outcomes={"head_only": floor} if floor is not None else None,
+        )
+
+    # unpaired: 2 sqrt(0.72 x 0.28 / 200 + 0.66 x 0.34 / 200) = 0.0923 > the 0.06 gap
+    assert "head_only 0.6600 (gap 0.0600, needed > 0.0923: 2 standard errors" in note(None)
+    # 144 and 132 right of 200, disagreeing on 20 reviews (16 vs 4): (2 sqrt(20) + 1) / 200 = 0.0497
+    assert note(pair(128, 16, 4)) is None
+    # disagreeing on 52 (32 vs 20): (2 sqrt(52) + 1) / 200 = 0.0771 > 0.06
+    said = note(pair(112, 32, 20))
+    assert "head_only 0.6600 (gap 0.0600, needed > 0.0771: paired review by review (McNemar))" in said
+    # outcomes of other reviews than the n ranked ones are not paired
+    trial, floor = pair(128, 16, 4)
+    assert "unpaired" in floor_separation(
+        "accuracy",
+        True,
+        {"accuracy": 0.72},
+        n,
+        floors,
+        outcomes=trial[:-1],
+        floor_outcomes={"head_only": floor[:-1]},
+    )
+
+
 def test_trials_were_recorded_as_they_happened(main_job) -> None:
     storage, job_id, _outcome, _spec = main_job
     for t in storage.list_trials(job_id):
@@ -758,9 +805,11 @@ def test_a_budget_alone_plans_the_search_and_survivors_keep_training(
             assert steps == [30, 90] and t.steps == 90, (t.number, steps)
         elif t.state.value == "pruned":
             assert t.steps in plan["rungs"] and steps == [t.steps], (t.number, steps)
-    assert set(summary["floors"]) == {"majority", "head_only"}
-    for floor in summary["floors"].values():
+    assert set(summary["floors"]) == set(summary["floor_outcomes"]) == {"majority", "head_only"}
+    for name, floor in summary["floors"].items():
         assert 0 <= floor["accuracy"] <= 1
+        right = summary["floor_outcomes"][name]  # each of the 12 ranked reviews, right or wrong
+        assert len(right) == 12 and right.count("1") / 12 == pytest.approx(floor["accuracy"])
     complete = [t for t in trials if t.state.value == "complete"]
     finalists = summary["finalists"]
     assert len(finalists) == min(3, len(complete))
@@ -779,6 +828,8 @@ def test_a_budget_alone_plans_the_search_and_survivors_keep_training(
     if close:
         assert "(n=12)" in summary["floor_separation"], summary
         assert all(f"{name} " in summary["floor_separation"] for name in close), summary
+        # every floor is paired: the majority through the trial's recall, head-only through outcomes
+        assert "unpaired" not in summary["floor_separation"], summary
     # only the selected trial saw the test split
     assert [t.number for t in trials if t.test_metrics] == [summary["selected_trial"]]
     # the first warm-start config (trial 0) is spared at the rung, whoever reaches it first
