@@ -300,7 +300,8 @@ def select(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, A
             storage.record_trial(job_id, record.number, test_metrics=metrics)
             test_metrics[record.number] = metrics
     _faults.hold("select")  # the chaos tests kill a worker here
-    floors = (storage.get_job(job_id).summary or {}).get("floors") or {}
+    stored = storage.get_job(job_id).summary or {}
+    floors, floor_outcomes = stored.get("floors") or {}, stored.get("floor_outcomes") or {}
     warning = None if multi else floor_warning(spec, selected[0].value, floors)
     near = None
     if not multi:
@@ -308,9 +309,9 @@ def select(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, A
         n = int(inputs.counts.get("validation", 0))
         ranked = {**(selected[0].metrics or {}), spec.objective.metric: selected[0].value}
         near = floor_separation(spec.objective.metric, maximize, ranked, n, floors)
-        floor_outcomes = (storage.get_job(job_id).summary or {}).get("floor_outcomes") or {}
         if near and selected[0].adapter_dir and set(floor_outcomes) - {"majority"}:
-            # within the unpaired noise of a floor: pair it review by review (one validation pass)
+            # within the unpaired noise of a floor other than the majority class (paired through the
+            # trial's recall already): pair every floor review by review (one more validation pass)
             from promptsweep.methods import adapter_outcomes
 
             outcomes = adapter_outcomes(inputs, selected[0].adapter_dir, split="validation")
