@@ -142,7 +142,8 @@ class Job(BaseModel):
         default_factory=dict,
         description="What the search decided: its budget `plan` (configs, rungs, steps, timed costs), "
         "`floors` (validation scores of the cheap baselines) with `floor_outcomes` (each floor right `1` or "
-        "wrong `0` on every ranked validation review, for paired tests), `finalists` (the top trials, "
+        "wrong `0` on every ranked validation review, for paired tests; like `selected_outcomes`, only on "
+        "GET /jobs/{id}), `finalists` (the top trials, "
         "re-scored on the whole validation split when the ranking used a subsample of it and there is more "
         "than one; "
         "`rescored` and `kept` say which; with standard errors), `selected_trial`, and `separation` / "
@@ -209,7 +210,7 @@ def create_app(
         StorageError, SchemaVersionError: the database cannot be opened or is too old.
     """
     from promptsweep.export import export_zip
-    from promptsweep.search import JobSpec, submit
+    from promptsweep.search import PER_REVIEW_KEYS, JobSpec, submit
     from promptsweep.storage import Storage
 
     store = storage if storage is not None else Storage(db_url)
@@ -308,8 +309,14 @@ def create_app(
 
     @router.get("/jobs", response_model=list[Job])
     def list_jobs() -> list[Job]:
-        """Every job, newest first as the storage lists them."""
-        return [Job.model_validate(_plain(j)) for j in store.list_jobs()]
+        """Every job, newest first as the storage lists them (their summaries without the per-review
+        outcomes, which GET /jobs/{id} gives)."""
+        return [
+            Job.model_validate(
+                _plain(j, summary={k: v for k, v in (j.summary or {}).items() if k not in PER_REVIEW_KEYS})
+            )
+            for j in store.list_jobs()
+        ]
 
     @router.get("/jobs/{job_id}", response_model=Job)
     def get_job(job_id: int) -> Job:

@@ -119,6 +119,16 @@ def test_job_shows_its_summary(db: str, client: TestClient) -> None:
     storage.update_job_summary(job_id, plan=plan, floors={"majority": {"accuracy": 0.65}}, selected_trial=1)
     summary = client.get(f"/jobs/{job_id}").json()["summary"]
     assert summary == {"plan": plan, "floors": {"majority": {"accuracy": 0.65}}, "selected_trial": 1}
+    # the per-review outcomes (one character per ranked review) are on the job, not in the list
+    storage.update_job_summary(job_id, floor_outcomes={"majority": "0110"}, selected_outcomes="1110")
+    summary = client.get(f"/jobs/{job_id}").json()["summary"]
+    assert summary["floor_outcomes"] == {"majority": "0110"} and summary["selected_outcomes"] == "1110"
+    (listed,) = [j for j in client.get("/jobs").json() if j["id"] == job_id]
+    assert listed["summary"] == {
+        "plan": plan,
+        "floors": {"majority": {"accuracy": 0.65}},
+        "selected_trial": 1,
+    }
     assert "summary" in client.get("/openapi.json").json()["components"]["schemas"]["Job"]["properties"]
 
 

@@ -12,6 +12,7 @@ Importing this package loads neither ray nor torch: they load when a job runs.
 """
 
 from promptsweep.search._runner import JobOutcome, job_inputs, run_job
+from promptsweep.search._selecting import PER_REVIEW_KEYS
 from promptsweep.search._space import sample_params, warm_start_params
 from promptsweep.search._spec import (
     JobSpec,
@@ -25,6 +26,7 @@ from promptsweep.search._submitting import data_spec, submit
 from promptsweep.search._worker import run_worker
 
 __all__ = [
+    "PER_REVIEW_KEYS",
     "JobOutcome",
     "JobSpec",
     "SearchSpace",

@@ -16,6 +16,7 @@ no more than the noise of the ranked split gets ``floor_separation``, printed be
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -36,6 +37,10 @@ _log = get_logger(__name__)
 #: The head-only floor fits its head on at most this many training examples (a seeded subsample): the
 #: frozen features cost one forward pass each, and the floor must stay cheap next to the search.
 FLOOR_HEAD_TRAIN_EXAMPLES = 500
+
+#: Summary keys holding one character per ranked validation review (the floors' and the selected
+#: trial's outcomes, for paired tests): large for a big split, so a list of jobs leaves them out.
+PER_REVIEW_KEYS = ("floor_outcomes", "selected_outcomes")
 
 # why a finalist keeps the value it was ranked on (its ``kept``)
 KEPT_WHOLE_SPLIT = "ranked on the whole split"
@@ -187,6 +192,47 @@ def _mcnemar_bound(metrics: dict[str, Any], floor: dict[str, Any], n: int) -> fl
     return paired_bound(right - right_on_class, on_class - right_on_class, n)
 
 
+def _paired_outcomes(metrics: dict[str, Any], n: int, outcomes: str | None, theirs: str | None) -> bool:
+    """Whether the trial's ``outcomes`` and a floor's (``theirs``) can pair the ranked value: both on
+    the ``n`` ranked reviews, and the trial's hits those its ranked accuracy counts (a reload that
+    scored otherwise, e.g. on another device, is not paired with it)."""
+    if outcomes is None or theirs is None or not len(outcomes) == len(theirs) == n:
+        return False
+    accuracy = metrics.get("accuracy")
+    return isinstance(accuracy, int | float) and _whole(float(accuracy) * n) == outcomes.count("1")
+
+
+def needs_outcomes(
+    metric: str,
+    maximize: bool,
+    metrics: dict[str, Any],
+    n: int,
+    floors: dict[str, Any],
+    stored: dict[str, str],
+) -> bool:
+    """Whether pairing the selected trial with a floor whose outcomes are ``stored`` could decide
+    :func:`floor_separation`: a beaten floor other than the majority class (paired through the trial's
+    recall without them) whose gap is within the largest paired bound the two accuracies allow (the
+    reviews only one gets right are at most ``n x min(a + b, 2 - a - b)``). Otherwise the extra
+    validation pass of the trial's adapter is not needed."""
+    value = metrics.get(metric)
+    if metric != "accuracy" or not maximize or not isinstance(value, int | float) or n <= 0:
+        return False
+    for name, f in floors.items():
+        floor = f.get(metric) if isinstance(f, dict) else None
+        if (
+            name not in stored
+            or name == "majority"
+            or not isinstance(floor, int | float)
+            or not value > floor
+        ):
+            continue
+        most = paired_bound(math.floor(n * min(value + floor, 2 - value - floor)), 0, n)
+        if value - floor <= most:
+            return True
+    return False
+
+
 def floor_separation(
     metric: str,
     maximize: bool,
@@ -203,11 +249,12 @@ def floor_separation(
     decide. The accuracy gap is paired review by review (McNemar with continuity correction,
     :func:`~promptsweep.methods.paired_bound`) where the reviews each gets right are known: from
     ``outcomes`` (the trial's, ``methods.adapter_outcomes``) and ``floor_outcomes[name]`` (the floor's,
-    stored with the floors) on the same ``n`` reviews; against the majority floor, from the trial's
-    recall of the majority class (:func:`_mcnemar_bound`). Otherwise it is unpaired, separated as in
-    :func:`separation` (a gap of more than twice the standard error of the difference), a conservative
-    reading. Only proportions that are maximized (accuracy, exact match) are judged; for other
-    objectives nothing is said. Floors the trial does not beat are :func:`floor_warning`'s.
+    stored with the floors) on the same ``n`` reviews, when they count the ranked accuracy's hits;
+    against the majority floor, from the trial's recall of the majority class (:func:`_mcnemar_bound`).
+    Otherwise it is unpaired, separated as in :func:`separation` (a gap of more than twice the
+    standard error of the difference). Only proportions that are maximized (accuracy, exact match) are
+    judged; for other objectives nothing is said. Floors the trial does not beat are
+    :func:`floor_warning`'s.
     """
     value = metrics.get(metric)
     se = standard_error(metric, value, n)
@@ -221,7 +268,7 @@ def floor_separation(
         paired = None
         if metric == "accuracy":
             theirs = (floor_outcomes or {}).get(name)
-            if outcomes is not None and theirs is not None and len(outcomes) == len(theirs) == n:
+            if _paired_outcomes(metrics, n, outcomes, theirs):
                 paired = paired_bound(*discordant(outcomes, theirs), n)
             else:
                 paired = _mcnemar_bound(metrics, f, n)
@@ -303,27 +350,17 @@ def select(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, A
     stored = storage.get_job(job_id).summary or {}
     floors, floor_outcomes = stored.get("floors") or {}, stored.get("floor_outcomes") or {}
     warning = None if multi else floor_warning(spec, selected[0].value, floors)
-    near = None
+    near = outcomes = None
     if not multi:
         maximize = spec.objective.resolved_direction == "maximize"
         n = int(inputs.counts.get("validation", 0))
         ranked = {**(selected[0].metrics or {}), spec.objective.metric: selected[0].value}
-        near = floor_separation(spec.objective.metric, maximize, ranked, n, floors)
-        if near and selected[0].adapter_dir and set(floor_outcomes) - {"majority"}:
-            # within the unpaired noise of a floor other than the majority class (paired through the
-            # trial's recall already): pair every floor review by review (one more validation pass)
-            from promptsweep.methods import adapter_outcomes
-
-            outcomes = adapter_outcomes(inputs, selected[0].adapter_dir, split="validation")
-            near = floor_separation(
-                spec.objective.metric,
-                maximize,
-                ranked,
-                n,
-                floors,
-                outcomes=outcomes,
-                floor_outcomes=floor_outcomes,
-            )
+        metric = spec.objective.metric
+        if selected[0].adapter_dir and needs_outcomes(metric, maximize, ranked, n, floors, floor_outcomes):
+            outcomes = _selected_outcomes(spec, job_id, selected[0], inputs)
+        near = floor_separation(
+            metric, maximize, ranked, n, floors, outcomes=outcomes, floor_outcomes=floor_outcomes
+        )
     if warning:
         _log.warning("job %d: %s", job_id, warning)
     if near:
@@ -335,9 +372,25 @@ def select(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, A
         separation=separation(finalists),
         floor_warning=warning,
         floor_separation=near,
+        selected_outcomes=outcomes,
         kept_state=None if multi else kept_state(storage, job_id, selected[0], spec.objective.metric),
     )
     return {"selected": selected, "test_metrics": test_metrics, "finalists": finalists}
+
+
+def _selected_outcomes(spec: JobSpec, job_id: int, record: Any, inputs: Any) -> str | None:
+    """The selected trial's outcome on each ranked validation review (its adapter reloaded, one
+    validation pass at the trials' evaluation batch size), or ``None`` when that fails: the pairing
+    only sharpens a note, so the job does not fail for it."""
+    from promptsweep.methods import adapter_outcomes
+
+    try:
+        return adapter_outcomes(
+            inputs, record.adapter_dir, split="validation", batch_size=spec.budget.eval_batch_size
+        )
+    except Exception as exc:  # the note falls back to the unpaired rule
+        _log.warning("job %d: trial %d not paired with the floors: %s", job_id, record.number, exc)
+        return None
 
 
 def kept_state(storage: Any, job_id: int, record: Any, metric: str) -> str | None:

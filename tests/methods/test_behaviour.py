@@ -229,6 +229,17 @@ def test_clearly_better_allows_for_the_noise_of_the_validation_split() -> None:
     assert clearly_better("eval_loss", 0.30, 0.31, 200) and not clearly_better("eval_loss", 0.31, 0.30, 200)
 
 
+def test_discordant_counts_the_reviews_only_one_side_gets_right() -> None:
+    from promptsweep.methods import discordant, paired_bound
+
+    assert discordant("110100", "011100") == (1, 1)
+    assert discordant("1111", "0011") == (2, 0) and discordant("0011", "1111") == (0, 2)  # the order holds
+    with pytest.raises(ValueError, match="outcomes of 3 and 4 examples cannot be paired"):
+        discordant("101", "1010")
+    # McNemar with continuity correction at 2 standard errors: (2 sqrt(b + c) + 1) / n
+    assert paired_bound(16, 4, 200) == pytest.approx((2 * 20**0.5 + 1) / 200)
+
+
 def test_resizing_a_step_moves_the_end_of_the_learning_rate_decay(prepared) -> None:
     inputs = prepared(TaskType.CLASSIFICATION, "encoder")
     config = method_config_from_params(

@@ -23,6 +23,7 @@ import pytest
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
+from promptsweep.methods import discordant, paired_bound
 from promptsweep.search import parse_spec, run_job, run_worker, submit, warm_start_params
 from promptsweep.search._spec import local_gpu_count
 from promptsweep.storage import Storage, artifact_name, default_artifact_dir
@@ -358,6 +359,11 @@ def test_a_floor_with_outcomes_is_paired_review_by_review() -> None:
     # disagreeing on 52 (32 vs 20): (2 sqrt(52) + 1) / 200 = 0.0771 > 0.06
     said = note(pair(112, 32, 20))
     assert "head_only 0.6600 (gap 0.0600, needed > 0.0771: paired review by review (McNemar))" in said
+    # outcomes whose hits are not the ranked accuracy's (a reload that scored otherwise) are not paired
+    trial, floor = pair(127, 16, 4)  # 143 hits for a ranked 0.72 (144)
+    assert "unpaired" in floor_separation(
+        "accuracy", True, {"accuracy": 0.72}, n, floors, outcomes=trial, floor_outcomes={"head_only": floor}
+    )
     # outcomes of other reviews than the n ranked ones are not paired
     trial, floor = pair(128, 16, 4)
     assert "unpaired" in floor_separation(
@@ -368,6 +374,31 @@ def test_a_floor_with_outcomes_is_paired_review_by_review() -> None:
         floors,
         outcomes=trial[:-1],
         floor_outcomes={"head_only": floor[:-1]},
+    )
+
+
+def test_the_selected_trial_is_paired_with_a_floor_only_where_pairing_could_decide() -> None:
+    """``needs_outcomes``: one more validation pass of the selected adapter is run only for a beaten
+    floor, other than the majority class, with stored outcomes, whose gap is within the largest
+    McNemar bound the two accuracies allow: (2 sqrt(n min(a + b, 2 - a - b)) + 1) / n."""
+    from promptsweep.search._selecting import needs_outcomes
+
+    stored = {"majority": "1", "head_only": "1", "zero_shot": "1"}
+
+    def needs(value: float, floors: dict[str, float], n: int = 200, metric: str = "accuracy") -> bool:
+        on = {name: {metric: v} for name, v in floors.items()}
+        return needs_outcomes(metric, True, {metric: value}, n, on, stored)
+
+    # MiniLM's demo: 0.80 against head-only 0.74 on 300 reviews: at most 138 discordant, bound 0.0850
+    assert needs(0.80, {"head_only": 0.74}, n=300)
+    # SmolLM2: 0.82 against zero-shot 0.37 on 200: at most 162 discordant, bound 0.1323 < 0.45
+    assert not needs(0.82, {"zero_shot": 0.37})
+    assert not needs(0.66, {"majority": 0.65})  # paired through the trial's recall already
+    assert not needs(0.60, {"head_only": 0.74})  # not beaten: floor_warning's
+    assert not needs(0.80, {"head_only": 0.74}, metric="exact_match")
+    assert not needs_outcomes("accuracy", True, {"accuracy": 0.8}, 200, {"head_only": {"accuracy": 0.74}}, {})
+    assert not needs_outcomes(
+        "accuracy", False, {"accuracy": 0.8}, 200, {"head_only": {"accuracy": 0.7}}, stored
     )
 
 
@@ -830,6 +861,21 @@ def test_a_budget_alone_plans_the_search_and_survivors_keep_training(
         assert all(f"{name} " in summary["floor_separation"] for name in close), summary
         # every floor is paired: the majority through the trial's recall, head-only through outcomes
         assert "unpaired" not in summary["floor_separation"], summary
+    # beating head-only by less than McNemar's largest bound on 12 reviews, the selected trial was
+    # scored review by review once more, and its outcomes decide the note against head-only
+    from promptsweep.search._selecting import needs_outcomes
+
+    head = summary["floors"]["head_only"]["accuracy"]
+    stored = summary["floor_outcomes"]
+    if not needs_outcomes("accuracy", True, {"accuracy": ranked}, 12, summary["floors"], stored):
+        assert "selected_outcomes" not in summary, summary
+    else:
+        mine = summary["selected_outcomes"]
+        assert len(mine) == 12 and mine.count("1") == round(ranked * 12), summary
+        only_mine, only_head = discordant(mine, summary["floor_outcomes"]["head_only"])
+        assert only_mine - only_head == round((ranked - head) * 12)
+        separated = ranked - head > paired_bound(only_mine, only_head, 12)
+        assert ("head_only " in (summary.get("floor_separation") or "")) == (not separated), summary
     # only the selected trial saw the test split
     assert [t.number for t in trials if t.test_metrics] == [summary["selected_trial"]]
     # the first warm-start config (trial 0) is spared at the rung, whoever reaches it first
