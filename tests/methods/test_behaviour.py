@@ -13,8 +13,10 @@ from promptsweep.exceptions import DataError, MethodConfigError, SpecError, Trai
 from promptsweep.methods import (
     DataSpec,
     Pooling,
+    PreparedInputs,
     TaskType,
     TrainBudget,
+    TrialResult,
     evaluate_adapter,
     method_config_from_params,
     prepare_inputs,
@@ -372,17 +374,22 @@ def test_too_many_virtual_tokens_for_the_positions(prepared, tmp_path: Path) -> 
         )
 
 
+def _tiny_adapter(inputs: PreparedInputs, output_dir: Path, *, learning_rate: float) -> TrialResult:
+    """A saved prompt-tuning adapter (2 virtual tokens) after :data:`TINY`'s 4 steps."""
+    return train_trial(
+        inputs,
+        {"method": "prompt_tuning", "learning_rate": learning_rate, "num_virtual_tokens": 2},
+        budget=TINY,
+        output_dir=output_dir,
+        seed=0,
+    )
+
+
 def test_evaluate_adapter_errors(prepared, tmp_path: Path) -> None:
     inputs = prepared(TaskType.GENERATION, "decoder")
     with pytest.raises(DataError, match="not a promptsweep adapter"):
         evaluate_adapter(inputs, tmp_path)
-    result = train_trial(
-        inputs,
-        {"method": "prompt_tuning", "learning_rate": 0.1, "num_virtual_tokens": 2},
-        budget=TINY,
-        output_dir=tmp_path / "t",
-        seed=0,
-    )
+    result = _tiny_adapter(inputs, tmp_path / "t", learning_rate=0.1)
     with pytest.raises(DataError, match="no split 'test'"):  # a single local file: train + carved validation
         evaluate_adapter(inputs, result.adapter_dir, split="test")
     metrics = evaluate_adapter(inputs, result.adapter_dir, split="validation")
@@ -402,13 +409,7 @@ def test_adapter_outcomes_name_each_review_right_or_wrong_in_the_split_order(
     from promptsweep.methods._train import load_adapter_model
 
     inputs = prepared(task, "encoder" if task is TaskType.CLASSIFICATION else "decoder")
-    result = train_trial(
-        inputs,
-        {"method": "prompt_tuning", "learning_rate": 0.3, "num_virtual_tokens": 2},
-        budget=TINY,
-        output_dir=tmp_path / "t",
-        seed=0,
-    )
+    result = _tiny_adapter(inputs, tmp_path / "t", learning_rate=0.3)
     got = adapter_outcomes(inputs, result.adapter_dir)
     examples = _examples(load_split(inputs, "validation"))
     model = load_adapter_model(inputs, result.adapter_dir, device="cpu").eval()
@@ -427,13 +428,7 @@ def test_adapter_outcomes_are_refused_for_generation(prepared, tmp_path: Path) -
     from promptsweep.methods import adapter_outcomes
 
     inputs = prepared(TaskType.GENERATION, "decoder")
-    result = train_trial(
-        inputs,
-        {"method": "prompt_tuning", "learning_rate": 0.1, "num_virtual_tokens": 2},
-        budget=TINY,
-        output_dir=tmp_path / "t",
-        seed=0,
-    )
+    result = _tiny_adapter(inputs, tmp_path / "t", learning_rate=0.1)
     with pytest.raises(MethodConfigError, match="classification and verbalizer"):
         adapter_outcomes(inputs, result.adapter_dir)
 
