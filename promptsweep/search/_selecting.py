@@ -16,7 +16,6 @@ no more than the noise of the ranked split gets ``floor_separation``, printed be
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -227,7 +226,7 @@ def needs_outcomes(
             or not value > floor
         ):
             continue
-        most = paired_bound(math.floor(n * min(value + floor, 2 - value - floor)), 0, n)
+        most = paired_bound(round(n * min(value + floor, 2 - value - floor)), 0, n)  # whole reviews
         if value - floor <= most:
             return True
     return False
@@ -322,7 +321,8 @@ def select(spec: JobSpec, storage: Any, job_id: int, inputs: Any) -> dict[str, A
     Returns:
         ``{"selected": [TrialRecord ...], "test_metrics": {number: metrics}, "finalists": [...]}``;
         ``selected`` is empty when no trial completed. The job's summary gets ``selected_trial``,
-        ``finalists``, ``separation``, ``floor_warning``, ``floor_separation`` and ``kept_state``.
+        ``finalists``, ``separation``, ``floor_warning``, ``floor_separation``, ``selected_outcomes``
+        (when the trial was paired with a floor review by review) and ``kept_state``.
     """
     from promptsweep.methods import evaluate_adapter
 
