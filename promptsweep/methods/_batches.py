@@ -59,7 +59,13 @@ def epoch_batches(
 
 def by_length(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``examples`` sorted by length (stable), for evaluation passes with little padding."""
-    return sorted(examples, key=example_length)
+    return [examples[i] for i in length_order(examples)]
+
+
+def length_order(examples: list[dict[str, Any]]) -> list[int]:
+    """The indices of ``examples`` in :func:`by_length`'s order, for a pass that puts its results
+    back in the examples' own order."""
+    return sorted(range(len(examples)), key=lambda i: example_length(examples[i]))
 
 
 def sorted_pass_tokens(lengths: Sequence[int], batch_size: int) -> int:
@@ -94,6 +100,7 @@ __all__ = [
     "by_length",
     "epoch_batches",
     "example_length",
+    "length_order",
     "padded_length",
     "sorted_pass_tokens",
     "typical_batch",

@@ -13,7 +13,8 @@ import math
 import resource
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from promptsweep._logging import get_logger
 from promptsweep.exceptions import DataError, MethodConfigError
 from promptsweep.methods import _modeling
 from promptsweep.methods._adapters import local_adapter_dir
-from promptsweep.methods._batches import by_length, epoch_batches, example_length
+from promptsweep.methods._batches import by_length, epoch_batches, example_length, length_order
 from promptsweep.methods._config import MethodConfig, TaskType, method_config_from_params
 from promptsweep.methods._data import load_split
 from promptsweep.methods._modeling import (
@@ -120,14 +121,10 @@ def evaluate_model(
     ``precision``: a resolved ``"fp32"`` (default) or ``"bf16"`` (autocast).
     """
     if inputs.task is TaskType.GENERATION:
-        was_training = model.training
-        model.eval()
-        try:
+        with _evaluating(model):
             return _evaluate_generation(
                 model, inputs, by_length(examples), batch_size=batch_size, device=device, precision=precision
             )
-        finally:
-            model.train(was_training)
     preds, golds, loss = predict_classes(
         model, inputs, examples, batch_size=batch_size, device=device, precision=precision
     )
@@ -156,11 +153,9 @@ def predict_classes(
     """The predicted and the gold class of each of ``examples``, in their order, and the summed
     cross-entropy (nats): classification and verbalizer tasks. The passes run sorted by length (less
     padding), as :func:`evaluate_model`'s."""
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(examples)), key=lambda i: example_length(examples[i]))  # by_length's order
+    order = length_order(examples)
     preds, golds, loss = [0] * len(examples), [0] * len(examples), 0.0
-    try:
+    with _evaluating(model):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = _to(collate([examples[i] for i in idx], inputs.task, inputs.pad_token_id), device)
@@ -170,9 +165,18 @@ def predict_classes(
             chunk = zip(idx, logits.argmax(dim=-1).tolist(), batch["labels"].tolist(), strict=True)
             for i, pred, gold in chunk:
                 preds[i], golds[i] = pred, gold
+    return preds, golds, loss
+
+
+@contextmanager
+def _evaluating(model: Any) -> Iterator[None]:
+    """``model`` in eval mode for the block, back in the mode it was in after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
     finally:
         model.train(was_training)
-    return preds, golds, loss
 
 
 def outcomes(preds: list[int], golds: list[int]) -> str:

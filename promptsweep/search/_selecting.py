@@ -17,6 +17,7 @@ no more than the noise of the ranked split gets ``floor_separation``, printed be
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from promptsweep import _faults
@@ -201,6 +202,14 @@ def _paired_outcomes(metrics: dict[str, Any], n: int, outcomes: str | None, thei
     return isinstance(accuracy, int | float) and _whole(float(accuracy) * n) == outcomes.count("1")
 
 
+def _beaten(metric: str, value: float, floors: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], float]]:
+    """Each floor whose ``metric`` the selected trial's ``value`` beats: (name, its metrics, its value)."""
+    for name, f in floors.items():
+        floor = f.get(metric) if isinstance(f, dict) else None
+        if isinstance(floor, int | float) and value > floor:
+            yield name, f, float(floor)
+
+
 def needs_outcomes(
     metric: str,
     maximize: bool,
@@ -217,14 +226,8 @@ def needs_outcomes(
     value = metrics.get(metric)
     if metric != "accuracy" or not maximize or not isinstance(value, int | float) or n <= 0:
         return False
-    for name, f in floors.items():
-        floor = f.get(metric) if isinstance(f, dict) else None
-        if (
-            name not in stored
-            or name == "majority"
-            or not isinstance(floor, int | float)
-            or not value > floor
-        ):
+    for name, _, floor in _beaten(metric, value, floors):
+        if name not in stored or name == "majority":
             continue
         most = paired_bound(round(n * min(value + floor, 2 - value - floor)), 0, n)  # whole reviews
         if value - floor <= most:
@@ -260,10 +263,7 @@ def floor_separation(
     if se is None or value is None or not maximize:
         return None
     close = []
-    for name, f in floors.items():
-        floor = f.get(metric) if isinstance(f, dict) else None
-        if not isinstance(floor, int | float) or not value > floor:
-            continue
+    for name, f, floor in _beaten(metric, value, floors):
         paired = None
         if metric == "accuracy":
             theirs = (floor_outcomes or {}).get(name)
